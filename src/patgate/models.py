@@ -1,0 +1,174 @@
+"""The records patgate keeps and passes around: users and tokens.
+
+Frozen dataclasses with no I/O. Times are epoch seconds (UTC floats); they are
+turned into ISO 8601 only at the edges (JSON, tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from patgate.durations import format_duration, format_time
+
+
+class ExpiryModel(StrEnum):
+    NEVER = "never"
+    HARD = "hard"
+    SLIDING = "sliding"
+
+
+class TokenStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    login: str
+    password_hash: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] = ("*",)
+    admin: bool = False
+    disabled: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_public(self) -> dict[str, Any]:
+        """The JSON view: never the password hash."""
+        return {
+            "login": self.login,
+            "scopes": list(self.scopes),
+            "admin": self.admin,
+            "disabled": self.disabled,
+            "has_password": self.password_hash is not None,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """Everything stored about one token. Never the value: only its hash.
+
+    ``status`` as stored is ``active`` or ``revoked``; ``expired`` is derived
+    from ``expires_at`` at read time (:meth:`status_at`).
+    ``previous_hash`` keeps a regenerated-away value alive until
+    ``previous_hash_until`` (the grace period), then it is dead.
+    """
+
+    id: str
+    owner: str
+    token_hash: bytes = field(repr=False)
+    name: str = ""
+    scopes: tuple[str, ...] = ("*",)
+    project: str | None = None
+    expiry: ExpiryModel = ExpiryModel.NEVER
+    expires_at: float | None = None
+    sliding_window: int | None = None
+    max_lifetime: int | None = None
+    created_at: float = 0.0
+    created_by: str = ""
+    updated_at: float = 0.0
+    last_used_at: float | None = None
+    last_used_ip: str | None = None
+    use_count: int = 0
+    allowed_cidrs: tuple[str, ...] = ()
+    rate_limit: int | None = None
+    status: TokenStatus = TokenStatus.ACTIVE
+    previous_hash: bytes | None = field(default=None, repr=False)
+    previous_hash_until: float | None = None
+
+    def lifetime_ends_at(self) -> float | None:
+        """The hard cap of a sliding token (``created_at + max_lifetime``)."""
+        if self.max_lifetime is None:
+            return None
+        return self.created_at + self.max_lifetime
+
+    def status_at(self, now: float) -> TokenStatus:
+        if self.status is TokenStatus.REVOKED:
+            return TokenStatus.REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return TokenStatus.EXPIRED
+        return TokenStatus.ACTIVE
+
+    def slid_expiry(self, now: float) -> float | None:
+        """Where a use at ``now`` moves ``expires_at``; None if it does not move."""
+        if self.expiry is not ExpiryModel.SLIDING or self.sliding_window is None:
+            return None
+        moved = now + self.sliding_window
+        cap = self.lifetime_ends_at()
+        return min(moved, cap) if cap is not None else moved
+
+    def with_changes(self, **changes: Any) -> TokenRecord:
+        return replace(self, **changes)
+
+    def to_public(self, now: float) -> dict[str, Any]:
+        """The JSON view of SPEC.md section 6: never the value or its hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "scopes": list(self.scopes),
+            "project": self.project,
+            "expiry": self.expiry.value,
+            "expires_at": format_time(self.expires_at),
+            "sliding_window": (
+                format_duration(self.sliding_window) if self.sliding_window else None
+            ),
+            "max_lifetime": (
+                format_duration(self.max_lifetime) if self.max_lifetime else None
+            ),
+            "created_at": format_time(self.created_at),
+            "created_by": self.created_by,
+            "updated_at": format_time(self.updated_at),
+            "last_used_at": format_time(self.last_used_at),
+            "last_used_ip": self.last_used_ip,
+            "use_count": self.use_count,
+            "allowed_cidrs": list(self.allowed_cidrs),
+            "rate_limit": self.rate_limit,
+            "status": self.status_at(now).value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """A token with its owner, as one cache entry holds them."""
+
+    token: TokenRecord
+    owner: User
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One coalesced usage write: the last use of a token in a flush interval."""
+
+    token_id: str
+    used_at: float
+    ip: str | None
+    count: int
+    expires_at: float | None = None
+
+
+class ChangeKind(StrEnum):
+    TOKEN = "token"  # noqa: S105 - an enum name, not a password
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change notice: caches drop every entry for this token id or owner."""
+
+    kind: ChangeKind
+    key: str
+
+    def encode(self) -> str:
+        return f"{self.kind.value}:{self.key}"
+
+    @classmethod
+    def decode(cls, text: str) -> Change | None:
+        kind, sep, key = text.partition(":")
+        if not sep or kind not in ChangeKind.__members__.values():
+            return None
+        return cls(ChangeKind(kind), key)

@@ -1,0 +1,89 @@
+"""The Store protocol that every adapter implements, and :func:`open_store`.
+
+Adapters translate their driver's errors into ``StoreUnavailableError`` and
+raise ``ConflictError`` / ``NotFoundError`` as documented below. One
+conformance suite (``tests/contract``) runs unchanged against every adapter.
+
+Writes are split by who makes them so they never overwrite each other:
+management writes (``update_token``) change settings and status; the gateway's
+coalesced usage writes (``record_usage``) change only ``last_used_*``,
+``use_count`` and a sliding ``expires_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from patgate.models import Change, TokenGrant, TokenRecord, Usage, User
+
+
+@dataclass(frozen=True, slots=True)
+class RateVerdict:
+    """The answer of a rate limiter: allowed, or retry after some seconds."""
+
+    allowed: bool
+    retry_after: float = 0.0
+
+
+class Store(Protocol):
+    """Where users and tokens live. All methods may raise StoreUnavailableError."""
+
+    url_for_display: str
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers."""
+
+    async def close(self) -> None: ...
+
+    # users
+    async def create_user(self, user: User) -> None:
+        """Store a new user; ConflictError if the login is taken."""
+
+    async def get_user(self, login: str) -> User | None: ...
+
+    async def list_users(self) -> list[User]: ...
+
+    async def update_user(self, user: User) -> None:
+        """Replace a user; NotFoundError if absent. Publishes a user change."""
+
+    # tokens
+    async def create_token(self, record: TokenRecord) -> None:
+        """Store a new token; ConflictError if the id is taken."""
+
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    async def list_tokens(self, owner: str | None = None) -> list[TokenRecord]:
+        """Tokens of ``owner`` (all when None), oldest first."""
+
+    async def update_token(self, record: TokenRecord) -> None:
+        """Replace settings, status and hashes of an existing token.
+
+        Usage fields of ``record`` are ignored. NotFoundError if absent.
+        Publishes a token change so that every gateway drops its cache entry.
+        """
+
+    async def resolve(self, token_id: str) -> TokenGrant | None:
+        """The token and its owner in one round trip (the gateway's cache miss)."""
+
+    async def record_usage(self, usages: Sequence[Usage]) -> None:
+        """Apply coalesced usage: add ``count``, set last use, move sliding expiry.
+
+        Unknown ids are skipped. ``expires_at`` only ever moves forward.
+        """
+
+    def changes(self) -> AsyncIterator[Change]:
+        """Change notices from every process sharing this store, as they happen.
+
+        Redis delivers them by pub/sub; SQLite by polling a change log. The
+        iterator ends only when the store is closed; it raises
+        StoreUnavailableError when the store goes away (the caller retries).
+        """
+        ...
+
+    async def take_rate(
+        self, key: str, limit: int, window: int, now: float
+    ) -> RateVerdict:
+        """Count one hit against ``limit`` per ``window`` seconds for ``key``."""
+        ...

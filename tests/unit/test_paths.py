@@ -1,5 +1,6 @@
 """The canonical request path: fixed cases, refusals, and properties under fuzzing."""
 
+import contextlib
 from urllib.parse import unquote
 
 import pytest
@@ -159,10 +160,8 @@ hostile = st.lists(st.sampled_from(PIECES), max_size=12).map("".join)
 @example("/public/%2e%2e/admin")
 @example("/public/%25%32%65%25%32%65/admin")
 def test_never_raises_anything_but_path_error(raw):
-    try:
+    with contextlib.suppress(PathError):
         normalise_path(raw)
-    except PathError:
-        pass
 
 
 @given(hostile.map(lambda s: "/" + s))

@@ -1,0 +1,221 @@
+"""Finding the credential in a request: Bearer, Basic, query parameter, API key.
+
+:func:`extract_credential` looks at every source the route accepts and returns
+one :class:`Credential`, nothing (``None``), or a :class:`CredentialError`
+(an outcome, answered with 400 at the edge) when the request is ambiguous:
+two ``Authorization`` headers, two different tokens in two places, a header
+that cannot be parsed. It never picks "the first" of two.
+
+:func:`strip_query_params` removes the query tokens from the forwarded query
+and from log lines, leaving every other byte as the client sent it.
+
+Pure: no I/O. Works on plain strings so any HTTP layer can feed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote
+
+__all__ = [
+    "SOURCES",
+    "Credential",
+    "CredentialError",
+    "CredentialSource",
+    "extract_credential",
+    "strip_query_params",
+]
+
+CredentialSource = Literal["bearer", "basic", "query", "header"]
+SOURCES: tuple[CredentialSource, ...] = ("bearer", "basic", "query", "header")
+
+# RFC 7235 §2.1: auth-scheme 1*SP token68. One run of spaces or tabs is
+# tolerated between the scheme and the credentials; nothing else.
+_SCHEME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A token value and where it came from; ``login`` is the Basic user name.
+
+    ``repr`` hides the value so that a stray log line cannot leak it.
+    """
+
+    value: str = field(repr=False)
+    source: CredentialSource
+    login: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialError:
+    """Why the credentials of a request are unusable; the edge answers 400.
+
+    ``code`` is one of ``duplicate_authorization``, ``malformed_authorization``,
+    ``bad_base64``, ``non_utf8``, ``conflicting_credentials``. ``message`` is
+    safe to show the client: it never contains a credential.
+    """
+
+    code: str
+    message: str
+
+
+def extract_credential(
+    authorization: Sequence[str],
+    api_key: Sequence[str],
+    raw_query: str,
+    sources: Collection[str],
+    query_params: Collection[str],
+) -> Credential | CredentialError | None:
+    """The one credential of a request, from the sources the route accepts.
+
+    ``authorization`` holds every ``Authorization`` header value, ``api_key``
+    every value of the route's API-key header, ``raw_query`` the query as sent
+    (without ``?``). A scheme or source the route does not accept is not a
+    credential and is ignored. The same value in several places is one
+    credential; different values are ``conflicting_credentials``.
+    """
+    if len(authorization) > 1:
+        # SECURITY: two Authorization headers; a proxy and an upstream could
+        # each pick a different one. Refuse instead of using the first.
+        return CredentialError(
+            "duplicate_authorization", "more than one Authorization header"
+        )
+    found: list[Credential] = []
+    for candidate in (
+        _from_authorization(authorization, sources),
+        _from_api_key(api_key, sources),
+        _from_query(raw_query, sources, query_params),
+    ):
+        if isinstance(candidate, CredentialError):
+            return candidate
+        if candidate is not None:
+            found.append(candidate)
+    if not found:
+        return None
+    first = found[0]
+    if any(other.value != first.value for other in found[1:]):
+        # SECURITY: two different tokens in one request; whichever the
+        # gateway checked, the upstream might act on the other.
+        return _conflict()
+    return first
+
+
+def _conflict() -> CredentialError:
+    return CredentialError(
+        "conflicting_credentials", "the request carries two different credentials"
+    )
+
+
+def _from_authorization(
+    values: Sequence[str], sources: Collection[str]
+) -> Credential | CredentialError | None:
+    if not values:
+        return None
+    header = values[0].strip(" \t")
+    match = _SCHEME.match(header)
+    if match is None:
+        return None
+    scheme = match.group().lower()
+    if scheme not in ("bearer", "basic") or scheme not in sources:
+        return None
+    rest = header[match.end() :]
+    params = rest.lstrip(" \t")
+    if params == rest or not _TOKEN68.fullmatch(params):
+        return CredentialError(
+            "malformed_authorization",
+            f"the Authorization header is not '{scheme.title()} <credentials>'",
+        )
+    if scheme == "bearer":
+        return Credential(value=params, source="bearer")
+    return _from_basic(params)
+
+
+def _from_basic(params: str) -> Credential | CredentialError | None:
+    try:
+        raw = base64.b64decode(params, validate=True)
+    except (binascii.Error, ValueError):
+        return CredentialError(
+            "bad_base64", "the Basic credentials are not valid base64"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return CredentialError("non_utf8", "the Basic credentials are not UTF-8")
+    login, sep, password = text.partition(":")
+    if not sep:
+        return CredentialError(
+            "malformed_authorization", "the Basic credentials have no ':'"
+        )
+    if not password:
+        # A client probing with "login:" has no token yet: no credential, so
+        # it gets the 401 challenge rather than a 400.
+        return None
+    return Credential(value=password, source="basic", login=login)
+
+
+def _from_api_key(
+    values: Sequence[str], sources: Collection[str]
+) -> Credential | CredentialError | None:
+    if "header" not in sources:
+        return None
+    present = {value.strip(" \t") for value in values} - {""}
+    if len(present) > 1:
+        return _conflict()
+    if not present:
+        return None
+    return Credential(value=present.pop(), source="header")
+
+
+def _from_query(
+    raw_query: str, sources: Collection[str], names: Collection[str]
+) -> Credential | CredentialError | None:
+    if "query" not in sources or not raw_query:
+        return None
+    present: set[str] = set()
+    for pair in raw_query.split("&"):
+        name, _, raw_value = pair.partition("=")
+        if _param_name(name) not in names:
+            continue
+        try:
+            value = unquote(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            return CredentialError(
+                "non_utf8", "a query credential is not UTF-8 once decoded"
+            )
+        if value:
+            present.add(value)
+    if len(present) > 1:
+        return _conflict()
+    if not present:
+        return None
+    return Credential(value=present.pop(), source="query")
+
+
+def _param_name(raw_name: str) -> str:
+    # SECURITY: "access%5Ftoken" is "access_token" to the upstream's parser;
+    # compare decoded names so an encoded spelling is found and stripped too.
+    if "%" not in raw_name:
+        return raw_name
+    return unquote(raw_name, errors="replace")
+
+
+def strip_query_params(raw_query: str, names: Collection[str]) -> str:
+    """``raw_query`` without any ``name=...`` pair for ``names``.
+
+    Every other byte stays as the client sent it: pairs are split at ``&``,
+    the matching ones dropped, the rest joined again with ``&`` in order.
+    A query without those names is returned unchanged.
+    """
+    if not raw_query or not names:
+        return raw_query
+    pairs = raw_query.split("&")
+    kept = [pair for pair in pairs if _param_name(pair.partition("=")[0]) not in names]
+    if len(kept) == len(pairs):
+        return raw_query
+    return "&".join(kept)

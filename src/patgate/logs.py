@@ -1,0 +1,151 @@
+"""structlog set-up and the redaction processor every log line passes through.
+
+The chain is structlog's production recipe: context variables, log level, an
+ISO 8601 UTC timestamp, exception formatting, :func:`redact_secrets`, then a
+JSON (or console) renderer, behind a filtering bound logger. Redaction runs
+after the exception is formatted, so a token inside a traceback is hidden too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO, cast
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from patgate.errors import UsageError
+
+REDACTED = "[REDACTED]"
+
+# Anything shaped like a token value of any prefix: 2-16 lowercase letters or
+# digits, "_", 46 base62 characters (id + secret + checksum).
+# SECURITY: token values in logs; this catches them in messages, URLs and
+# nested fields whatever the key is called.
+TOKEN_VALUE_PATTERN = re.compile(r"[a-z0-9]{2,16}_[0-9A-Za-z]{46}")
+
+_SENSITIVE_WORDS = (
+    "password",
+    "token",
+    "secret",
+    "authorization",
+    "cookie",
+    "pepper",
+    "api_key",
+    "apikey",
+)
+# Keys that name a sensitive word but hold public data.
+_PUBLIC_KEYS = frozenset({"token_id", "token_ids", "token_count"})
+
+
+def is_sensitive_key(key: str) -> bool:
+    """True for keys like ``password``, ``new_password``, ``Set-Cookie``."""
+    name = key.lower().replace("-", "_")
+    if name in _PUBLIC_KEYS:
+        return False
+    return any(word in name for word in _SENSITIVE_WORDS)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every token-shaped substring replaced by ``[REDACTED]``."""
+    return TOKEN_VALUE_PATTERN.sub(REDACTED, text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and is_sensitive_key(key)
+            else _redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def redact_secrets(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """structlog processor: hide token values and secret-named fields."""
+    return cast(EventDict, _redact_value(event_dict))
+
+
+class NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for."""
+
+    def __init__(self, file: TextIO | None = None, name: str | None = None):
+        super().__init__(file)
+        self.name = name
+
+
+class NamedPrintLoggerFactory:
+    """``structlog.get_logger(name)`` → a :class:`NamedPrintLogger` on ``file``."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> NamedPrintLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        return NamedPrintLogger(self._file, name)
+
+
+def add_logger_name(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """structlog processor: the ``logger`` field from the logger's name."""
+    name = getattr(logger, "name", None)
+    if name:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise UsageError(
+            f"invalid log level {level!r}: use debug, info, warning, error or critical"
+        )
+    return number
+
+
+def configure_logging(
+    level: str = "info", json: bool = True, stream: TextIO | None = None
+) -> None:
+    """Send structlog output to ``stream`` (stderr by default), one line per event.
+
+    ``json=False`` renders for people (no colours). Loggers are not cached on
+    first use, so :func:`structlog.testing.capture_logs` and a later call here
+    take effect on loggers made earlier.
+    """
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        add_logger_name,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    if json:
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        logger_factory=NamedPrintLoggerFactory(
+            stream if stream is not None else sys.stderr
+        ),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str | None = None) -> FilteringBoundLogger:
+    """A logger; ``name`` becomes the ``logger`` field of every line."""
+    args = (name,) if name else ()
+    return cast(FilteringBoundLogger, structlog.get_logger(*args))

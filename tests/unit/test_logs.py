@@ -1,0 +1,143 @@
+"""Log set-up: redaction of token values and secrets, JSON lines, UTC timestamps."""
+
+import io
+import json
+from datetime import datetime
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from patgate import logs, tokens
+from patgate.errors import UsageError
+
+VALUE = tokens.format_token("pgt", "AbCd1234", "0123456789abcdefghijABCDEFGHIJkl")
+OTHER_PREFIX = tokens.format_token("acme", "zzzzzzzz", "Z" * 32)
+
+
+@pytest.fixture
+def stream():
+    out = io.StringIO()
+    logs.configure_logging(level="info", json=True, stream=out)
+    yield out
+    structlog.reset_defaults()
+
+
+def lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_lines_with_level_and_utc_iso_timestamp(stream):
+    log = logs.get_logger("patgate.test")
+    log.info("token_refused", token_id="AbCd1234", reason="expired")
+    log.warning("second")
+    first, second = lines(stream)
+    assert first["event"] == "token_refused"
+    assert first["level"] == "info"
+    assert first["logger"] == "patgate.test"
+    assert first["token_id"] == "AbCd1234"
+    assert second["level"] == "warning"
+    moment = datetime.fromisoformat(first["timestamp"].replace("Z", "+00:00"))
+    assert moment.utcoffset().total_seconds() == 0
+    assert first["timestamp"].endswith("Z")
+
+
+def test_level_filters_lower_levels():
+    out = io.StringIO()
+    logs.configure_logging(level="warning", stream=out)
+    try:
+        log = logs.get_logger()
+        log.info("quiet")
+        log.error("loud")
+    finally:
+        structlog.reset_defaults()
+    assert [line["event"] for line in lines(out)] == ["loud"]
+
+
+def test_unknown_level_is_a_usage_error():
+    with pytest.raises(UsageError, match="invalid log level"):
+        logs.configure_logging(level="chatty")
+
+
+def test_token_values_are_redacted_everywhere_in_the_rendered_line(stream):
+    log = logs.get_logger()
+    log.info(
+        f"got {VALUE}",
+        url=f"/files?access_token={VALUE}&x=1",
+        nested={"deep": [f"Bearer {OTHER_PREFIX}"], "token_id": "AbCd1234"},
+        items=(VALUE,),
+    )
+    text = stream.getvalue()
+    assert VALUE not in text
+    assert OTHER_PREFIX not in text
+    (line,) = lines(stream)
+    assert line["event"] == "got [REDACTED]"
+    assert line["url"] == "/files?access_token=[REDACTED]&x=1"
+    assert line["nested"] == {"deep": ["Bearer [REDACTED]"], "token_id": "AbCd1234"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "new_password",
+        "token",
+        "tokens",
+        "token_hash",
+        "secret",
+        "Authorization",
+        "cookie",
+        "Set-Cookie",
+        "pepper",
+        "x-api-key",
+    ],
+)
+def test_secret_named_keys_are_redacted(key):
+    event = logs.redact_secrets(None, "info", {"event": "e", key: "hunter2-secret"})
+    assert event[key] == logs.REDACTED
+
+
+@pytest.mark.parametrize("key", ["token_id", "token_ids", "owner", "actor", "event"])
+def test_public_keys_are_kept(key):
+    event = logs.redact_secrets(None, "info", {"event": "e", key: "AbCd1234"})
+    assert event[key] == "AbCd1234"
+
+
+def test_secret_named_keys_inside_nested_headers_are_redacted():
+    event = logs.redact_secrets(
+        None,
+        "info",
+        {"event": "e", "headers": {"Authorization": "Basic YWxpY2U6eA==", "Host": "h"}},
+    )
+    assert event["headers"] == {"Authorization": logs.REDACTED, "Host": "h"}
+
+
+def test_exception_text_is_redacted_after_formatting(stream):
+    log = logs.get_logger()
+    try:
+        raise ValueError(f"bad {VALUE}")
+    except ValueError:
+        log.exception("boom")
+    assert VALUE not in stream.getvalue()
+    (line,) = lines(stream)
+    assert "[REDACTED]" in line["exception"]
+
+
+def test_capture_logs_sees_events_of_loggers_made_before(stream):
+    log = logs.get_logger("patgate.audit")
+    with capture_logs() as captured:
+        log.info("token.created", token_id="AbCd1234")
+    assert captured == [
+        {"event": "token.created", "token_id": "AbCd1234", "log_level": "info"}
+    ]
+
+
+def test_console_rendering_is_redacted_too():
+    out = io.StringIO()
+    logs.configure_logging(json=False, stream=out)
+    try:
+        logs.get_logger().info("hello", value=VALUE)
+    finally:
+        structlog.reset_defaults()
+    assert "hello" in out.getvalue()
+    assert VALUE not in out.getvalue()

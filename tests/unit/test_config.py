@@ -1,0 +1,673 @@
+"""gateway.yaml parsing: defaults, the shipped example, SPEC §6, precise errors."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from patgate.config import (
+    CacheConfig,
+    Config,
+    IdentityHeaders,
+    Limits,
+    RouteConfig,
+    Secret,
+    SecretHeaders,
+    load_config,
+    parse_config,
+    sqlite_file,
+)
+from patgate.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"PATGATE_PEPPER": "s3cret-pepper"}
+MINIMAL_ROUTE = (
+    "routes: [{name: api, prefix: /api/, upstream: 'http://127.0.0.1:8081'}]"
+)
+
+
+def parse(text: str, env=None, base_dir="/srv/patgate") -> Config:
+    return parse_config(text, ENV if env is None else env, base_dir)
+
+
+def error_of(text: str, env=None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def spec_yaml() -> str:
+    spec = (ROOT.parent / "shared" / "SPEC.md").read_text()
+    match = re.search(r"### gateway.yaml\n\n```yaml\n(.*?)```", spec, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------
+# What parses
+
+
+def test_empty_file_gives_defaults_and_warnings():
+    config = parse("", env={})
+    assert config.listen_host == "127.0.0.1"
+    assert config.listen_port == 8080
+    assert config.store == "sqlite:////srv/patgate/patgate.db"
+    assert config.pepper == Secret(b"")
+    assert config.cache == CacheConfig()
+    assert config.identity_headers == IdentityHeaders()
+    assert config.limits == Limits()
+    assert config.routes == ()
+    assert config.api is True
+    assert any("pepper is empty" in w for w in config.warnings)
+    assert any("no routes" in w for w in config.warnings)
+
+
+def test_comment_only_file_is_an_empty_config():
+    assert parse("# nothing yet\n").routes == ()
+
+
+def test_empty_sections_mean_defaults():
+    config = parse("cache:\nlimits:\nscope_sets:\ntrusted_proxies:\nroutes:\n")
+    assert config.cache == CacheConfig()
+    assert config.routes == ()
+
+
+def test_the_shipped_gateway_yaml_parses_without_warnings():
+    config = parse((ROOT / "gateway.yaml").read_text(), base_dir=str(ROOT))
+    assert config.warnings == ()
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8080)
+    assert config.store == f"sqlite:///{ROOT / 'patgate.db'}"
+    api, public = config.routes
+    assert api.prefix == "/api/"
+    assert api.upstream == "http://127.0.0.1:8081"
+    assert api.methods["GET"] == "api:read"
+    assert api.methods["*"] == "api:write"
+    assert public.auth == "none"
+
+
+def test_the_shipped_gateway_yaml_commented_routes_parse_too():
+    text = (ROOT / "gateway.yaml").read_text()
+    start = text.index("  # - name: files")
+    uncommented = text[:start] + re.sub(r"(?m)^  # (- |  )", r"  \1", text[start:])
+    env = {**ENV, "PAAS_UPSTREAM_TOKEN": "upstream-secret"}
+    config = parse(uncommented, env=env)
+    names = [route.name for route in config.routes]
+    assert names == ["api", "public", "files", "paas"]
+    paas = config.routes[3]
+    assert dict(paas.upstream_headers) == {"Authorization": "Bearer upstream-secret"}
+
+
+def test_spec_example_parses():
+    config = parse(spec_yaml())
+    files, paas, public = config.routes
+    assert files.credentials == ("basic", "bearer")
+    assert files.realm == "files"
+    assert files.methods["PROPFIND"] == "files:read"
+    assert paas.query_params == ("session",)
+    assert paas.error_style == "result"
+    assert paas.paths == (
+        ("/1.0/environment/control/rest/stopenv", "env:control"),
+        ("/1.0/environment/*", "env:read"),
+    )
+    assert public.auth == "none"
+    assert public.credentials == ("bearer", "basic", "query", "header")
+    assert config.scope_sets["files-rw"] == ("files:read", "files:write")
+    assert config.cache == CacheConfig(30, 5, 100_000, 60)
+
+
+def test_every_setting():
+    config = parse(
+        """
+listen: "[::1]:9000"
+store: redis://:pw@127.0.0.1:6379/2
+pepper_env: MY_PEPPER
+token_prefix: acme
+workers: 4
+cache: {ttl: 1m, negative_ttl: 0, max_entries: 10, max_stale: 2.5}
+identity_headers: {user: X-User, token_id: X-Token, scopes: X-Scopes}
+scope_sets:
+  ro: [a:read]
+  rw: ["@ro", a:write, a:read]
+trusted_proxies: [10.0.0.0/8, "2001:db8::/32", 192.0.2.1]
+limits: {max_header_bytes: 4096, max_url_bytes: 2048, max_body_bytes: 1048576,
+         failed_auth_per_minute: 0}
+usage_flush_interval: 2s
+api: false
+routes:
+  - name: api
+    prefix: /api
+    upstream: https://backend.internal:8443/v2
+    host: API.Example.com
+    strip_prefix: true
+    credentials: [header, bearer, header]
+    query_params: [tok]
+    api_key_header: X-Key
+    realm: The API
+    methods: {GET: a:read, M-SEARCH: a:read, "*": a:write}
+    paths:
+      /api/admin/*: {GET: admin:read, "*": admin:write}
+      /api/health: "*"
+    scope: a:other
+    error_style: result
+    upstream_headers: {Authorization: "Bearer ${UP}", X-Tenant: "t-${TENANT}-x"}
+    connect_timeout: 2s
+    read_timeout: 3600
+    websocket: false
+""",
+        env={"MY_PEPPER": "p", "UP": "tok", "TENANT": "7"},
+    )
+    assert config.warnings == ()
+    assert (config.listen_host, config.listen_port) == ("::1", 9000)
+    assert config.store == "redis://:pw@127.0.0.1:6379/2"
+    assert config.pepper.value == b"p"
+    assert config.token_prefix == "acme"
+    assert config.workers == 4
+    assert config.cache == CacheConfig(60.0, 0.0, 10, 2.5)
+    assert config.identity_headers == IdentityHeaders("X-User", "X-Token", "X-Scopes")
+    assert config.scope_sets["rw"] == ("a:read", "a:write")
+    assert config.trusted_proxies == ("10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32")
+    assert config.limits == Limits(4096, 2048, 1048576, 0)
+    assert config.usage_flush_interval == 2.0
+    assert config.api is False
+    (route,) = config.routes
+    assert route == RouteConfig(
+        name="api",
+        prefix="/api",
+        upstream="https://backend.internal:8443/v2",
+        host="api.example.com",
+        strip_prefix=True,
+        credentials=("header", "bearer"),
+        query_params=("tok",),
+        api_key_header="X-Key",
+        realm="The API",
+        auth="token",
+        methods={"GET": "a:read", "M-SEARCH": "a:read", "*": "a:write"},
+        paths=(
+            ("/api/admin/*", {"GET": "admin:read", "*": "admin:write"}),
+            ("/api/health", "*"),
+        ),
+        scope="a:other",
+        error_style="result",
+        upstream_headers=SecretHeaders(
+            {"Authorization": "Bearer tok", "X-Tenant": "t-7-x"}
+        ),
+        connect_timeout=2.0,
+        read_timeout=3600.0,
+        websocket=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("store", "resolved"),
+    [
+        ("sqlite:///./patgate.db", "sqlite:////srv/patgate/patgate.db"),
+        ("sqlite:///patgate.db", "sqlite:////srv/patgate/patgate.db"),
+        ("sqlite:///data/p.db", "sqlite:////srv/patgate/data/p.db"),
+        ("sqlite:///../p.db", "sqlite:////srv/p.db"),
+        ("sqlite:////var/lib/patgate/p.db", "sqlite:////var/lib/patgate/p.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://redis", "redis://redis"),
+        ("rediss://user:pw@redis.example.com:6380/1", None),
+        ("unix:///run/redis.sock?db=1", None),
+    ],
+)
+def test_store_urls(store, resolved):
+    config = parse(f"store: '{store}'")
+    assert config.store == (resolved or store)
+
+
+def test_sqlite_file_of_a_resolved_url():
+    assert sqlite_file(parse("").store) == "/srv/patgate/patgate.db"
+
+
+def test_store_env_overrides_the_file_and_resolves_the_same_way():
+    env = {**ENV, "PATGATE_STORE": "sqlite:///./other.db"}
+    config = parse("store: redis://x:1/0", env=env)
+    assert config.store == "sqlite:////srv/patgate/other.db"
+    bad = {**ENV, "PATGATE_STORE": "postgres://x"}
+    assert error_of("", env=bad).startswith("$PATGATE_STORE: unsupported store")
+
+
+def test_secrets_never_print():
+    config = parse(
+        MINIMAL_ROUTE.replace("}]", ", upstream_headers: {X-Key: '${K}'}}]")
+        + "\nstore: redis://:redispw@h:1/0",
+        env={"PATGATE_PEPPER": "pepper-value", "K": "header-value"},
+    )
+    text = repr(config) + str(config)
+    for secret in ("pepper-value", "header-value", "redispw"):
+        assert secret not in text
+    assert str(config.pepper) == "Secret(***)"
+    assert repr(config.routes[0].upstream_headers) == "SecretHeaders({'X-Key': '***'})"
+
+
+def test_config_is_frozen():
+    config = parse(MINIMAL_ROUTE)
+    with pytest.raises(AttributeError):
+        config.workers = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.routes[0].methods["GET"] = "x"  # type: ignore[index]
+
+
+def test_route_defaults():
+    (route,) = parse(MINIMAL_ROUTE).routes
+    assert route.realm == "api"
+    assert route.credentials == ("bearer", "basic", "query", "header")
+    assert route.query_params == ("access_token", "session")
+    assert route.api_key_header == "X-API-Key"
+    assert route.auth == "token"
+    assert route.error_style == "json"
+    assert (route.connect_timeout, route.read_timeout) == (5.0, 300.0)
+    assert route.websocket is True
+    assert route.strip_prefix is False
+    assert route.methods == {}
+    assert route.paths == ()
+    assert route.scope is None
+
+
+def test_warnings():
+    config = parse(
+        """
+routes:
+  - {name: everything, prefix: /, upstream: 'http://a', auth: none}
+  - name: paas
+    prefix: /1.0/
+    upstream: http://b
+    paths: {/2.0/x: a, /1.0/*: b, /*: c, /1.*: d}
+"""
+    )
+    assert config.warnings == (
+        "routes[0] (everything): auth: none on prefix '/' makes every path public",
+        "routes[1] (paas).paths./2.0/x: never matches, it is outside the prefix"
+        " '/1.0/'",
+    )
+
+
+# --------------------------------------------------------------------------
+# What is refused, and how it is said
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("listn: 1.2.3.4:5", "unknown top-level key 'listn' (did you mean 'listen'?)"),
+        ("pepper: abc", "unknown top-level key 'pepper' (the pepper is read from"),
+        (
+            "routes: [{name: files, prefix: /f/, upstrem: 'http://a'}]",
+            "routes[0] (files): unknown key 'upstrem' (did you mean 'upstream'?)",
+        ),
+        ("cache: {ttl: 30x}", "cache.ttl: invalid duration '30x'"),
+        ("cache: {ttl: 0}", "cache.ttl: must be > 0, got 0"),
+        ("cache: {ttl: -1}", "cache.ttl: must be > 0, got -1"),
+        ("cache: {ttl: [1]}", "cache.ttl: expected a duration such as 30s, got a list"),
+        ("cache: {max_entries: 0}", "cache.max_entries: must be >= 1, got 0"),
+        ("cache: {max_entries: 1.5}", "cache.max_entries: expected a whole number"),
+        ("cache: {tll: 1s}", "cache: unknown key 'tll' (did you mean 'ttl'?)"),
+        ("cache: 30s", "cache: expected a mapping, got a string"),
+        ("listen: 8080", "listen: expected 'host:port' as a string"),
+        ("listen: localhost", "listen: expected host:port"),
+        ("listen: ':8080'", "listen: expected host:port"),
+        ("listen: 'a b:80'", "listen: expected host:port"),
+        ("listen: '::1:80'", "listen: expected host:port"),
+        ("listen: 'h:99999'", "listen: invalid port '99999'"),
+        ("listen: 'h:http'", "listen: invalid port 'http'"),
+        ("store: postgres://x/y", "store: unsupported store scheme 'postgres:'"),
+        ("store: patgate.db", "store: unsupported store scheme"),
+        ("store: 'sqlite://patgate.db'", "store: expected sqlite:///PATH"),
+        ("store: 'sqlite:///'", "store: the sqlite URL names no file"),
+        ("store: 'sqlite:///x.db?mode=ro'", "store: expected sqlite:///PATH"),
+        ("store: 'redis:///0'", "store: redis store URL needs a host"),
+        ("store: 'redis://h:port/0'", "store: invalid store URL"),
+        ("store: 'redis://h/x'", "store: the path of a redis URL is the database"),
+        ("store: 'unix://'", "store: unix store URL needs a socket path"),
+        ("pepper_env: 'MY-PEPPER'", "pepper_env: invalid variable name 'MY-PEPPER'"),
+        ("token_prefix: PGT", "token_prefix: invalid prefix 'PGT'"),
+        ("workers: 0", "workers: must be between 1 and 1024, got 0"),
+        ("workers: true", "workers: expected a whole number, got true/false"),
+        ("api: yes please", "api: expected true or false, got a string"),
+        ("trusted_proxies: 10.0.0.0/8", "trusted_proxies: expected a list"),
+        ("trusted_proxies: [10.0.0.1/8]", "trusted_proxies[0]: invalid CIDR"),
+        ("trusted_proxies: [nope]", "trusted_proxies[0]: invalid CIDR"),
+        ("limits: {max_body_bytes: -1}", "limits.max_body_bytes: must be >= 0"),
+        ("limits: {max_url_bytes: null}", "limits.max_url_bytes: expected a whole"),
+        ("usage_flush_interval: 0", "usage_flush_interval: must be > 0"),
+        (
+            "identity_headers: {user: X-A, token_id: X-A}",
+            "identity_headers: the three identity headers must have different names",
+        ),
+        (
+            "identity_headers: {user: X_Patgate_Token_Id}",
+            "identity_headers: the three identity headers must have different",
+        ),
+        (
+            "identity_headers: {user: 'X User'}",
+            "identity_headers.user: invalid header name 'X User'",
+        ),
+        (
+            "identity_headers: {user: Authorization}",
+            "identity_headers.user: 'Authorization' is a header patgate must not",
+        ),
+        ("scope_sets: {rw: []}", "scope_sets.rw: a scope set needs at least one"),
+        ("scope_sets: {rw: files:read}", "scope_sets.rw: expected a list"),
+        (
+            "scope_sets: {rw: [files:read, 'a b']}",
+            "scope_sets.rw[1]: invalid scope 'a b'",
+        ),
+        ("scope_sets: {rw: ['@ro']}", "scope_sets.rw[0]: unknown scope set '@ro'"),
+        (
+            "scope_sets: {a: ['@b'], b: ['@a']}",
+            "scope_sets.a: scope sets refer to each other in a cycle",
+        ),
+        ("scope_sets: {'@x': [a]}", "scope_sets: invalid scope set name '@x'"),
+        ("routes: {name: x}", "routes: expected a list of routes, got a mapping"),
+        ("routes: [files]", "routes[0]: expected a mapping, got a string"),
+        ("a: [1, 2", "invalid YAML at line 1, column 9: expected ',' or ']'"),
+        ("a: b: c", "invalid YAML at line 1, column 5: mapping values are not"),
+        ("cache: {ttl: 1s, ttl: 2s}", "invalid YAML at line 1, column 18: duplicate"),
+        ("- a\n- b", "the configuration: expected a mapping, got a list"),
+        ("1: x", "the configuration: keys must be strings, got 1"),
+    ],
+)
+def test_top_level_errors(text, message):
+    assert error_of(text).startswith(message)
+
+
+def route_error(route_yaml: str, extra: str = "") -> str:
+    return error_of(f"{extra}\nroutes:\n  - {route_yaml}")
+
+
+BASE = "name: paas, prefix: /1.0/, upstream: 'http://127.0.0.1:8082'"
+
+
+@pytest.mark.parametrize(
+    ("route_yaml", "message"),
+    [
+        (
+            "{prefix: /a/, upstream: 'http://a'}",
+            "routes[0]: missing required key 'name'",
+        ),
+        ("{name: a, upstream: 'http://a'}", "routes[0] (a): missing required key"),
+        ("{name: a, prefix: /a/}", "routes[0] (a): missing required key 'upstream'"),
+        (
+            "{name: 'a b', prefix: /a/, upstream: 'http://a'}",
+            "routes[0] (a b).name: invalid route name 'a b'",
+        ),
+        (
+            "{name: a, prefix: a/, upstream: 'http://a'}",
+            "routes[0] (a).prefix: a prefix starts with '/'",
+        ),
+        (
+            "{name: a, prefix: /a//b/, upstream: 'http://a'}",
+            "routes[0] (a).prefix: write the prefix in canonical form: '/a/b/'",
+        ),
+        (
+            "{name: a, prefix: /a%2fb/, upstream: 'http://a'}",
+            "routes[0] (a).prefix: request path holds an encoded separator",
+        ),
+        (
+            "{name: a, prefix: /_patgate/x/, upstream: 'http://a'}",
+            "routes[0] (a).prefix: /_patgate/ is reserved",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'ftp://a'}",
+            "routes[0] (a).upstream: expected an http(s) URL with a host",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http:///x'}",
+            "routes[0] (a).upstream: expected an http(s) URL with a host",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http://u:p@a'}",
+            "routes[0] (a).upstream: put upstream credentials in upstream_headers",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http://a/?x=1'}",
+            "routes[0] (a).upstream: an upstream URL has no query or fragment",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http://a:99999'}",
+            "routes[0] (a).upstream: invalid URL",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http://a/x/../y'}",
+            "routes[0] (a).upstream: the upstream path is not in canonical form",
+        ),
+        (
+            "{name: a, prefix: /a/, upstream: 'http://a', host: 'a.com:80'}",
+            "routes[0] (a).host: expected a host name without port",
+        ),
+        (f"{{{BASE}, auth: maybe}}", "routes[0] (paas).auth: expected token or none"),
+        (
+            f"{{{BASE}, auth: none, methods: {{GET: a}}}}",
+            "routes[0] (paas).methods: has no effect with auth: none",
+        ),
+        (
+            f"{{{BASE}, error_style: xml}}",
+            "routes[0] (paas).error_style: expected json or result, got 'xml'",
+        ),
+        (
+            f"{{{BASE}, credentials: [bearer, cookie]}}",
+            "routes[0] (paas).credentials[1]: unknown credential source 'cookie'",
+        ),
+        (
+            f"{{{BASE}, credentials: []}}",
+            "routes[0] (paas).credentials: name at least one credential source",
+        ),
+        (
+            f"{{{BASE}, credentials: bearer}}",
+            "routes[0] (paas).credentials: expected a list, got a string",
+        ),
+        (
+            f"{{{BASE}, query_params: ['a&b']}}",
+            "routes[0] (paas).query_params[0]: invalid query parameter name",
+        ),
+        (
+            f"{{{BASE}, api_key_header: X-Patgate-User}}",
+            "routes[0] (paas).api_key_header: 'X-Patgate-User' is one of the identity",
+        ),
+        (
+            f"{{{BASE}, api_key_header: x_patgate_scopes}}",
+            "routes[0] (paas).api_key_header: 'x_patgate_scopes' is one of the",
+        ),
+        (
+            f"{{{BASE}, realm: 'a\"b'}}",
+            "routes[0] (paas).realm: invalid realm",
+        ),
+        (
+            f"{{{BASE}, methods: {{GET: 'a b'}}}}",
+            "routes[0] (paas).methods.GET: invalid scope 'a b': use letters",
+        ),
+        (
+            f"{{{BASE}, methods: {{get: a}}}}",
+            "routes[0] (paas).methods.get: invalid method name 'get': upper case or"
+            " '*' (did you mean 'GET'?)",
+        ),
+        (
+            f"{{{BASE}, methods: {{GET: '@files-rw'}}}}",
+            "routes[0] (paas).methods.GET: scope set '@files-rw': a route requires",
+        ),
+        (
+            f"{{{BASE}, methods: {{GET: '@nope'}}}}",
+            "routes[0] (paas).methods.GET: unknown scope set '@nope'",
+        ),
+        (
+            f"{{{BASE}, methods: {{GET: 'node:/x:r'}}}}",
+            "routes[0] (paas).methods.GET: node scopes restrict tokens",
+        ),
+        (
+            f"{{{BASE}, methods: {{GET: 5}}}}",
+            "routes[0] (paas).methods.GET: expected a string, got a number",
+        ),
+        (
+            f"{{{BASE}, methods: [GET]}}",
+            "routes[0] (paas).methods: expected a mapping, got a list",
+        ),
+        (
+            f"{{{BASE}, scope: 'x y'}}",
+            "routes[0] (paas).scope: invalid scope 'x y'",
+        ),
+        (
+            f"{{{BASE}, paths: {{/1.0/a: {{post: x}}}}}}",
+            "routes[0] (paas).paths./1.0/a.post: invalid method name 'post'",
+        ),
+        (
+            f"{{{BASE}, paths: {{/1.0/a: null}}}}",
+            "routes[0] (paas).paths./1.0/a: expected a string, got null",
+        ),
+        (
+            f"{{{BASE}, paths: {{1.0/a: x}}}}",
+            "routes[0] (paas).paths.1.0/a: a path pattern starts with '/'",
+        ),
+        (
+            f"{{{BASE}, paths: {{'/1.0/./a': x}}}}",
+            "routes[0] (paas).paths./1.0/./a: write the pattern in canonical form",
+        ),
+        (
+            f"{{{BASE}, paths: {{'/1.0/%7Ea': x}}}}",
+            "routes[0] (paas).paths./1.0/%7Ea: write the pattern in canonical form",
+        ),
+        (
+            f"{{{BASE}, upstream_headers: {{Authorization: '${{NOPE}}'}}}}",
+            "routes[0] (paas).upstream_headers.Authorization: environment variable"
+            " 'NOPE' is not set",
+        ),
+        (
+            f"{{{BASE}, upstream_headers: {{Host: x}}}}",
+            "routes[0] (paas).upstream_headers.Host: 'Host' is a header patgate",
+        ),
+        (
+            f"{{{BASE}, upstream_headers: {{Transfer_Encoding: x}}}}",
+            "routes[0] (paas).upstream_headers.Transfer_Encoding: 'Transfer_Encoding'"
+            " is a header",
+        ),
+        (
+            f"{{{BASE}, upstream_headers: {{X-Patgate-User: x}}}}",
+            "routes[0] (paas).upstream_headers.X-Patgate-User: 'X-Patgate-User' is",
+        ),
+        (
+            f"{{{BASE}, upstream_headers: {{X-A: 5}}}}",
+            "routes[0] (paas).upstream_headers.X-A: expected a string, got a number",
+        ),
+        (
+            f"{{{BASE}, connect_timeout: fast}}",
+            "routes[0] (paas).connect_timeout: invalid duration 'fast'",
+        ),
+        (
+            f"{{{BASE}, websocket: 1}}",
+            "routes[0] (paas).websocket: expected true or false, got a number",
+        ),
+    ],
+)
+def test_route_errors(route_yaml, message):
+    extra = "scope_sets: {files-rw: [files:read]}"
+    assert route_error(route_yaml, extra).startswith(message)
+
+
+def test_control_characters_in_injected_headers_are_refused_without_echo():
+    env = {**ENV, "BAD": "tok\r\nX-Evil: 1"}
+    message = error_of(
+        f"routes:\n  - {{{BASE}, upstream_headers: {{X-A: '${{BAD}}'}}}}", env=env
+    )
+    assert message == (
+        "routes[0] (paas).upstream_headers.X-A: the value holds a control character"
+    )
+
+
+def test_duplicate_route_names_and_prefixes():
+    message = error_of(
+        "routes:\n"
+        "  - {name: a, prefix: /a/, upstream: 'http://x'}\n"
+        "  - {name: a, prefix: /b/, upstream: 'http://x'}\n"
+    )
+    assert message == "routes[1] (a): name 'a' is already used by routes[0] (a)"
+    message = error_of(
+        "routes:\n"
+        "  - {name: a, prefix: /a/, upstream: 'http://x'}\n"
+        "  - {name: b, prefix: /a, upstream: 'http://x'}\n"
+    )
+    assert message == "routes[1] (b): prefix '/a' is already routed by routes[0] (a)"
+    config = parse(
+        "routes:\n"
+        "  - {name: a, prefix: /a/, upstream: 'http://x'}\n"
+        "  - {name: b, prefix: /a/, upstream: 'http://x', host: a.example.com}\n"
+    )
+    assert len(config.routes) == 2
+
+
+def test_duplicate_method_keys_are_refused():
+    message = error_of(
+        "routes:\n"
+        "  - name: a\n"
+        "    prefix: /a/\n"
+        "    upstream: http://x\n"
+        "    methods:\n"
+        "      GET: a:read\n"
+        "      GET: a:write\n"
+    )
+    assert message.startswith("invalid YAML at line 7, column 7: duplicate key 'GET'")
+
+
+def test_auth_none_route_with_realm_and_timeouts_is_fine():
+    config = parse(
+        "routes: [{name: p, prefix: /p/, upstream: 'http://x', auth: none,"
+        " realm: r, read_timeout: 5s}]"
+    )
+    assert config.routes[0].auth == "none"
+
+
+# --------------------------------------------------------------------------
+# load_config
+
+
+def test_load_config_reads_the_named_file(tmp_path):
+    path = tmp_path / "conf" / "gw.yaml"
+    path.parent.mkdir()
+    path.write_text(MINIMAL_ROUTE)
+    config = load_config(str(path), env=ENV)
+    assert config.base_dir == str(path.parent)
+    assert config.store == f"sqlite:///{path.parent / 'patgate.db'}"
+
+
+def test_load_config_uses_patgate_config_env(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text("workers: 3")
+    assert load_config(None, env={**ENV, "PATGATE_CONFIG": str(path)}).workers == 3
+    path2 = tmp_path / "other.yaml"
+    path2.write_text("workers: 5")
+    explicit = load_config(str(path2), env={**ENV, "PATGATE_CONFIG": str(path)})
+    assert explicit.workers == 5
+
+
+def test_load_config_defaults_to_gateway_yaml_in_the_working_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"no configuration: ./gateway.yaml not"):
+        load_config(None, env={})
+    (tmp_path / "gateway.yaml").write_text("workers: 2")
+    config = load_config(None, env={})
+    assert config.workers == 2
+    assert config.base_dir == str(tmp_path)
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=r"nope.yaml: file not found"):
+        load_config(str(missing), env={})
+    with pytest.raises(ConfigError, match=r"nope.yaml \(from \$PATGATE_CONFIG\)"):
+        load_config(None, env={"PATGATE_CONFIG": str(missing)})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("cache: {ttl: 30x}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(broken), env={})
+    assert str(caught.value) == (
+        f"{broken}: cache.ttl: invalid duration '30x': expected a number and a"
+        " unit s, m, h, d or w (e.g. 90s, 20d)"
+    )
+    with pytest.raises(ConfigError, match=r"cannot read"):
+        load_config(str(tmp_path), env={})
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"binary.yaml: cannot read"):
+        load_config(str(binary), env={})

@@ -1,0 +1,353 @@
+"""Routes and the decision: which route a request takes, and may this token pass.
+
+:class:`Router` picks the route for a canonical path (see :mod:`patgate.paths`)
+and host: the longest prefix wins, matched segment by segment, and a route
+bound to a host beats a host-less one with the same prefix. The query never
+takes part. :class:`CompiledRoute` precompiles the route's scope rules so that
+:meth:`CompiledRoute.required_scope` is cheap on every request.
+
+:func:`decide` takes the decision for one request from the route, the cached
+grant (token + owner) and the request's path, method, client address and
+time. It is pure and is taken per request; it is never cached by path.
+Every 401 looks the same outside (``invalid_token``); only ``reason``, which
+goes to the log, says why.
+
+``paths`` patterns are globs on the canonical path, matched whole: ``*``
+matches any run of characters **including** ``/`` (so
+``/1.0/environment/*`` covers ``/1.0/environment/control/rest/getenvinfo``);
+no other character is special.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from patgate.config import RouteConfig
+from patgate.models import TokenGrant, TokenStatus
+from patgate.scopes import SAFE_METHODS, EffectiveScopes, effective_scopes
+from patgate.tokens import hashes_match
+
+__all__ = [
+    "CompiledRoute",
+    "Decision",
+    "Router",
+    "decide",
+    "describe_scopes",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one request.
+
+    ``error`` is the code shown to the client (``invalid_token``,
+    ``insufficient_scope``, ``forbidden``, ...); ``reason`` is precise and
+    for logs only (``unknown_token``, ``hash_mismatch``, ``revoked``,
+    ``expired``, ``owner_disabled``, ``login_mismatch``, ``ip_not_allowed``,
+    ``scope``, ``node``). ``scope`` is the scope that was needed (for the 403
+    challenge). ``scopes_header`` is the token's effective scopes,
+    comma-joined, for the identity header.
+    """
+
+    allowed: bool
+    status: int
+    error: str | None = None
+    reason: str = ""
+    scope: str | None = None
+    token_id: str | None = None
+    user: str | None = None
+    scopes_header: str = ""
+    retry_after: float = 0.0
+
+
+PUBLIC = Decision(allowed=True, status=200, reason="public")
+
+
+# --------------------------------------------------------------------------
+# Routes
+
+
+@dataclass(frozen=True, slots=True)
+class _PathRule:
+    literal: str | None
+    pattern: re.Pattern[str] | None
+    scope: str | None
+    methods: Mapping[str, str]
+
+    @classmethod
+    def compile(cls, glob: str, rule: str | Mapping[str, str]) -> _PathRule:
+        literal = glob if "*" not in glob else None
+        pattern = None
+        if literal is None:
+            pattern = re.compile(".*".join(re.escape(part) for part in glob.split("*")))
+        if isinstance(rule, str):
+            return cls(literal, pattern, rule, {})
+        return cls(literal, pattern, None, dict(rule))
+
+    def matches(self, path: str) -> bool:
+        if self.pattern is None:
+            return path == self.literal
+        return self.pattern.fullmatch(path) is not None
+
+
+class CompiledRoute:
+    """A route ready for the hot path: matching, required scope, upstream path."""
+
+    __slots__ = ("_by_method", "_fallback", "_rules", "config", "host", "root")
+
+    def __init__(self, config: RouteConfig) -> None:
+        self.config = config
+        self.host = config.host.lower().rstrip(".") if config.host else None
+        self.root = config.prefix.rstrip("/")
+        self._rules = tuple(_PathRule.compile(g, r) for g, r in config.paths)
+        self._by_method = {m: s for m, s in config.methods.items() if m != "*"}
+        self._fallback = config.methods.get("*", config.scope)
+
+    def matches(self, path: str) -> bool:
+        """True when ``path`` is the prefix or below it, segment-wise."""
+        root = self.root
+        if not root or path == root:
+            return True
+        return path.startswith(root) and path[len(root) : len(root) + 1] == "/"
+
+    def required_scope(self, path: str, method: str) -> str | None:
+        """The scope a request needs (SPEC §6): ``paths``, ``methods``, ``scope``.
+
+        A ``paths`` entry whose value is a method map that names neither the
+        method nor ``"*"`` does not decide; the search goes on.
+        """
+        if not method.isupper():
+            # SECURITY: "pUT" must not slip past a "PUT:" rule into a weaker
+            # fallback at an upstream that reads methods case-insensitively.
+            method = method.upper()
+        for rule in self._rules:
+            if not rule.matches(path):
+                continue
+            if rule.scope is not None:
+                return rule.scope
+            found = rule.methods.get(method) or rule.methods.get("*")
+            if found is not None:
+                return found
+        return self._by_method.get(method, self._fallback)
+
+    def upstream_path(self, path: str) -> str:
+        """The path sent upstream (always starting with ``/``).
+
+        The forwarded URL is ``config.upstream.rstrip("/")`` + this path.
+        """
+        if not self.config.strip_prefix:
+            return path
+        rest = path[len(self.root) :]
+        return rest if rest.startswith("/") else "/" + rest
+
+    def __repr__(self) -> str:
+        return f"CompiledRoute({self.config.name!r}, prefix={self.config.prefix!r})"
+
+
+class Router:
+    """Finds the route for a request: longest prefix, then a host-bound route."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: Iterable[CompiledRoute]) -> None:
+        self.routes = tuple(
+            sorted(routes, key=lambda r: (-len(r.root), r.host is None))
+        )
+
+    @classmethod
+    def from_config(cls, routes: Iterable[RouteConfig]) -> Router:
+        return cls(CompiledRoute(route) for route in routes)
+
+    def match(self, host: str | None, path: str) -> CompiledRoute | None:
+        """The route for a canonical ``path`` (no query) and ``Host`` header."""
+        name = _host_name(host)
+        for route in self.routes:
+            if route.host is not None and route.host != name:
+                continue
+            if route.matches(path):
+                return route
+        return None
+
+
+def _host_name(host: str | None) -> str | None:
+    """``Host`` without its port, lower case: ``Files.Example.com:8443`` → name."""
+    if not host:
+        return None
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+# --------------------------------------------------------------------------
+# The decision
+
+
+def decide(
+    route: CompiledRoute,
+    path: str,
+    method: str,
+    grant: TokenGrant | None,
+    presented_hash: bytes,
+    now: float,
+    client_ip: str | None,
+    basic_login: str | None,
+) -> Decision:
+    """May this request pass? Checks in order, first failure wins:
+
+    known token → hash (current, or previous during its grace period) →
+    not revoked/expired → owner enabled → Basic login is the owner →
+    client IP allowed → node scopes allow the path → scopes grant the
+    route's required scope.
+    """
+    if route.config.auth == "none":
+        return PUBLIC
+    if grant is None:
+        return _unauthorized("unknown_token")
+    token, owner = grant.token, grant.owner
+    if not _hash_valid(grant, presented_hash, now):
+        return _unauthorized("hash_mismatch", token.id)
+    status = token.status_at(now)
+    lifetime_end = token.lifetime_ends_at()
+    if status is TokenStatus.REVOKED:
+        return _unauthorized("revoked", token.id, token.owner)
+    if status is TokenStatus.EXPIRED or (
+        lifetime_end is not None and now >= lifetime_end
+    ):
+        return _unauthorized("expired", token.id, token.owner)
+    if owner.disabled:
+        return _unauthorized("owner_disabled", token.id, token.owner)
+    if owner.login != token.owner:
+        return _unauthorized("owner_mismatch", token.id, token.owner)
+    if basic_login is not None and basic_login != token.owner:
+        return _unauthorized("login_mismatch", token.id, token.owner)
+    if token.allowed_cidrs and not _ip_allowed(client_ip, token.allowed_cidrs):
+        return Decision(
+            allowed=False,
+            status=403,
+            error="forbidden",
+            reason="ip_not_allowed",
+            token_id=token.id,
+            user=token.owner,
+        )
+    return _check_scopes(route, path, method, grant)
+
+
+def _check_scopes(
+    route: CompiledRoute, path: str, method: str, grant: TokenGrant
+) -> Decision:
+    token = grant.token
+    scopes, header = _effective(token.scopes, grant.owner.scopes)
+    method = method if method.isupper() else method.upper()
+    needed = route.required_scope(path, method)
+    if not scopes.allows_path(path, method):
+        mode = "r" if method in SAFE_METHODS else "w"
+        return _insufficient(
+            "node", f"node:{path}:{mode}", token.id, token.owner, header
+        )
+    if not scopes.grants(needed):
+        return _insufficient("scope", needed, token.id, token.owner, header)
+    return Decision(
+        allowed=True,
+        status=200,
+        reason="ok",
+        scope=needed,
+        token_id=token.id,
+        user=token.owner,
+        scopes_header=header,
+    )
+
+
+def _hash_valid(grant: TokenGrant, presented: bytes, now: float) -> bool:
+    token = grant.token
+    # SECURITY: constant-time comparisons, both always made, so timing says
+    # nothing about which of the two hashes matched.
+    current = hashes_match(token.token_hash, presented)
+    previous = token.previous_hash is not None and hashes_match(
+        token.previous_hash, presented
+    )
+    in_grace = token.previous_hash_until is not None and now < token.previous_hash_until
+    return current or (previous and in_grace)
+
+
+def _unauthorized(
+    reason: str, token_id: str | None = None, user: str | None = None
+) -> Decision:
+    return Decision(
+        allowed=False,
+        status=401,
+        error="invalid_token",
+        reason=reason,
+        token_id=token_id,
+        user=user,
+    )
+
+
+def _insufficient(
+    reason: str, scope: str | None, token_id: str, user: str, header: str
+) -> Decision:
+    return Decision(
+        allowed=False,
+        status=403,
+        error="insufficient_scope",
+        reason=reason,
+        scope=scope,
+        token_id=token_id,
+        user=user,
+        scopes_header=header,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _effective(
+    token_scopes: tuple[str, ...], owner_scopes: tuple[str, ...]
+) -> tuple[EffectiveScopes, str]:
+    # Keyed by the scopes themselves, not by token: an edit that changes them
+    # is a new key, so nothing stale can be served from here.
+    scopes = effective_scopes(token_scopes, owner_scopes)
+    return scopes, describe_scopes(scopes)
+
+
+def describe_scopes(scopes: EffectiveScopes) -> str:
+    """The effective scopes, comma-joined, for ``X-Patgate-Scopes``."""
+    nodes = (
+        f"node:{node.path}:{'r' if node.read else ''}{'w' if node.write else ''}"
+        for node in scopes.nodes
+        if node.read or node.write
+    )
+    return ",".join((*scopes.plain, *nodes))
+
+
+@lru_cache(maxsize=1024)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            continue  # an unparsable entry allows nobody (fail closed)
+    return tuple(networks)
+
+
+def _ip_allowed(client_ip: str | None, cidrs: Sequence[str]) -> bool:
+    if not client_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        # "::ffff:10.0.0.1" is 10.0.0.1 arriving on a dual-stack socket.
+        candidates.append(address.ipv4_mapped)
+    networks = _networks(tuple(cidrs))
+    return any(ip in net for ip in candidates for net in networks)

@@ -32,12 +32,9 @@ class PathError(UsageError):
     """The request path is malformed or ambiguous; the edge answers 400."""
 
 
-_HEX = "0123456789ABCDEFabcdef"
 _UNRESERVED = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
-# pchar (RFC 3986 §3.3) minus "%" (handled as an escape): kept as they are.
-_RAW_OK = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
 # Printable ASCII outside pchar that clients send raw (a WebDAV file name with
 # "#", "[" or a space): percent-encoded so the result is a valid path.
 # SECURITY: a raw "#" would otherwise be read upstream as a fragment and
@@ -53,6 +50,16 @@ _REFUSED_BYTES = frozenset([*range(0x00, 0x20), 0x7F, ord("/"), ord("\\")])
 _DOUBLE_ENCODED = re.compile(r"%25(?:25)*(?:2E|2F|5C|[01][0-9A-F]|7F)", re.IGNORECASE)
 
 
+# A path that is already canonical: non-empty segments of plain pchars that
+# do not start with "." (so no dot segments), no escapes. The common case.
+_CANONICAL = re.compile(
+    r"(?:/[A-Za-z0-9_~!$&'()*+,;=:@-][A-Za-z0-9._~!$&'()*+,;=:@-]*)*/?"
+)
+# What the decoding pass has to look at: escapes (or a broken "%") and any
+# character that is not kept as it is.
+_NEEDS_WORK = re.compile(r"%(?:[0-9A-Fa-f]{2})?|[^A-Za-z0-9._~!$&'()*+,;=:@/-]")
+
+
 def normalise_path(raw: str) -> str:
     """The canonical form of ``raw`` (a request path as sent, without query).
 
@@ -64,40 +71,33 @@ def normalise_path(raw: str) -> str:
     """
     if not raw.startswith("/"):
         raise PathError("request path must start with '/'")
-    decoded = _decode_escapes(raw)
+    if _CANONICAL.fullmatch(raw):
+        return raw
+    decoded = _NEEDS_WORK.sub(_rewrite, raw)
     if _DOUBLE_ENCODED.search(decoded):
         raise PathError("request path holds a double-encoded separator or dot")
+    if "//" not in decoded and "/." not in decoded:
+        return decoded  # no empty or dot segments to remove
     return _remove_dot_segments(decoded)
 
 
-def _decode_escapes(raw: str) -> str:
-    out: list[str] = []
-    i = 0
-    length = len(raw)
-    while i < length:
-        char = raw[i]
-        if char == "%":
-            out.append(_decode_escape(raw[i + 1 : i + 3]))
-            i += 3
-            continue
-        if char in _RAW_OK:
-            out.append(char)
-        elif char in _ENCODE:
-            out.append(f"%{ord(char):02X}")
-        elif char == "\\":
-            raise PathError("request path holds a backslash")
-        elif char == "?":
-            raise PathError("request path holds '?': pass the path without the query")
-        elif ord(char) > 0x7E:
-            raise PathError("request path holds a raw non-ASCII character")
-        else:
-            raise PathError("request path holds a control character")
-        i += 1
-    return "".join(out)
+def _rewrite(match: re.Match[str]) -> str:
+    text = match.group()
+    if text[0] == "%":
+        return _decode_escape(text[1:])
+    if text in _ENCODE:
+        return f"%{ord(text):02X}"
+    if text == "\\":
+        raise PathError("request path holds a backslash")
+    if text == "?":
+        raise PathError("request path holds '?': pass the path without the query")
+    if ord(text) > 0x7E:
+        raise PathError("request path holds a raw non-ASCII character")
+    raise PathError("request path holds a control character")
 
 
 def _decode_escape(digits: str) -> str:
-    if len(digits) != 2 or digits[0] not in _HEX or digits[1] not in _HEX:
+    if not digits:
         raise PathError("request path holds '%' not followed by two hex digits")
     value = int(digits, 16)
     if value in _REFUSED_BYTES:

@@ -4,7 +4,7 @@ import contextlib
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from patgate.errors import UsageError
@@ -164,6 +164,7 @@ def test_never_raises_anything_but_path_error(raw):
         normalise_path(raw)
 
 
+@settings(max_examples=400)
 @given(hostile.map(lambda s: "/" + s))
 def test_idempotent_and_free_of_dot_segments(raw):
     try:
@@ -182,6 +183,7 @@ def test_idempotent_and_free_of_dot_segments(raw):
     assert all(0x20 < ord(c) < 0x7F for c in canonical)
 
 
+@settings(max_examples=400)
 @given(hostile.map(lambda s: "/public/" + s))
 @example("/public/%2e%2e/admin")
 @example("/public/.%2e/.%2e/admin")

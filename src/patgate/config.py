@@ -899,12 +899,12 @@ def _parse_upstream(value: object, where: str) -> str:
         raise _fail(where, "put upstream credentials in upstream_headers, not the URL")
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise _fail(where, "an upstream URL has no query or fragment")
-    if parts.path and normalise_path_or_none(parts.path) != parts.path:
+    if parts.path and _canonical_or_none(parts.path) != parts.path:
         raise _fail(where, "the upstream path is not in canonical form")
     return url
 
 
-def normalise_path_or_none(path: str) -> str | None:
+def _canonical_or_none(path: str) -> str | None:
     try:
         return normalise_path(path)
     except PathError:
@@ -948,17 +948,18 @@ def _parse_query_params(value: object, where: str) -> tuple[str, ...]:
 def load_config(path: str | None = None, env: Mapping[str, str] = os.environ) -> Config:
     """Read and parse the config: ``path`` (``--config``), else
     ``$PATGATE_CONFIG``, else ``./gateway.yaml``. Errors name the file."""
+    explicit = True
     if path:
         chosen, origin = path, ""
     elif env.get(CONFIG_ENV):
         chosen, origin = env[CONFIG_ENV], f" (from ${CONFIG_ENV})"
     else:
-        chosen, origin = DEFAULT_CONFIG_PATH, ""
+        chosen, origin, explicit = DEFAULT_CONFIG_PATH, "", False
     try:
         with open(chosen, encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
-        if chosen is DEFAULT_CONFIG_PATH:
+        if not explicit:
             raise ConfigError(
                 f"no configuration: {DEFAULT_CONFIG_PATH} not found (pass --config"
                 f" PATH or set ${CONFIG_ENV})"

@@ -8,14 +8,18 @@ profile: t=3, m=64 MiB, p=4), about 0.1 s per check.
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher()
 
-# A hash of a throw-away password, checked when a login does not exist so that
-# an unknown login costs the same time as a wrong password.
-_DUMMY_HASH = _HASHER.hash("patgate: no such user")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a throw-away password, made once on first need (not at import)."""
+    return _HASHER.hash("patgate: no such user")
 
 
 def hash_password(password: str) -> str:
@@ -31,7 +35,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     """
     # SECURITY: login enumeration by timing; an unknown user costs a full check.
     try:
-        matched = _HASHER.verify(password_hash or _DUMMY_HASH, password)
+        matched = _HASHER.verify(password_hash or _dummy_hash(), password)
     except (VerificationError, InvalidHashError, ValueError, TypeError):
         return False
     return bool(matched) and password_hash is not None

@@ -1,0 +1,5 @@
+"""``python -m patgate``: the same as the ``patgate`` command."""
+
+from patgate.cli import main
+
+raise SystemExit(main())

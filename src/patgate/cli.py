@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         code = int(args.handler(args))
+        sys.stdout.flush()  # a closed pipe fails here, not at exit
         # Warnings only after success: a failure is exactly one line.
         for warning in getattr(args, "warnings", ()) if code == EXIT_OK else ():
             print(f"warning: {warning}", file=sys.stderr)
@@ -83,9 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PatgateError as err:
         _print_error(_describe(err))
         return EXIT_USAGE if isinstance(err, UsageError) else EXIT_REFUSED
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else EXIT_OK
     except BrokenPipeError:
-        # The reader went away (``| head``); say nothing more on a dead pipe.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        # The reader went away (``| head``): point stdout at /dev/null so the
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_REFUSED
     except Exception as err:
         _print_error(f"internal error: {type(err).__name__}: {err}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from patgate import tokens
+from patgate.cli import main
 from patgate.errors import AuthenticationError
 from patgate.service import TokenService
 from patgate.store import open_store
@@ -438,3 +439,37 @@ def test_python_dash_m_runs_the_same_cli(cli):
     )
     assert result.returncode == 0
     assert result.stdout.strip() == "0.1.0"
+
+
+class InterruptedStdin:
+    def readline(self) -> str:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_is_exit_130_and_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", InterruptedStdin())
+    assert main(["user", "passwd", "alice", "--password-stdin"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "error: interrupted\n"
+    assert captured.out == ""
+
+
+def test_help_returns_zero_instead_of_raising(capsys):
+    assert main(["token", "create", "--help"]) == 0
+    assert "--max-lifetime" in capsys.readouterr().out
+
+
+def test_a_closed_stdout_is_not_a_traceback(cli, alice):
+    for _ in range(3):
+        create_token(cli)
+    process = subprocess.Popen(
+        [*patgate_command(), "token", "list", "--json"],
+        cwd=cli.directory,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader goes away before anything is written
+    _, err = process.communicate(timeout=30)
+    assert b"Traceback" not in err
+    assert b"Exception ignored" not in err

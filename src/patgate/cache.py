@@ -1,0 +1,145 @@
+"""The in-process cache of token grants, in front of the store.
+
+Keyed by the token *hash* (never the value), bounded in size (LRU) and age:
+an entry is fresh for ``ttl``; after that the gateway asks the store again,
+and only while the store is down may it use an entry up to ``max_stale`` old.
+Unknown hashes are remembered for ``negative_ttl`` so that a burst of bad
+tokens does not become a burst of store lookups.
+
+Change notices drop entries by token id or owner login; a reconnect of the
+change feed drops everything, since notices may have been missed.
+
+Pure: the clock is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from patgate.models import TokenGrant
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    """A grant (None for a negative entry) and when the store last confirmed it."""
+
+    grant: TokenGrant | None
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    hits: int
+    misses: int
+    entries: int
+
+
+class GrantCache:
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        ttl: float,
+        negative_ttl: float,
+        max_stale: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.max_stale = max(max_stale, ttl)
+        self._clock = clock
+        self._entries: OrderedDict[bytes, CacheEntry] = OrderedDict()
+        self._by_token: dict[str, set[bytes]] = {}
+        self._by_owner: dict[str, set[bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def fresh(self, token_hash: bytes) -> CacheEntry | None:
+        """The entry if the store confirmed it recently enough to trust alone."""
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            self.misses += 1
+            return None
+        age = self._clock() - entry.fetched_at
+        limit = self.ttl if entry.grant is not None else self.negative_ttl
+        if age >= limit:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(token_hash)
+        self.hits += 1
+        return entry
+
+    def stale(self, token_hash: bytes) -> TokenGrant | None:
+        """A positive grant no older than ``max_stale``: the store-outage fallback."""
+        entry = self._entries.get(token_hash)
+        if entry is None or entry.grant is None:
+            return None
+        if self._clock() - entry.fetched_at >= self.max_stale:
+            return None
+        return entry.grant
+
+    def put(self, token_hash: bytes, grant: TokenGrant | None) -> None:
+        """Remember a grant, or (None) that this hash is not a live token."""
+        self._forget(token_hash)
+        self._entries[token_hash] = CacheEntry(grant, self._clock())
+        if grant is not None:
+            self._by_token.setdefault(grant.token.id, set()).add(token_hash)
+            self._by_owner.setdefault(grant.owner.login, set()).add(token_hash)
+        while len(self._entries) > self.max_entries:
+            oldest, evicted = self._entries.popitem(last=False)
+            self._unindex(oldest, evicted)
+
+    def replace_grant(self, token_hash: bytes, grant: TokenGrant) -> None:
+        """Swap in an updated grant (a slid expiry) without changing its age."""
+        entry = self._entries.get(token_hash)
+        if entry is not None and entry.grant is not None:
+            entry.grant = grant
+
+    def expire_all(self) -> None:
+        """Make every entry stale: ask the store again, keep the outage fallback.
+
+        Used after the change feed reconnects, when notices may have been lost.
+        """
+        cutoff = self._clock() - self.ttl
+        for entry in self._entries.values():
+            entry.fetched_at = min(entry.fetched_at, cutoff)
+
+    def drop_token(self, token_id: str) -> None:
+        for token_hash in self._by_token.pop(token_id, set()).copy():
+            self._forget(token_hash)
+
+    def drop_owner(self, login: str) -> None:
+        for token_hash in self._by_owner.pop(login, set()).copy():
+            self._forget(token_hash)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_token.clear()
+        self._by_owner.clear()
+
+    def stats(self) -> CacheStats:
+        return CacheStats(hits=self.hits, misses=self.misses, entries=len(self))
+
+    def _forget(self, token_hash: bytes) -> None:
+        entry = self._entries.pop(token_hash, None)
+        if entry is not None:
+            self._unindex(token_hash, entry)
+
+    def _unindex(self, token_hash: bytes, entry: CacheEntry) -> None:
+        if entry.grant is None:
+            return
+        for index, key in (
+            (self._by_token, entry.grant.token.id),
+            (self._by_owner, entry.grant.owner.login),
+        ):
+            hashes = index.get(key)
+            if hashes is not None:
+                hashes.discard(token_hash)
+                if not hashes:
+                    del index[key]

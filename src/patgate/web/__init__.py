@@ -1,0 +1,1 @@
+"""The HTTP edge: the aiohttp application, the proxy handler, errors, operations."""

@@ -1,0 +1,185 @@
+"""create_app(config, store): the gateway's aiohttp application.
+
+State lives under ``AppKey``s; the upstream ``ClientSession``, the change
+listener and the usage flusher live in ``cleanup_ctx`` so they start and stop
+with the app. A reload swaps ``ProxyHandler.state`` whole, between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
+
+from patgate.cache import GrantCache
+from patgate.config import Config
+from patgate.errors import StoreUnavailableError
+from patgate.gate import Gate
+from patgate.models import Change, ChangeKind
+from patgate.store.base import Store
+from patgate.throttle import FailureThrottle
+from patgate.usage import UsageRecorder
+from patgate.web.ops import METRICS as REQUEST_METRICS
+from patgate.web.ops import Metrics, healthz, metrics_handler, readyz_handler
+from patgate.web.proxy import ProxyHandler, ProxyState
+from patgate.web.streams import StreamRegistry
+
+log = structlog.get_logger("patgate.gateway")
+
+STORE = web.AppKey("store", Store)
+GATE = web.AppKey("gate", Gate)
+CACHE = web.AppKey("cache", GrantCache)
+PROXY = web.AppKey("proxy", ProxyHandler)
+STREAMS = web.AppKey("streams", StreamRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+CONFIG = web.AppKey("config", Config)
+
+OPS_PREFIX = "/_patgate/"
+
+
+def create_app(
+    config: Config, store: Store, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    cache = GrantCache(
+        max_entries=config.cache.max_entries,
+        ttl=config.cache.ttl,
+        negative_ttl=config.cache.negative_ttl,
+        max_stale=config.cache.max_stale,
+        clock=clock,
+    )
+    gate = Gate(
+        store=store,
+        cache=cache,
+        usage=UsageRecorder(),
+        throttle=FailureThrottle(config.limits.failed_auth_per_minute),
+        prefix=config.token_prefix,
+        pepper=config.pepper.value,
+        clock=clock,
+    )
+    streams = StreamRegistry()
+    metrics = Metrics(gate, cache)
+    app = web.Application(
+        client_max_size=1024**2,
+        handler_args={
+            "max_line_size": config.limits.max_url_bytes,
+            "max_field_size": config.limits.max_header_bytes,
+        },
+    )
+    app[CONFIG] = config
+    app[STORE] = store
+    app[GATE] = gate
+    app[CACHE] = cache
+    app[STREAMS] = streams
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_change_listener)
+    app.cleanup_ctx.append(_usage_flusher)
+    app.router.add_get(OPS_PREFIX + "healthz", healthz)
+    app.router.add_get(OPS_PREFIX + "readyz", readyz_handler(store))
+    app.router.add_get(OPS_PREFIX + "metrics", metrics_handler(metrics))
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    request[REQUEST_METRICS] = request.app[METRICS]
+    return await request.app[PROXY](request)
+
+
+def reload_config(app: web.Application, config: Config) -> None:
+    """Serve new routes from the next request on; in-flight ones finish as they were."""
+    app[PROXY].state = ProxyState.from_config(config)
+    app[CONFIG] = config
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    connector = TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
+    session = ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=DummyCookieJar(),
+        skip_auto_headers=("User-Agent",),
+    )
+    app[PROXY] = ProxyHandler(
+        ProxyState.from_config(app[CONFIG]), app[GATE], session, app[STREAMS]
+    )
+    yield
+    await session.close()
+
+
+async def _change_listener(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(listen_for_changes(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def listen_for_changes(app: web.Application) -> None:
+    """Apply change notices to the cache and open streams; reconnect forever."""
+    store, cache, gate, streams = app[STORE], app[CACHE], app[GATE], app[STREAMS]
+    delay = 0.05
+    reconnecting = False
+    while True:
+        try:
+            if reconnecting:
+                await store.ping()
+                # Notices sent while we were away are lost: distrust the cache.
+                cache.expire_all()
+                await streams.revalidate(gate, streams.all())
+                log.info("change_feed_reconnected")
+                reconnecting = False
+            async for change in store.changes():
+                delay = 0.05
+                await _apply_change(change, cache, gate, streams)
+        except StoreUnavailableError as exc:
+            if not reconnecting:
+                log.warning("change_feed_lost", error=str(exc))
+            reconnecting = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def _apply_change(
+    change: Change, cache: GrantCache, gate: Gate, streams: StreamRegistry
+) -> None:
+    if change.kind is ChangeKind.TOKEN:
+        cache.drop_token(change.key)
+    else:
+        cache.drop_owner(change.key)
+    affected = streams.affected(change)
+    if affected:
+        cancelled = await streams.revalidate(gate, affected)
+        if cancelled:
+            log.info("streams_closed", change=change.encode(), count=cancelled)
+
+
+async def _usage_flusher(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_flush_usage_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await flush_usage(app)
+
+
+async def _flush_usage_forever(app: web.Application) -> None:
+    interval = app[CONFIG].usage_flush_interval
+    while True:
+        await asyncio.sleep(interval)
+        await flush_usage(app)
+
+
+async def flush_usage(app: web.Application) -> None:
+    usage = app[GATE].usage
+    batch = usage.drain()
+    if not batch:
+        return
+    try:
+        await app[STORE].record_usage(batch)
+    except StoreUnavailableError:
+        usage.restore(batch)

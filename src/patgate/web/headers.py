@@ -1,0 +1,150 @@
+"""What headers go upstream and come back: hop-by-hop, spoofing, forwarding.
+
+Order matters (SPEC §8 "Connection-named headers"): hop-by-hop headers and
+the ones a client names in ``Connection`` are dropped first, client-sent
+identity headers in every spelling are dropped, and the gateway's own
+identity headers are added last, so no client header can remove or fake them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never forwarded upstream: the client already got its 100-continue, and the
+# upstream's Host comes from the upstream URL.
+NOT_FORWARDED = frozenset({"host", "expect", "content-length"})
+FORWARDED_HEADERS = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def header_key(name: str) -> str:
+    """A header name as WSGI/CGI upstreams see it: case and ``_``/``-`` folded."""
+    return name.lower().replace("_", "-")
+
+
+def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """Header names listed in ``Connection`` (they are hop-by-hop too)."""
+    names: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        names.update(header_key(part.strip()) for part in value.split(",") if part)
+    return frozenset(names)
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def is_trusted(ip: str | None, networks: tuple[Network, ...]) -> bool:
+    if not ip or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def client_address(
+    peer: str | None, headers: CIMultiDictProxy[str], trusted: tuple[Network, ...]
+) -> str | None:
+    """The client's IP: the peer, or the last untrusted X-Forwarded-For hop."""
+    if not is_trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for value in headers.getall("X-Forwarded-For", ())
+        for hop in value.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(hops):
+        if not is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    drop: frozenset[str],
+    peer_trusted: bool,
+) -> CIMultiDict[str]:
+    """Copy the client's headers minus hop-by-hop, credentials and spoofed ones.
+
+    ``drop`` holds folded names (``header_key``) of headers to remove: the
+    identity headers, the credential headers of this route.
+    """
+    dropped = connection_named(incoming)
+    result: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        key = header_key(name)
+        if key in HOP_BY_HOP or key in NOT_FORWARDED or key in dropped:
+            continue
+        # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams.
+        if key in drop:
+            continue
+        # SECURITY: X-Forwarded-* from an untrusted client is a spoof.
+        if key in FORWARDED_HEADERS and not peer_trusted:
+            continue
+        result.add(name, value)
+    return result
+
+
+def add_forwarding(
+    headers: CIMultiDict[str],
+    *,
+    peer: str | None,
+    scheme: str,
+    host: str | None,
+    peer_trusted: bool,
+) -> None:
+    """Set X-Forwarded-For/-Proto/-Host, extending a trusted proxy's values."""
+    prior = headers.getall("X-Forwarded-For", []) if peer_trusted else []
+    chain = [*prior, peer] if peer else prior
+    if chain:
+        headers["X-Forwarded-For"] = ", ".join(chain)
+    if not (peer_trusted and "X-Forwarded-Proto" in headers):
+        headers["X-Forwarded-Proto"] = scheme
+    if host and not (peer_trusted and "X-Forwarded-Host" in headers):
+        headers["X-Forwarded-Host"] = host
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones and Content-Length."""
+    dropped = connection_named(upstream)
+    result: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        key = name.lower()
+        if key in HOP_BY_HOP or key in dropped or key == "content-length":
+            continue
+        result.add(name, value)
+    return result
+
+
+def identity_values(
+    names: Mapping[str, str], user: str, token_id: str, scopes: str
+) -> list[tuple[str, str]]:
+    return [
+        (names["user"], user),
+        (names["token_id"], token_id),
+        (names["scopes"], scopes),
+    ]

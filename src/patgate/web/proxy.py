@@ -1,0 +1,375 @@
+"""The catch-all handler: canonical path → route → credential → gate → upstream.
+
+What is checked is what is sent: the path is canonicalised once
+(``patgate.paths``), matched, authorised, and that same string is forwarded
+with ``URL(..., encoded=True)`` so nothing re-decodes it on the way.
+Bodies stream both ways in chunks; nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from patgate.config import Config, RouteConfig
+from patgate.extract import CredentialError, extract_credential, strip_query_params
+from patgate.gate import Gate, RequestView
+from patgate.paths import PathError, normalise_path
+from patgate.policy import CompiledRoute, Decision, Router
+from patgate.web.errors import error_response, refusal_response
+from patgate.web.headers import (
+    add_forwarding,
+    client_address,
+    header_key,
+    identity_values,
+    is_trusted,
+    parse_networks,
+    response_headers,
+    upstream_headers,
+)
+from patgate.web.ops import DECISION, REASON, ROUTE_NAME
+from patgate.web.streams import StreamRegistry
+
+CHUNK = 256 * 1024
+_IF_URL = re.compile(r"<([^>]+)>")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What forwarding needs of a route, computed once per config load."""
+
+    base: str  # upstream origin + base path, no trailing slash
+    origin: URL
+    timeout: ClientTimeout
+    drop: frozenset[str]  # folded header names never forwarded on this route
+    inject: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyState:
+    """Everything the handler reads; swapped whole on a config reload."""
+
+    config: Config
+    router: Router
+    targets: dict[str, RouteTarget]
+    trusted: tuple[object, ...]
+
+    @classmethod
+    def from_config(cls, config: Config) -> ProxyState:
+        identity = {header_key(name) for name in _identity_names(config)}
+        targets = {
+            route.name: _target(route, frozenset(identity)) for route in config.routes
+        }
+        return cls(
+            config=config,
+            router=Router.from_config(config.routes),
+            targets=targets,
+            trusted=parse_networks(config.trusted_proxies),
+        )
+
+
+def _identity_names(config: Config) -> tuple[str, str, str]:
+    names = config.identity_headers
+    return (names.user, names.token_id, names.scopes)
+
+
+def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
+    upstream = URL(route.upstream)
+    drop = set(identity)
+    if route.auth != "none":
+        drop.add("authorization")
+        if "header" in route.credentials and route.api_key_header:
+            drop.add(header_key(route.api_key_header))
+    inject = tuple(
+        (name, secret_text(value)) for name, value in route.upstream_headers.items()
+    )
+    drop.update(header_key(name) for name, _ in inject)
+    return RouteTarget(
+        base=str(upstream).rstrip("/"),
+        origin=upstream.origin(),
+        timeout=ClientTimeout(
+            total=None,
+            sock_connect=route.connect_timeout,
+            sock_read=route.read_timeout,
+        ),
+        drop=frozenset(drop),
+        inject=inject,
+    )
+
+
+def secret_text(value: object) -> str:
+    """The text of a config value that may be wrapped as a Secret."""
+    raw = getattr(value, "value", value)
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class ProxyHandler:
+    def __init__(
+        self,
+        state: ProxyState,
+        gate: Gate,
+        session: ClientSession,
+        streams: StreamRegistry,
+    ) -> None:
+        self.state = state
+        self.gate = gate
+        self.session = session
+        self.streams = streams
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            path = normalise_path(raw_path)
+        except PathError as exc:
+            request[REASON] = "bad_path"
+            return error_response(400, "invalid_request", message=str(exc))
+        route = state.router.match(request.headers.get(hdrs.HOST), path)
+        if route is None:
+            return error_response(404, "not_found")
+        config = route.config
+        request[ROUTE_NAME] = config.name
+        peer = request.remote
+        peer_trusted = is_trusted(peer, state.trusted)  # type: ignore[arg-type]
+        client_ip = client_address(peer, request.headers, state.trusted)  # type: ignore[arg-type]
+        decision: Decision | None = None
+        view: RequestView | None = None
+        if config.auth != "none":
+            credential = extract_credential(
+                request.headers.getall(hdrs.AUTHORIZATION, ()),
+                request.headers.getall(config.api_key_header, ())
+                if "header" in config.credentials
+                else (),
+                raw_query,
+                config.credentials,
+                config.query_params,
+            )
+            if isinstance(credential, CredentialError):
+                request[REASON] = credential.code
+                return error_response(
+                    400,
+                    "invalid_request",
+                    style=config.error_style,
+                    message=credential.message,
+                )
+            view = RequestView(request.method, path, client_ip, credential)
+            decision = await self.gate.authorize(route, view)
+            request[DECISION] = decision
+            if not decision.allowed:
+                return refusal_response(
+                    decision,
+                    realm=config.realm,
+                    credentials=config.credentials,
+                    style=config.error_style,
+                )
+            if "query" in config.credentials and raw_query:
+                # SECURITY: the token never travels on in the forwarded URL.
+                raw_query = strip_query_params(raw_query, config.query_params)
+        return await self._forward(
+            request, route, path, raw_query, view, decision, peer_trusted
+        )
+
+    async def _forward(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        path: str,
+        raw_query: str,
+        view: RequestView | None,
+        decision: Decision | None,
+        peer_trusted: bool,
+    ) -> web.StreamResponse:
+        state = self.state
+        config = route.config
+        target = state.targets[config.name]
+        headers = upstream_headers(
+            request.headers, drop=target.drop, peer_trusted=peer_trusted
+        )
+        add_forwarding(
+            headers,
+            peer=request.remote,
+            scheme=request.scheme,
+            host=request.headers.get(hdrs.HOST),
+            peer_trusted=peer_trusted,
+        )
+        if request.content_length is not None and request.body_exists:
+            headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
+        refused = await self._rewrite_webdav(request, route, target, headers, view)
+        if refused is not None:
+            return refused
+        if decision is not None:
+            names = state.config.identity_headers
+            for name, value in identity_values(
+                {
+                    "user": names.user,
+                    "token_id": names.token_id,
+                    "scopes": names.scopes,
+                },
+                decision.user or "",
+                decision.token_id or "",
+                decision.scopes_header,
+            ):
+                headers[name] = value
+        for name, value in target.inject:
+            headers[name] = value
+        url = target.base + route.upstream_path(path)
+        if raw_query:
+            url += "?" + raw_query
+        if _wants_websocket(request) and config.websocket:
+            from patgate.web.websocket import proxy_websocket
+
+            with self.streams.track(route, view, decision):
+                return await proxy_websocket(
+                    request,
+                    self.session,
+                    URL(url, encoded=True),
+                    headers,
+                    config.error_style,
+                )
+        with self.streams.track(route, view, decision):
+            return await self._stream(
+                request, URL(url, encoded=True), headers, target, config.error_style
+            )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        url: URL,
+        headers: CIMultiDict[str],
+        target: RouteTarget,
+        style: str,
+    ) -> web.StreamResponse:
+        body = request.content if request.body_exists else None
+        try:
+            upstream = await self.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=target.timeout,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+        except TimeoutError:
+            return error_response(504, "gateway_timeout", style=style)
+        except (ClientError, OSError):
+            return error_response(502, "bad_gateway", style=style)
+        async with upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=response_headers(upstream.headers),
+            )
+            length = upstream.headers.get(hdrs.CONTENT_LENGTH)
+            if length is not None and length.isdigit():
+                response.content_length = int(length)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+            except (TimeoutError, ClientError):
+                # Headers are gone already; cutting the connection is the
+                # only honest way to tell the client the body is short.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+        return response
+
+    async def _rewrite_webdav(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        target: RouteTarget,
+        headers: CIMultiDict[str],
+        view: RequestView | None,
+    ) -> web.StreamResponse | None:
+        """Point ``Destination`` and ``If`` URLs at the upstream; authorise the target.
+
+        SECURITY: a MOVE or COPY writes at its destination, so the token must
+        hold that path too (node scopes), and it must stay on this route.
+        """
+        destination = request.headers.get("Destination")
+        if destination is not None:
+            rewritten = await self._rewrite_url(
+                request, route, target, destination, view
+            )
+            if isinstance(rewritten, web.StreamResponse):
+                return rewritten
+            headers["Destination"] = rewritten
+        if_header = request.headers.get("If")
+        if if_header is not None and "<" in if_header:
+            headers["If"] = _IF_URL.sub(
+                lambda m: (
+                    "<" + self._map_if_url(request, route, target, m.group(1)) + ">"
+                ),
+                if_header,
+            )
+        return None
+
+    async def _rewrite_url(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        target: RouteTarget,
+        value: str,
+        view: RequestView | None,
+    ) -> str | web.StreamResponse:
+        style = route.config.error_style
+        try:
+            url = URL(value, encoded=True)
+        except ValueError:
+            return error_response(
+                400, "invalid_request", style=style, message="Destination is not a URL."
+            )
+        try:
+            path = normalise_path(url.raw_path or "/")
+        except PathError as exc:
+            return error_response(400, "invalid_request", style=style, message=str(exc))
+        other = self.state.router.match(request.headers.get(hdrs.HOST), path)
+        if other is None or other.config.name != route.config.name:
+            return error_response(
+                403,
+                "forbidden",
+                style=style,
+                message="Destination is outside this route.",
+            )
+        if view is not None:
+            moved = RequestView(view.method, path, view.client_ip, view.credential)
+            verdict = await self.gate.authorize(route, moved, note_usage=False)
+            if not verdict.allowed:
+                return refusal_response(
+                    verdict,
+                    realm=route.config.realm,
+                    credentials=route.config.credentials,
+                    style=style,
+                )
+        return target.base + route.upstream_path(path)
+
+    def _map_if_url(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        target: RouteTarget,
+        value: str,
+    ) -> str:
+        try:
+            url = URL(value, encoded=True)
+            if not url.is_absolute():
+                return value
+            path = normalise_path(url.raw_path or "/")
+        except (ValueError, PathError):
+            return value
+        if url.host != request.url.host or not path.startswith(
+            route.config.prefix.rstrip("/")
+        ):
+            return value
+        return target.base + route.upstream_path(path)
+
+
+def _wants_websocket(request: web.Request) -> bool:
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"

@@ -1,0 +1,225 @@
+"""Real servers on loopback for gateway tests: a recording upstream and gateways.
+
+``RecordingUpstream`` is an aiohttp app that remembers every request it got
+(method, raw path, headers, body size) and can stream, stall or echo
+WebSocket messages. ``Gateway`` runs ``create_app`` on a real socket with the
+production access logger, next to a ``TokenService`` on the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from patgate.config import Config, parse_config
+from patgate.service import Actor, TokenService
+from patgate.store import Store, open_store
+from patgate.web.app import create_app
+from patgate.web.ops import AccessLogger
+
+ADMIN = Actor(login="admin", admin=True)
+
+
+@dataclass
+class Recorded:
+    method: str
+    raw_path: str
+    headers: CIMultiDictProxy[str]
+    body_size: int
+    body_sha256: str
+    body: bytes
+
+
+@dataclass
+class RecordingUpstream:
+    """An upstream that records what reaches it. Special paths:
+
+    ``.../download?size=N`` streams N bytes; ``.../slow?delay=S`` waits S
+    seconds; ``.../ws`` is a WebSocket echo; anything else echoes as JSON.
+    """
+
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    runner: web.AppRunner | None = None
+    keep_body_bytes: int = 1 << 20
+
+    @property
+    def last(self) -> Recorded:
+        assert self.requests, "the upstream received no request"
+        return self.requests[-1]
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.SockSite(self.runner, bound_socket())
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.raw_path.partition("?")[0]
+        if (
+            path.endswith("/ws")
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            return await self._websocket(request)
+        digest = hashlib.sha256()
+        size = 0
+        kept = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            digest.update(chunk)
+            size += len(chunk)
+            if len(kept) < self.keep_body_bytes:
+                kept.extend(chunk[: self.keep_body_bytes - len(kept)])
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.raw_path,
+                CIMultiDictProxy(CIMultiDict(request.headers)),
+                size,
+                digest.hexdigest(),
+                bytes(kept),
+            )
+        )
+        if path.endswith("/download"):
+            return await self._download(request, int(request.query.get("size", "0")))
+        if path.endswith("/slow"):
+            await asyncio.sleep(float(request.query.get("delay", "1")))
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "user": request.headers.get("X-Patgate-User"),
+                "body_size": size,
+            },
+            headers={"ETag": '"v1"', "X-Upstream": "yes"},
+        )
+
+    async def _download(self, request: web.Request, size: int) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/octet-stream"}
+        )
+        response.content_length = size
+        await response.prepare(request)
+        chunk = b"x" * (1 << 16)
+        sent = 0
+        delay = float(request.query.get("chunk_delay", "0"))
+        while sent < size:
+            piece = chunk[: min(len(chunk), size - sent)]
+            await response.write(piece)
+            sent += len(piece)
+            if delay:
+                await asyncio.sleep(delay)
+        await response.write_eof()
+        return response
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append(
+            Recorded(request.method, request.raw_path,
+                     CIMultiDictProxy(CIMultiDict(request.headers)), 0, "", b"")
+        )  # fmt: skip
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def gateway_yaml(store_url: str, routes: str, extra: str = "") -> str:
+    return (
+        "listen: 127.0.0.1:0\n"
+        f"store: {store_url}\n"
+        "scope_sets:\n  files-rw: [files:read, files:write]\n"
+        f"{extra}\n"
+        f"routes:\n{routes}"
+    )
+
+
+@dataclass
+class Gateway:
+    config: Config
+    store: Store
+    service: TokenService
+    app: web.Application
+    runner: web.AppRunner
+    url: str
+    host: str
+
+    async def add_user(
+        self,
+        login: str,
+        scopes: Sequence[str] = ("*",),
+        *,
+        admin: bool = False,
+        password: str | None = None,
+    ) -> None:
+        await self.service.add_user(
+            ADMIN, login, admin=admin, scopes=scopes, password=password
+        )
+
+    async def token(self, owner: str = "alice", **kwargs: Any) -> str:
+        """A new token's value; the owner is created (scopes ``*``) if missing."""
+        if await self.store.get_user(owner) is None:
+            await self.add_user(owner)
+        _, value = await self.service.create_token(ADMIN, owner, **kwargs)
+        return value
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.store.close()
+
+
+async def start_gateway(
+    store_url: str,
+    routes: str,
+    *,
+    extra: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Gateway:
+    config = parse_config(
+        gateway_yaml(store_url, routes, extra),
+        dict(env or {"PATGATE_PEPPER": "test-pepper"}),
+        ".",
+    )
+    store = open_store(config.store)
+    service = TokenService(
+        store,
+        prefix=config.token_prefix,
+        pepper=config.pepper.value,
+        scope_sets=config.scope_sets,
+    )
+    app = create_app(config, store)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=5)
+    await runner.setup()
+    site = web.SockSite(runner, bound_socket())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return Gateway(
+        config, store, service, app, runner, f"http://127.0.0.1:{port}",
+        f"127.0.0.1:{port}",
+    )  # fmt: skip

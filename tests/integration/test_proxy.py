@@ -1,0 +1,147 @@
+"""The gateway in front of a real upstream: credentials, scopes, forwarding."""
+
+from __future__ import annotations
+
+import base64
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.gateway_harness import RecordingUpstream
+
+
+def api_routes(upstream: RecordingUpstream, **extra: str) -> str:
+    more = "".join(f"    {key}: {value}\n" for key, value in extra.items())
+    return (
+        "  - name: api\n"
+        "    prefix: /api/\n"
+        f"    upstream: {upstream.url}\n"
+        "    methods: {GET: api:read, HEAD: api:read, '*': api:write}\n"
+        f"{more}"
+        "  - name: public\n"
+        "    prefix: /public/\n"
+        f"    upstream: {upstream.url}\n"
+        "    auth: none\n"
+    )
+
+
+@pytest.fixture
+async def gateway(make_gateway, upstream, store_url):
+    return await make_gateway(store_url, api_routes(upstream))
+
+
+def basic(login: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+
+
+async def test_bearer_token_reaches_upstream_with_identity(gateway, upstream):
+    token = await gateway.token("alice", scopes=["api:read"])
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            gateway.url + "/api/hello?x=1",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["user"] == "alice"
+    seen = upstream.last
+    assert seen.raw_path == "/api/hello?x=1"
+    assert seen.headers["X-Patgate-User"] == "alice"
+    assert seen.headers["X-Patgate-Scopes"] == "api:read"
+    assert "Authorization" not in seen.headers
+    assert seen.headers["X-Forwarded-For"] == "127.0.0.1"
+
+
+async def test_basic_auth_with_owner_login(gateway, upstream):
+    token = await gateway.token("alice")
+    async with aiohttp.ClientSession() as client:
+        ok = await client.get(
+            gateway.url + "/api/x", headers={"Authorization": basic("alice", token)}
+        )
+        wrong = await client.get(
+            gateway.url + "/api/x", headers={"Authorization": basic("mallory", token)}
+        )
+    assert ok.status == 200
+    assert wrong.status == 401
+    assert len(upstream.requests) == 1
+
+
+async def test_query_token_is_stripped_from_forwarded_url(gateway, upstream):
+    token = await gateway.token("alice")
+    async with aiohttp.ClientSession() as client:
+        url = URL(f"{gateway.url}/api/x?a=%2F1&session={token}&b=2", encoded=True)
+        async with client.get(url) as response:
+            assert response.status == 200
+    assert upstream.last.raw_path == "/api/x?a=%2F1&b=2"
+
+
+async def test_missing_and_bad_tokens_are_401_with_challenge(gateway, upstream):
+    async with aiohttp.ClientSession() as client:
+        missing = await client.get(gateway.url + "/api/x")
+        bad = await client.get(
+            gateway.url + "/api/x", headers={"Authorization": "Bearer pgt_nonsense"}
+        )
+    assert missing.status == 401
+    assert 'Basic realm="api"' in missing.headers.getall("WWW-Authenticate")[0]
+    assert bad.status == 401
+    assert any(
+        'error="invalid_token"' in v for v in bad.headers.getall("WWW-Authenticate")
+    )
+    assert (await bad.json())["error"] == "invalid_token"
+    assert upstream.requests == []
+
+
+async def test_insufficient_scope_names_the_scope(gateway, upstream):
+    token = await gateway.token("alice", scopes=["api:read"])
+    async with aiohttp.ClientSession() as client:
+        response = await client.post(
+            gateway.url + "/api/x",
+            data=b"hello",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status == 403
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="api:write"' in challenge
+    assert upstream.requests == []
+
+
+async def test_public_route_needs_no_token(gateway, upstream):
+    async with aiohttp.ClientSession() as client:
+        response = await client.get(gateway.url + "/public/readme")
+    assert response.status == 200
+    assert upstream.last.raw_path == "/public/readme"
+
+
+async def test_unknown_path_is_404(gateway):
+    async with aiohttp.ClientSession() as client:
+        response = await client.get(gateway.url + "/elsewhere")
+    assert response.status == 404
+
+
+async def test_upload_body_streams_through(gateway, upstream):
+    token = await gateway.token("alice")
+    payload = bytes(range(256)) * 4096
+    async with aiohttp.ClientSession() as client:
+        response = await client.put(
+            gateway.url + "/api/blob",
+            data=payload,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status == 200
+    assert upstream.last.body_size == len(payload)
+    assert upstream.last.body == payload
+
+
+async def test_download_streams_back(gateway, upstream):
+    token = await gateway.token("alice")
+    async with aiohttp.ClientSession() as client:
+        response = await client.get(
+            gateway.url + "/api/download?size=3000000",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = await response.read()
+    assert response.status == 200
+    assert len(body) == 3_000_000

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import os
@@ -704,7 +705,51 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
     revoke.add_argument("ids", nargs="+", metavar="ID")
 
 
+# serve
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGTERM; SIGHUP reloads the config file."""
+    from patgate.web.server import serve
+
+    configure_logging(
+        level=os.environ.get("PATGATE_LOG_LEVEL", "info"), stream=sys.stderr
+    )
+
+    def load() -> Config:
+        config = load_config(args.config)
+        changes: dict[str, Any] = {}
+        if args.store:
+            changes["store"] = args.store
+        if args.listen:
+            host, port = parse_listen(args.listen)
+            changes.update(listen_host=host, listen_port=port)
+        if args.workers:
+            changes["workers"] = args.workers
+        return dataclasses.replace(config, **changes) if changes else config
+
+    return serve(load)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"invalid --listen {text!r}: expected host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def add_serve_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    serve = _leaf(commands, "serve", serve_command, "run the gateway")
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="override the config's listen address"
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="override the config's workers"
+    )
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[ArgumentParser]], None], ...] = (
+    add_serve_commands,
     add_config_commands,
     add_user_commands,
     add_token_commands,

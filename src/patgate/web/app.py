@@ -20,6 +20,7 @@ from patgate.config import Config
 from patgate.errors import StoreUnavailableError
 from patgate.gate import Gate
 from patgate.models import Change, ChangeKind
+from patgate.service import TokenService
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
@@ -37,6 +38,7 @@ PROXY = web.AppKey("proxy", ProxyHandler)
 STREAMS = web.AppKey("streams", StreamRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", Config)
+SERVICE = web.AppKey("service", TokenService)
 
 OPS_PREFIX = "/_patgate/"
 
@@ -75,6 +77,13 @@ def create_app(
     app[CACHE] = cache
     app[STREAMS] = streams
     app[METRICS] = metrics
+    app[SERVICE] = TokenService(
+        store,
+        prefix=config.token_prefix,
+        pepper=config.pepper.value,
+        scope_sets=config.scope_sets,
+        clock=clock,
+    )
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_change_listener)
     app.cleanup_ctx.append(_usage_flusher)

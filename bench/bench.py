@@ -1,0 +1,479 @@
+"""patgate's benchmark: what the gateway costs next to a plain proxy and nginx.
+
+One run starts, on free 127.0.0.1 ports: the upstream (``upstream.py``), nginx as a
+plain proxy, the plain aiohttp proxy (``plain_proxy.py``), a ``redis-server`` of its
+own per Redis case, and patgate on SQLite, on Redis, and on Redis with two workers.
+Each target is warmed up, then driven with ``wrk --latency`` for a fixed time while
+the CPU time of its process tree is read from ``/proc``. Then 1 GiB is uploaded and
+downloaded through the proxies with curl while their RSS is sampled every 50 ms.
+
+It prints one table per case and a check of issue 6's targets, and writes every
+figure to ``bench/results/latest.json``. Compare figures only within one run: on a
+2-core machine that wrk, upstream and proxy share, absolute numbers swing 20-30%.
+
+    bench/run                      # set-up (wrk, nginx) + the whole run, ~2-3 min
+    bench/run --duration 5 --no-streaming
+    bench/run --streaming          # only the 1 GiB upload/download case
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import report
+from loadgen import Transfer, curl_header_file, run_curl, run_wrk, wrk_script
+from processes import BackgroundMeter, Processes, cpu_seconds, wait_for_quiet
+from targets import (
+    BENCH_DIR,
+    HELLO_PATH,
+    PATGATE_UNAVAILABLE,
+    REPO_DIR,
+    PatgateCase,
+    Target,
+    TargetError,
+    describe_failure,
+    patgate_serve_available,
+    redact,
+    redis_calls,
+    start_nginx,
+    start_patgate,
+    start_plain_proxy,
+    start_upstream,
+)
+
+PATGATE_CASES = (
+    PatgateCase("patgate-sqlite", "patgate sqlite", "sqlite", 1),
+    PatgateCase("patgate-redis", "patgate redis", "redis", 1),
+    PatgateCase("patgate-redis-w2", "patgate redis workers=2", "redis", 2),
+)
+ALL_TARGETS = ("direct", "nginx", "plain", *(case.name for case in PATGATE_CASES))
+STREAM_TARGETS = ("direct", "nginx", "plain", "patgate-sqlite")
+REQUIRED_TOOLS = ("wrk", "nginx", "curl", "redis-server")
+MIB = 1024 * 1024
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark patgate against a plain aiohttp proxy and nginx.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10, help="seconds per wrk run"
+    )
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up")
+    parser.add_argument("--connections", type=int, default=50, help="wrk -c")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (alternating order); medians"
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma-separated subset of {','.join(ALL_TARGETS)}",
+    )
+    parser.add_argument(
+        "--nginx-workers", type=int, default=1, help="nginx worker_processes"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--streaming", action="store_true", help="only the 1 GiB case")
+    mode.add_argument("--no-streaming", action="store_true", help="skip the 1 GiB case")
+    parser.add_argument(
+        "--stream-mib", type=int, default=1024, help="MiB per upload and download"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=BENCH_DIR / "results" / "latest.json",
+        help="where the results go",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each measurement, wait up to this long for other processes "
+        "to leave the CPUs alone (0: don't wait, only report their load)",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep logs and configs")
+    parser.add_argument(
+        "--patgate-python",
+        default=sys.executable,
+        help="the interpreter that runs `-m patgate`",
+    )
+    args = parser.parse_args(argv)
+    args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
+    unknown = set(args.targets) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.duration <= 0 or args.repeat < 1 or args.stream_mib < 1:
+        parser.error("--duration, --repeat and --stream-mib must be positive")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end the run through every ``finally``.
+
+    SIGINT too, explicitly: a shell starts a background job with SIGINT ignored.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_targets(
+    procs: Processes, workdir: Path, args: argparse.Namespace
+) -> tuple[Target, list[Target], dict[str, object]]:
+    """Start the upstream and every selected target; failures become rows."""
+    upstream = start_upstream(procs)
+    log(f"upstream on {upstream.base_url}")
+    wanted = set(args.targets)
+    targets: list[Target] = []
+    if "direct" in wanted:
+        targets.append(upstream)
+    starters = {
+        "nginx": lambda: start_nginx(procs, workdir, upstream, args.nginx_workers),
+        "plain": lambda: start_plain_proxy(procs, upstream),
+    }
+    for name, start in starters.items():
+        if name in wanted:
+            targets.append(start_guarded(name, name, start, targets))
+    available, detail = patgate_serve_available(workdir, args.patgate_python)
+    patgate: dict[str, object] = {"serve": "available"}
+    if not available:
+        patgate = {"serve": PATGATE_UNAVAILABLE, "detail": detail}
+        log(f"{PATGATE_UNAVAILABLE}: {detail}")
+    pepper = secrets.token_hex(16)
+    for case in PATGATE_CASES:
+        if case.name not in wanted:
+            continue
+        if not available:
+            pending = Target(case.name, case.label, "pending", PATGATE_UNAVAILABLE)
+            targets.append(pending)
+            continue
+        start = functools.partial(
+            start_patgate, procs, workdir, upstream, case, pepper, args.patgate_python
+        )
+        targets.append(start_guarded(case.name, case.label, start, targets))
+    for target in targets:
+        state = target.base_url if target.ready else f"{target.status}: {target.reason}"
+        log(f"{target.name}: {state}")
+    return upstream, targets, patgate
+
+
+def start_guarded(
+    name: str, label: str, start: Callable[[], Target], targets: list[Target]
+) -> Target:
+    """``start()``, or a row that says why it failed (credentials redacted)."""
+    try:
+        return start()
+    except (TargetError, RuntimeError, OSError, TimeoutError) as error:
+        failed = Target(name, label, status="error")
+        failed.reason = describe_failure(failed, error, targets)
+        return failed
+
+
+def settle(args: argparse.Namespace) -> None:
+    """With --wait-quiet, wait for other processes to calm down before measuring."""
+    if args.wait_quiet > 0:
+        cores = wait_for_quiet(report.BUSY_MACHINE, args.wait_quiet)
+        if cores >= report.BUSY_MACHINE:
+            log(f"still busy after {args.wait_quiet:g} s: others use {cores:.2f} cores")
+
+
+def measure_requests(
+    procs: Processes, workdir: Path, target: Target, args: argparse.Namespace
+) -> dict[str, float | int]:
+    """Warm up, then one timed wrk run with CPU (and Redis commands) counted."""
+    script = None
+    if target.auth_headers:
+        script = workdir / f"{target.name}.lua"
+        if not script.exists():
+            wrk_script(script, target.auth_headers)
+    url = target.base_url + HELLO_PATH
+    drive = {"threads": args.threads, "connections": args.connections, "script": script}
+    if args.warmup > 0:
+        run_wrk(procs, f"wrk-warmup-{target.name}", url, seconds=args.warmup, **drive)
+    settle(args)
+    pids = target.pids()
+    redis_before = redis_calls(target.redis_port) if target.redis_port else 0
+    background = BackgroundMeter()
+    cpu_before = cpu_seconds(pids)
+    result = run_wrk(procs, f"wrk-{target.name}", url, seconds=args.duration, **drive)
+    cpu = cpu_seconds(pids) - cpu_before
+    background_cores = background.cores()
+    figures: dict[str, float | int] = {
+        "rps": result.rps,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "cpu_us_per_req": cpu / result.requests * 1e6 if result.requests else 0.0,
+        "cpu_seconds": cpu,
+        "requests": result.requests,
+        "non_2xx_3xx": result.non_2xx_3xx,
+        "socket_errors": result.socket_errors,
+        "processes": len(pids),
+        "background_cores": background_cores,
+    }
+    if target.redis_port:
+        calls = redis_calls(target.redis_port) - redis_before
+        figures["redis_commands_per_req"] = calls / max(result.requests, 1)
+    return figures
+
+
+def median_figures(rounds: list[dict[str, float | int]]) -> dict[str, float | int]:
+    merged: dict[str, float | int] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if key in r]
+        merged[key] = statistics.median(values)
+    merged["rounds"] = len(rounds)
+    return merged
+
+
+def run_requests(
+    procs: Processes, workdir: Path, targets: list[Target], args: argparse.Namespace
+) -> dict[str, dict[str, float | int]]:
+    ready = [t for t in targets if t.ready]
+    rounds: dict[str, list[dict[str, float | int]]] = {t.name: [] for t in ready}
+    for number in range(args.repeat):
+        order = ready if number % 2 == 0 else list(reversed(ready))
+        for target in order:
+            log(f"round {number + 1}/{args.repeat}: wrk {target.name}")
+            try:
+                rounds[target.name].append(
+                    measure_requests(procs, workdir, target, args)
+                )
+            except (RuntimeError, ValueError, OSError) as error:
+                target.status, target.reason = "error", redact(str(error), targets)
+                log(f"{target.name}: {target.reason}")
+    return {name: median_figures(r) for name, r in rounds.items() if r}
+
+
+def transfer_figures(transfer: Transfer, background: float) -> dict[str, float | int]:
+    return {
+        "background_cores": background,
+        "mb_per_s": transfer.mb_per_s,
+        "seconds": transfer.seconds,
+        "bytes": transfer.size,
+        "rss_before_mib": transfer.rss_before / MIB,
+        "rss_peak_mib": transfer.rss_peak / MIB,
+        "rss_growth_mib": transfer.rss_growth / MIB,
+    }
+
+
+def received(reply: bytes) -> int | None:
+    """The byte count in the upstream's ``{"received": N}`` answer, if it is one."""
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return None
+    return answer.get("received") if isinstance(answer, dict) else None
+
+
+def measure_streaming(
+    procs: Processes, workdir: Path, target: Target, source: Path, size: int
+) -> dict[str, dict[str, float | int]]:
+    headers: list[str] = ["--header", "Expect:"]  # no 1 s wait for 100-continue
+    if target.auth_headers:
+        header_file = workdir / f"{target.name}.headers"
+        if not header_file.exists():
+            curl_header_file(header_file, target.auth_headers)
+        headers += ["--header", f"@{header_file}"]
+    watch = target.pids()
+    timeout = max(120.0, size / 20e6)  # bounded even at 20 MB/s
+    meter = BackgroundMeter()
+    upload = run_curl(
+        procs,
+        f"curl-up-{target.name}",
+        [*headers, "--upload-file", str(source), target.base_url + "/upload"],
+        watch=watch,
+        timeout=timeout,
+    )
+    if upload.http_code != 200 or received(upload.reply) != size:
+        raise RuntimeError(
+            f"upload answered {upload.http_code}: {upload.reply[:200]!r}"
+        )
+    upload_background, meter = meter.cores(), BackgroundMeter()
+    download = run_curl(
+        procs,
+        f"curl-down-{target.name}",
+        [*headers, f"{target.base_url}/download?size={size}"],
+        watch=watch,
+        timeout=timeout,
+    )
+    if download.http_code != 200 or download.size != size:
+        raise RuntimeError(
+            f"download answered {download.http_code} with {download.size} bytes"
+        )
+    return {
+        "upload": transfer_figures(upload, upload_background),
+        "download": transfer_figures(download, meter.cores()),
+    }
+
+
+def run_streaming(
+    procs: Processes, workdir: Path, targets: list[Target], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    size = args.stream_mib * MIB
+    source = workdir / "upload.bin"
+    with source.open("wb") as handle:
+        handle.truncate(size)  # sparse: reads as zeros, takes no disk
+    streamed = [t for t in targets if t.name in STREAM_TARGETS]
+    results: dict[str, dict[str, Any]] = {
+        t.name: {"status": t.status, "reason": t.reason}
+        for t in streamed
+        if not t.ready
+    }
+    rounds: dict[str, list[dict[str, dict[str, float | int]]]] = {}
+    for number in range(args.repeat):
+        order = streamed if number % 2 == 0 else list(reversed(streamed))
+        for target in order:
+            if not target.ready or target.name in results:
+                continue
+            log(
+                f"round {number + 1}/{args.repeat}: {args.stream_mib} MiB up and down "
+                f"through {target.name}"
+            )
+            settle(args)
+            try:
+                figures = measure_streaming(procs, workdir, target, source, size)
+            except (RuntimeError, ValueError, OSError) as error:
+                reason = redact(str(error), targets)
+                results[target.name] = {"status": "error", "reason": reason}
+                log(f"{target.name}: streaming failed: {reason}")
+            else:
+                rounds.setdefault(target.name, []).append(figures)
+    source.unlink()
+    for name, measured in rounds.items():
+        if name not in results:
+            results[name] = {
+                direction: merge_transfers([m[direction] for m in measured])
+                for direction in ("upload", "download")
+            }
+    return {t.name: results[t.name] for t in streamed if t.name in results}
+
+
+def merge_transfers(rounds: list[dict[str, float | int]]) -> dict[str, float | int]:
+    """Median throughput over the rounds, but the worst memory growth of any."""
+    merged = median_figures(rounds)
+    for key in ("rss_peak_mib", "rss_growth_mib"):
+        merged[key] = max(r[key] for r in rounds)
+    return merged
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return ((done.stdout or "") + (done.stderr or "")).strip().splitlines()[0][:80]
+
+
+def run_meta(args: argparse.Namespace, patgate: dict[str, object]) -> dict[str, object]:
+    try:
+        import uvloop
+
+        uvloop_version = str(getattr(uvloop, "__version__", "?"))
+    except ImportError:
+        uvloop_version = "not installed"
+    return {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": tool_version(
+            ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]
+        ),
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "uvloop": uvloop_version,
+        "wrk": tool_version(["wrk", "--version"]),
+        "nginx": tool_version(["nginx", "-v"]),
+        "redis": tool_version(["redis-server", "--version"]),
+        "patgate": patgate,
+        "params": {
+            "threads": args.threads,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "repeat": args.repeat,
+            "nginx_workers": args.nginx_workers,
+            "stream_mib": args.stream_mib,
+            "wait_quiet_s": args.wait_quiet,
+        },
+    }
+
+
+def missing_tools() -> list[str]:
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    missing = missing_tools()
+    if missing:
+        log(f"missing {', '.join(missing)}: run bench/run, which installs them")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="patgate-bench-"))
+    procs = Processes(workdir)
+    try:
+        with signals_raise():
+            return run(procs, workdir, args)
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # let the (bounded) clean-up finish
+        procs.close()
+        if args.keep_tmp:
+            log(f"logs and configs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(procs: Processes, workdir: Path, args: argparse.Namespace) -> int:
+    _, targets, patgate = start_targets(procs, workdir, args)
+    requests = None if args.streaming else run_requests(procs, workdir, targets, args)
+    streaming = (
+        None if args.no_streaming else run_streaming(procs, workdir, targets, args)
+    )
+    results = report.build(targets, requests, streaming, run_meta(args, patgate))
+    print(report.render(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

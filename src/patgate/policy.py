@@ -153,12 +153,13 @@ class CompiledRoute:
 class Router:
     """Finds the route for a request: longest prefix, then a host-bound route."""
 
-    __slots__ = ("routes",)
+    __slots__ = ("_any_host", "routes")
 
     def __init__(self, routes: Iterable[CompiledRoute]) -> None:
         self.routes = tuple(
             sorted(routes, key=lambda r: (-len(r.root), r.host is None))
         )
+        self._any_host = any(route.host is not None for route in self.routes)
 
     @classmethod
     def from_config(cls, routes: Iterable[RouteConfig]) -> Router:
@@ -166,7 +167,8 @@ class Router:
 
     def match(self, host: str | None, path: str) -> CompiledRoute | None:
         """The route for a canonical ``path`` (no query) and ``Host`` header."""
-        name = _host_name(host)
+        # Most configs bind no route to a host: skip parsing Host then.
+        name = _host_name(host) if self._any_host else None
         for route in self.routes:
             if route.host is not None and route.host != name:
                 continue

@@ -47,8 +47,15 @@ def encode_base62(number: int, width: int) -> str:
 
 
 def checksum(text: str) -> str:
-    """The 6-character base62 CRC32 of ``text``."""
-    return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+    """The 6-character base62 CRC32 of ``text`` (``encode_base62(crc, 6)``)."""
+    # Unrolled: this runs on every request, before any cache lookup.
+    n, d5 = divmod(zlib.crc32(text.encode("ascii")), 62)
+    n, d4 = divmod(n, 62)
+    n, d3 = divmod(n, 62)
+    n, d2 = divmod(n, 62)
+    d0, d1 = divmod(n, 62)
+    b = BASE62
+    return b[d0] + b[d1] + b[d2] + b[d3] + b[d4] + b[d5]
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,9 @@ def create_app(
     app.router.add_get(OPS_PREFIX + "healthz", healthz)
     app.router.add_get(OPS_PREFIX + "readyz", readyz_handler(store))
     app.router.add_get(OPS_PREFIX + "metrics", metrics_handler(metrics))
+    from patgate.web.api import setup_management  # api.py imports our AppKeys
+
+    setup_management(app)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 

@@ -1,0 +1,1 @@
+"""The token web page at ``/_patgate/`` and its session cookie."""

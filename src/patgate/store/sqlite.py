@@ -1,0 +1,574 @@
+"""The embedded store: users, tokens and a change log in one SQLite file.
+
+Owns the schema (versioned with ``PRAGMA user_version`` and a migration list),
+the change log that gateways poll, and the translation of sqlite3 errors into
+``StoreUnavailableError``.
+
+Several processes share one file: the CLI writes, gateways read. Every
+``update_token``/``update_user`` inserts a ``changes`` row in the same
+transaction, and :meth:`SQLiteStore.changes` polls for rows newer than the
+last one it saw, so an edit made anywhere on the machine reaches every gateway
+within ``poll_interval`` (SPEC.md: within 1 s). Writers prune rows older than
+``change_retention``.
+
+All sqlite3 calls run on one worker thread per store, which opens and owns the
+connection: the event loop never waits on the disk and the connection never
+crosses threads. Writes are ``BEGIN IMMEDIATE`` transactions, so two processes
+writing at once queue on the busy timeout instead of failing half-way.
+
+Rate limits are counted in this process (SPEC.md: local on SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from patgate.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreUnavailableError,
+    UsageError,
+)
+from patgate.models import (
+    Change,
+    ChangeKind,
+    ExpiryModel,
+    TokenGrant,
+    TokenRecord,
+    TokenStatus,
+    Usage,
+    User,
+)
+from patgate.store.base import RateVerdict
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Each migration is a list of statements run in one transaction; its position
+# (1-based) is the schema version it produces. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE users (
+            login TEXT PRIMARY KEY,
+            password_hash TEXT,
+            scopes TEXT NOT NULL,
+            admin INTEGER NOT NULL,
+            disabled INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL REFERENCES users (login),
+            token_hash BLOB NOT NULL,
+            name TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            project TEXT,
+            expiry TEXT NOT NULL,
+            expires_at REAL,
+            sliding_window INTEGER,
+            max_lifetime INTEGER,
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            last_used_at REAL,
+            last_used_ip TEXT,
+            use_count INTEGER NOT NULL DEFAULT 0,
+            allowed_cidrs TEXT NOT NULL,
+            rate_limit INTEGER,
+            status TEXT NOT NULL,
+            previous_hash BLOB,
+            previous_hash_until REAL
+        )""",
+        "CREATE INDEX tokens_by_owner ON tokens (owner, created_at)",
+        """CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+    ),
+)
+
+USER_COLUMNS = (
+    "login",
+    "password_hash",
+    "scopes",
+    "admin",
+    "disabled",
+    "created_at",
+    "updated_at",
+)
+TOKEN_COLUMNS = (
+    "id",
+    "owner",
+    "token_hash",
+    "name",
+    "scopes",
+    "project",
+    "expiry",
+    "expires_at",
+    "sliding_window",
+    "max_lifetime",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "last_used_at",
+    "last_used_ip",
+    "use_count",
+    "allowed_cidrs",
+    "rate_limit",
+    "status",
+    "previous_hash",
+    "previous_hash_until",
+)
+# What a management write (update_token) may change; usage fields, the owner
+# and the creation facts are not in it.
+TOKEN_SETTINGS = (
+    "token_hash",
+    "name",
+    "scopes",
+    "project",
+    "expiry",
+    "expires_at",
+    "sliding_window",
+    "max_lifetime",
+    "updated_at",
+    "allowed_cidrs",
+    "rate_limit",
+    "status",
+    "previous_hash",
+    "previous_hash_until",
+)
+
+_SELECT_TOKEN = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
+_SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"  # noqa: S608
+_SELECT_GRANT = (
+    f"SELECT {', '.join('t.' + c for c in TOKEN_COLUMNS)},"  # noqa: S608
+    f" {', '.join('u.' + c for c in USER_COLUMNS)}"
+    " FROM tokens AS t JOIN users AS u ON u.login = t.owner WHERE t.id = ?"
+)
+_INSERT_TOKEN = (
+    f"INSERT INTO tokens ({', '.join(TOKEN_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join(':' + c for c in TOKEN_COLUMNS)})"
+)
+_INSERT_USER = (
+    f"INSERT INTO users ({', '.join(USER_COLUMNS)})"  # noqa: S608
+    f" VALUES ({', '.join(':' + c for c in USER_COLUMNS)})"
+)
+_UPDATE_TOKEN = (
+    f"UPDATE tokens SET {', '.join(f'{c} = :{c}' for c in TOKEN_SETTINGS)}"  # noqa: S608
+    " WHERE id = :id"
+)
+_UPDATE_USER = (
+    f"UPDATE users SET {', '.join(f'{c} = :{c}' for c in USER_COLUMNS[1:])}"  # noqa: S608
+    " WHERE login = :login"
+)
+# SET expressions all see the row as it was, so last_used_ip is decided on the
+# old last_used_at. A NULL expires_at (never expires) is never given an end.
+_RECORD_USAGE = """
+UPDATE tokens SET
+    use_count = use_count + :count,
+    last_used_ip = CASE WHEN last_used_at IS NULL OR last_used_at < :used_at
+        THEN coalesce(:ip, last_used_ip) ELSE last_used_ip END,
+    last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < :used_at
+        THEN :used_at ELSE last_used_at END,
+    expires_at = CASE WHEN :expires_at IS NOT NULL AND expires_at < :expires_at
+        THEN :expires_at ELSE expires_at END
+WHERE id = :id
+"""
+
+_MAX_RATE_SLOTS = 10_000
+
+
+class SQLiteStore:
+    """The Store protocol on one SQLite file (WAL), safe to share between processes.
+
+    ``poll_interval`` is how often :meth:`changes` looks for new change rows;
+    ``busy_timeout`` how long a statement waits for another process's lock
+    before the store is reported unavailable.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        poll_interval: float = 0.2,
+        busy_timeout: float = 5.0,
+        change_retention: float = 300.0,
+    ) -> None:
+        self.path = Path(path)
+        self.url_for_display = f"sqlite:///{path}"
+        self._label = f"sqlite store {self.path.absolute()}"
+        self._poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
+        self._change_retention = change_retention
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="patgate-sqlite"
+        )
+        self._conn: sqlite3.Connection | None = None  # worker thread only
+        self._last_prune = 0.0  # worker thread only
+        self._closed = False
+        self._rates: dict[tuple[str, int], tuple[int, int]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: float) -> SQLiteStore:
+        """``sqlite:///relative/patgate.db`` or ``sqlite:////absolute/patgate.db``."""
+        parts = urlsplit(url)
+        path = unquote(parts.path[1:])
+        if parts.scheme != "sqlite" or parts.netloc or parts.query or not path:
+            raise UsageError(
+                f"invalid SQLite store URL {url!r}: expected sqlite:///relative.db"
+                " or sqlite:////absolute/path.db"
+            )
+        return cls(path, **options)
+
+    # plumbing
+
+    async def _run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(connection, ...)`` on the worker thread."""
+        if self._closed:
+            raise StoreUnavailableError(f"{self._label}: closed")
+        loop = asyncio.get_running_loop()
+        try:
+            job = loop.run_in_executor(
+                self._executor, lambda: self._call(fn, *args, **kwargs)
+            )
+        except RuntimeError as err:  # the executor was shut down by close()
+            raise StoreUnavailableError(f"{self._label}: closed") from err
+        return await job
+
+    async def _write(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn`` in one write transaction: all of it is stored or none."""
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args, **kwargs)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(transaction)
+
+    def _call(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        try:
+            return fn(self._connection(), *args, **kwargs)
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # a bug in this module, not an unusable store
+        except sqlite3.Error as err:
+            # Start the next call on a fresh connection; the file is untouched
+            # (the failed transaction was rolled back).
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+            raise StoreUnavailableError(f"{self._label}: {err}") from err
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        directory = self.path.absolute().parent
+        if not directory.is_dir():
+            raise StoreUnavailableError(
+                f"{self._label}: directory {directory} does not exist"
+            )
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None
+        )
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._enable_wal(conn)
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL once; it stays so for every later connection.
+
+        The switch needs the file to itself and does not wait on the busy
+        handler, so two processes opening a new file at once retry here.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if _schema_version(conn) == len(MIGRATIONS):
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _schema_version(conn)  # another process may have migrated
+            if version > len(MIGRATIONS):
+                raise StoreUnavailableError(
+                    f"{self._label}: schema version {version} is newer than this"
+                    f" patgate knows ({len(MIGRATIONS)}); upgrade patgate"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _note_change(self, conn: sqlite3.Connection, change: Change) -> None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO changes (kind, key, at) VALUES (?, ?, ?)",
+            (change.kind.value, change.key, now),
+        )
+        if now - self._last_prune > self._change_retention / 2:
+            conn.execute(
+                "DELETE FROM changes WHERE at < ?", (now - self._change_retention,)
+            )
+            self._last_prune = now
+
+    # the Store protocol
+
+    async def ping(self) -> None:
+        await self._run(_fetch, "SELECT 1")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_connection() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(sqlite3.Error):
+            await loop.run_in_executor(self._executor, close_connection)
+        self._executor.shutdown(wait=False)
+
+    async def create_user(self, user: User) -> None:
+        await self._write(self._create_user, user)
+
+    def _create_user(self, conn: sqlite3.Connection, user: User) -> None:
+        if _exists(conn, "SELECT 1 FROM users WHERE login = ?", user.login):
+            raise ConflictError(f"user {user.login!r} already exists")
+        conn.execute(_INSERT_USER, _user_row(user))
+
+    async def get_user(self, login: str) -> User | None:
+        rows = await self._run(_fetch, f"{_SELECT_USER} WHERE login = ?", login)
+        return _user_from_row(rows[0]) if rows else None
+
+    async def list_users(self) -> list[User]:
+        rows = await self._run(_fetch, f"{_SELECT_USER} ORDER BY login")
+        return [_user_from_row(row) for row in rows]
+
+    async def update_user(self, user: User) -> None:
+        await self._write(self._update_user, user)
+
+    def _update_user(self, conn: sqlite3.Connection, user: User) -> None:
+        if conn.execute(_UPDATE_USER, _user_row(user)).rowcount == 0:
+            raise NotFoundError(f"no user {user.login!r}")
+        self._note_change(conn, Change(ChangeKind.USER, user.login))
+
+    async def create_token(self, record: TokenRecord) -> None:
+        await self._write(self._create_token, record)
+
+    def _create_token(self, conn: sqlite3.Connection, record: TokenRecord) -> None:
+        if _exists(conn, "SELECT 1 FROM tokens WHERE id = ?", record.id):
+            raise ConflictError(f"token {record.id!r} already exists")
+        if not _exists(conn, "SELECT 1 FROM users WHERE login = ?", record.owner):
+            raise NotFoundError(f"no user {record.owner!r}")
+        conn.execute(_INSERT_TOKEN, _token_row(record))
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        rows = await self._run(_fetch, f"{_SELECT_TOKEN} WHERE id = ?", token_id)
+        return _token_from_row(rows[0]) if rows else None
+
+    async def list_tokens(self, owner: str | None = None) -> list[TokenRecord]:
+        if owner is None:
+            rows = await self._run(_fetch, f"{_SELECT_TOKEN} ORDER BY created_at, id")
+        else:
+            rows = await self._run(
+                _fetch,
+                f"{_SELECT_TOKEN} WHERE owner = ? ORDER BY created_at, id",
+                owner,
+            )
+        return [_token_from_row(row) for row in rows]
+
+    async def update_token(self, record: TokenRecord) -> None:
+        await self._write(self._update_token, record)
+
+    def _update_token(self, conn: sqlite3.Connection, record: TokenRecord) -> None:
+        row = _token_row(record)
+        settings = {column: row[column] for column in ("id", *TOKEN_SETTINGS)}
+        if conn.execute(_UPDATE_TOKEN, settings).rowcount == 0:
+            raise NotFoundError(f"no token {record.id!r}")
+        self._note_change(conn, Change(ChangeKind.TOKEN, record.id))
+
+    async def resolve(self, token_id: str) -> TokenGrant | None:
+        rows = await self._run(_fetch, _SELECT_GRANT, token_id)
+        if not rows:
+            return None
+        split = len(TOKEN_COLUMNS)
+        return TokenGrant(
+            token=_token_from_row(rows[0][:split]),
+            owner=_user_from_row(rows[0][split:]),
+        )
+
+    async def record_usage(self, usages: Sequence[Usage]) -> None:
+        if not usages:
+            return
+        params = [
+            {
+                "id": usage.token_id,
+                "count": usage.count,
+                "used_at": usage.used_at,
+                "ip": usage.ip,
+                "expires_at": usage.expires_at,
+            }
+            for usage in usages
+        ]
+        await self._write(_record_usage, params)
+
+    async def changes(self) -> AsyncIterator[Change]:
+        seen = await self._run(_last_change_seq)
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            if self._closed:
+                return
+            try:
+                rows = await self._run(_changes_after, seen)
+            except StoreUnavailableError:
+                if self._closed:
+                    return
+                raise
+            for seq, kind, key in rows:
+                seen = seq
+                change = Change.decode(f"{kind}:{key}")
+                if change is not None:
+                    yield change
+
+    async def take_rate(
+        self, key: str, limit: int, window: int, now: float
+    ) -> RateVerdict:
+        start = int(now // window) * window
+        slot = (key, window)
+        slot_start, count = self._rates.get(slot, (start, 0))
+        if slot_start != start:
+            count = 0
+        if count >= limit:
+            return RateVerdict(allowed=False, retry_after=start + window - now)
+        self._rates[slot] = (start, count + 1)
+        if len(self._rates) > _MAX_RATE_SLOTS:
+            self._rates = {
+                slot: value
+                for slot, value in self._rates.items()
+                if value[0] + slot[1] > now
+            }
+        return RateVerdict(allowed=True)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:
+    return conn.execute(sql, args).fetchone() is not None
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _last_change_seq(conn: sqlite3.Connection) -> int:
+    seq: int | None = conn.execute("SELECT max(seq) FROM changes").fetchone()[0]
+    return seq or 0
+
+
+def _changes_after(conn: sqlite3.Connection, seq: int) -> list[tuple[int, str, str]]:
+    return conn.execute(
+        "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (seq,)
+    ).fetchall()
+
+
+def _record_usage(conn: sqlite3.Connection, params: list[dict[str, Any]]) -> None:
+    # Returns None, not the cursor: a cursor finalised on the event loop's
+    # thread would reset its statement under the worker thread's feet.
+    conn.executemany(_RECORD_USAGE, params)
+
+
+def _user_row(user: User) -> dict[str, Any]:
+    return {
+        "login": user.login,
+        "password_hash": user.password_hash,
+        "scopes": json.dumps(list(user.scopes)),
+        "admin": int(user.admin),
+        "disabled": int(user.disabled),
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
+
+
+def _user_from_row(row: Sequence[Any]) -> User:
+    data = dict(zip(USER_COLUMNS, row, strict=True))
+    data["scopes"] = tuple(json.loads(data["scopes"]))
+    data["admin"] = bool(data["admin"])
+    data["disabled"] = bool(data["disabled"])
+    return User(**data)
+
+
+def _token_row(record: TokenRecord) -> dict[str, Any]:
+    row = {column: getattr(record, column) for column in TOKEN_COLUMNS}
+    row["scopes"] = json.dumps(list(record.scopes))
+    row["allowed_cidrs"] = json.dumps(list(record.allowed_cidrs))
+    row["expiry"] = record.expiry.value
+    row["status"] = record.status.value
+    return row
+
+
+def _token_from_row(row: Sequence[Any]) -> TokenRecord:
+    data = dict(zip(TOKEN_COLUMNS, row, strict=True))
+    data["scopes"] = tuple(json.loads(data["scopes"]))
+    data["allowed_cidrs"] = tuple(json.loads(data["allowed_cidrs"]))
+    data["expiry"] = ExpiryModel(data["expiry"])
+    data["status"] = TokenStatus(data["status"])
+    return TokenRecord(**data)

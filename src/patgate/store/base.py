@@ -1,8 +1,10 @@
-"""The Store protocol that every adapter implements, and :func:`open_store`.
+"""The Store protocol that every adapter implements.
 
-Adapters translate their driver's errors into ``StoreUnavailableError`` and
-raise ``ConflictError`` / ``NotFoundError`` as documented below. One
-conformance suite (``tests/contract``) runs unchanged against every adapter.
+Adapters (:mod:`patgate.store.sqlite`, :mod:`patgate.store.redis`; picked by
+URL with :func:`patgate.store.open_store`) translate their driver's errors
+into ``StoreUnavailableError`` and raise ``ConflictError`` / ``NotFoundError``
+as documented below. One conformance suite (``tests/contract``) runs
+unchanged against every adapter.
 
 Writes are split by who makes them so they never overwrite each other:
 management writes (``update_token``) change settings and status; the gateway's
@@ -35,7 +37,9 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless the store answers."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; later calls raise StoreUnavailableError and
+        ``changes()`` iterators end."""
 
     # users
     async def create_user(self, user: User) -> None:
@@ -43,14 +47,16 @@ class Store(Protocol):
 
     async def get_user(self, login: str) -> User | None: ...
 
-    async def list_users(self) -> list[User]: ...
+    async def list_users(self) -> list[User]:
+        """Every user, by login."""
 
     async def update_user(self, user: User) -> None:
         """Replace a user; NotFoundError if absent. Publishes a user change."""
 
     # tokens
     async def create_token(self, record: TokenRecord) -> None:
-        """Store a new token; ConflictError if the id is taken."""
+        """Store a new token; ConflictError if the id is taken, NotFoundError
+        if its owner does not exist."""
 
     async def get_token(self, token_id: str) -> TokenRecord | None: ...
 
@@ -60,7 +66,8 @@ class Store(Protocol):
     async def update_token(self, record: TokenRecord) -> None:
         """Replace settings, status and hashes of an existing token.
 
-        Usage fields of ``record`` are ignored. NotFoundError if absent.
+        Usage fields, the owner and ``created_at``/``created_by`` of ``record``
+        are ignored. NotFoundError if absent.
         Publishes a token change so that every gateway drops its cache entry.
         """
 
@@ -70,20 +77,31 @@ class Store(Protocol):
     async def record_usage(self, usages: Sequence[Usage]) -> None:
         """Apply coalesced usage: add ``count``, set last use, move sliding expiry.
 
-        Unknown ids are skipped. ``expires_at`` only ever moves forward.
+        Unknown ids are skipped (no record is created). ``last_used_at`` and
+        ``last_used_ip`` change only for a newer use (a None ip keeps the old
+        one). ``expires_at`` only ever moves forward; a token without one
+        (never expires) keeps none. Usage writes publish no change.
         """
 
     def changes(self) -> AsyncIterator[Change]:
         """Change notices from every process sharing this store, as they happen.
 
-        Redis delivers them by pub/sub; SQLite by polling a change log. The
+        Redis delivers them by pub/sub; SQLite by polling a change log. Only
+        ``update_token`` and ``update_user`` produce notices. Listening starts
+        when the iterator first runs: earlier notices are not replayed. The
         iterator ends only when the store is closed; it raises
-        StoreUnavailableError when the store goes away (the caller retries).
+        StoreUnavailableError when the store goes away (the caller retries,
+        and must then distrust its cache: notices may have been missed).
         """
         ...
 
     async def take_rate(
         self, key: str, limit: int, window: int, now: float
     ) -> RateVerdict:
-        """Count one hit against ``limit`` per ``window`` seconds for ``key``."""
+        """Count one hit against ``limit`` per ``window`` seconds for ``key``.
+
+        Fixed windows aligned on multiples of ``window`` since the epoch;
+        a refusal's ``retry_after`` is the time left in the window. Shared by
+        every replica on Redis, counted in this process on SQLite.
+        """
         ...

@@ -1,0 +1,779 @@
+"""One conformance suite for every Store adapter (SPEC.md section 5).
+
+Every test that takes ``store`` or ``store_url`` runs unchanged on SQLite and
+on Redis. The tests at the end need adapter-specific set-up (a broken file, a
+Redis outage, Redis command statistics) and say which adapter in their name.
+Real servers and real files throughout; time is passed in, never slept on
+beyond what a poll or a subscription needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from patgate.errors import (
+    ConflictError,
+    NotFoundError,
+    StoreUnavailableError,
+    UsageError,
+)
+from patgate.models import (
+    Change,
+    ChangeKind,
+    ExpiryModel,
+    TokenRecord,
+    TokenStatus,
+    Usage,
+)
+from patgate.store import Store, open_store
+from tests.conftest import RedisServer, free_port
+from tests.factories import NOW, make_token, make_user
+
+# SPEC.md section 3: an edit made anywhere reaches every gateway within this.
+PROPAGATION_BOUND = {"sqlite": 1.0, "redis": 0.1}
+
+
+def adapter(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "redis"
+
+
+def every_field_token(**overrides: object) -> TokenRecord:
+    """A token with every optional field set to something that round-trips."""
+    fields: dict[str, object] = {
+        "name": "CI deploy (eu)",
+        "scopes": ("files:read", "node:/dav/projects/alpha:rw", "env:*"),
+        "project": "eu-west-1",
+        "expiry": ExpiryModel.SLIDING,
+        "expires_at": NOW + 3600.125,
+        "sliding_window": 3600,
+        "max_lifetime": 30 * 86400,
+        "created_by": "root",
+        "updated_at": NOW + 0.5,
+        "last_used_at": NOW - 10.25,
+        "last_used_ip": "2001:db8::1",
+        "use_count": 7,
+        "allowed_cidrs": ("10.0.0.0/8", "2001:db8::/32"),
+        "rate_limit": 120,
+        "previous_hash": bytes(range(32)),
+        "previous_hash_until": NOW + 60.0,
+    }
+    fields.update(overrides)
+    record, _ = make_token(**fields)
+    return record
+
+
+async def with_owner(store: Store, login: str = "alice") -> None:
+    await store.create_user(make_user(login))
+
+
+# users
+
+
+async def test_ping(store):
+    await store.ping()
+
+
+async def test_user_round_trip(store):
+    user = make_user(
+        "alice",
+        password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+        scopes=("files:read", "node:/dav/alpha:rw"),
+        admin=True,
+        created_at=NOW + 0.125,
+        updated_at=NOW + 0.5,
+    )
+    plain = make_user("bob")
+    await store.create_user(user)
+    await store.create_user(plain)
+    assert await store.get_user("alice") == user
+    assert await store.get_user("bob") == plain
+    assert await store.get_user("carol") is None
+
+
+async def test_list_users_by_login(store):
+    for login in ("carol", "alice", "bob"):
+        await store.create_user(make_user(login))
+    assert [user.login for user in await store.list_users()] == [
+        "alice",
+        "bob",
+        "carol",
+    ]
+
+
+async def test_create_user_twice_is_a_conflict_and_keeps_the_first(store):
+    first = make_user("alice", admin=True)
+    await store.create_user(first)
+    with pytest.raises(ConflictError, match="alice"):
+        await store.create_user(make_user("alice", scopes=("files:read",)))
+    assert await store.get_user("alice") == first
+    assert len(await store.list_users()) == 1
+
+
+async def test_update_user_replaces_it(store):
+    await store.create_user(make_user("alice", password_hash="old"))
+    changed = make_user(
+        "alice",
+        password_hash=None,
+        scopes=("files:read",),
+        disabled=True,
+        updated_at=NOW + 60,
+    )
+    await store.update_user(changed)
+    assert await store.get_user("alice") == changed
+
+
+async def test_update_missing_user_is_not_found(store):
+    with pytest.raises(NotFoundError, match="bob"):
+        await store.update_user(make_user("bob"))
+    assert await store.get_user("bob") is None
+    assert await store.list_users() == []
+
+
+# tokens
+
+
+async def test_token_round_trip_with_every_field(store):
+    await with_owner(store)
+    record = every_field_token()
+    await store.create_token(record)
+    assert await store.get_token(record.id) == record
+
+
+async def test_token_round_trip_with_defaults(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    stored = await store.get_token(record.id)
+    assert stored == record
+    assert stored is not None
+    assert stored.expires_at is None
+    assert stored.previous_hash is None
+
+
+async def test_get_unknown_token_is_none(store):
+    assert await store.get_token("Unknown1") is None
+
+
+async def test_create_token_twice_is_a_conflict_and_keeps_the_first(store):
+    await with_owner(store)
+    first, _ = make_token(id="SameId01", name="first")
+    second, _ = make_token(id="SameId01", name="second")
+    await store.create_token(first)
+    with pytest.raises(ConflictError, match="SameId01"):
+        await store.create_token(second)
+    assert await store.get_token("SameId01") == first
+    assert await store.list_tokens() == [first]
+
+
+async def test_create_token_for_unknown_owner_is_not_found(store):
+    record, _ = make_token(owner="ghost")
+    with pytest.raises(NotFoundError, match="ghost"):
+        await store.create_token(record)
+    assert await store.get_token(record.id) is None
+
+
+async def test_list_tokens_by_owner_and_all_oldest_first(store):
+    await with_owner(store, "alice")
+    await with_owner(store, "bob")
+    a2, _ = make_token("alice", now=NOW + 2)
+    b1, _ = make_token("bob", now=NOW + 1)
+    a0, _ = make_token("alice", now=NOW)
+    for record in (a2, b1, a0):
+        await store.create_token(record)
+    assert await store.list_tokens("alice") == [a0, a2]
+    assert await store.list_tokens("bob") == [b1]
+    assert await store.list_tokens("carol") == []
+    assert await store.list_tokens() == [a0, b1, a2]
+
+
+async def test_update_token_writes_settings_and_keeps_usage(store):
+    await with_owner(store)
+    record = every_field_token()
+    await store.create_token(record)
+    await store.record_usage([Usage(record.id, NOW + 100, "192.0.2.7", 5)])
+    # A management edit built from a stale read: usage fields are old, and it
+    # clears every optional setting.
+    edited = record.with_changes(
+        token_hash=b"\x01" * 32,
+        name="renamed",
+        scopes=("files:read",),
+        project=None,
+        expiry=ExpiryModel.HARD,
+        expires_at=NOW + 7200.0,
+        sliding_window=None,
+        max_lifetime=None,
+        updated_at=NOW + 200,
+        allowed_cidrs=(),
+        rate_limit=None,
+        status=TokenStatus.REVOKED,
+        previous_hash=None,
+        previous_hash_until=None,
+        use_count=0,
+        last_used_at=None,
+        last_used_ip=None,
+    )
+    await store.update_token(edited)
+    assert await store.get_token(record.id) == edited.with_changes(
+        use_count=record.use_count + 5,
+        last_used_at=NOW + 100,
+        last_used_ip="192.0.2.7",
+    )
+
+
+async def test_update_token_keeps_owner_and_creation(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    await store.update_token(
+        record.with_changes(owner="mallory", created_at=0.0, created_by="mallory")
+    )
+    assert await store.get_token(record.id) == record
+    assert await store.list_tokens("mallory") == []
+
+
+async def test_update_missing_token_is_not_found_and_creates_nothing(store):
+    record, _ = make_token()
+    with pytest.raises(NotFoundError, match=record.id):
+        await store.update_token(record)
+    assert await store.get_token(record.id) is None
+    assert await store.list_tokens() == []
+
+
+# resolve
+
+
+async def test_resolve_returns_the_token_and_its_owner(store):
+    owner = make_user("alice", scopes=("files:*",), admin=True)
+    await store.create_user(owner)
+    record = every_field_token()
+    await store.create_token(record)
+    grant = await store.resolve(record.id)
+    assert grant is not None
+    assert grant.token == record
+    assert grant.owner == owner
+
+
+async def test_resolve_unknown_token_is_none(store):
+    await with_owner(store)
+    assert await store.resolve("Unknown1") is None
+
+
+async def test_resolve_sees_the_owner_as_it_is_now(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    disabled = make_user("alice", disabled=True, scopes=("files:read",))
+    await store.update_user(disabled)
+    grant = await store.resolve(record.id)
+    assert grant is not None
+    assert grant.owner == disabled
+
+
+# usage
+
+
+async def test_record_usage_adds_counts_and_keeps_the_latest_use(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    await store.record_usage([Usage(record.id, NOW + 10, "192.0.2.1", 3)])
+    # An older use flushed late (another replica) adds its count only.
+    await store.record_usage([Usage(record.id, NOW + 5, "192.0.2.2", 2)])
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert (stored.use_count, stored.last_used_at, stored.last_used_ip) == (
+        5,
+        NOW + 10,
+        "192.0.2.1",
+    )
+    # A newer use without a known address moves the time, keeps the address.
+    await store.record_usage(
+        [
+            Usage(record.id, NOW + 20, None, 1),
+            Usage(record.id, NOW + 15, "192.0.2.3", 4),
+        ]
+    )
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert (stored.use_count, stored.last_used_at, stored.last_used_ip) == (
+        10,
+        NOW + 20,
+        "192.0.2.1",
+    )
+
+
+async def test_record_usage_batch_covers_several_tokens(store):
+    await with_owner(store)
+    records = [make_token(now=NOW + i)[0] for i in range(5)]
+    for record in records:
+        await store.create_token(record)
+    await store.record_usage(
+        [
+            Usage(r.id, NOW + 50 + i, f"192.0.2.{i}", i + 1)
+            for i, r in enumerate(records)
+        ]
+    )
+    for i, record in enumerate(await store.list_tokens()):
+        assert record.use_count == i + 1
+        assert record.last_used_at == NOW + 50 + i
+        assert record.last_used_ip == f"192.0.2.{i}"
+
+
+async def test_sliding_expiry_only_moves_forward(store):
+    await with_owner(store)
+    sliding, _ = make_token(
+        expiry=ExpiryModel.SLIDING, expires_at=NOW + 100.0, sliding_window=100
+    )
+    never, _ = make_token(now=NOW + 1)
+    await store.create_token(sliding)
+    await store.create_token(never)
+
+    async def expires_at(token_id: str) -> float | None:
+        stored = await store.get_token(token_id)
+        assert stored is not None
+        return stored.expires_at
+
+    await store.record_usage([Usage(sliding.id, NOW + 1, None, 1, NOW + 50.0)])
+    assert await expires_at(sliding.id) == NOW + 100.0
+    await store.record_usage([Usage(sliding.id, NOW + 2, None, 1, NOW + 200.5)])
+    assert await expires_at(sliding.id) == NOW + 200.5
+    await store.record_usage([Usage(sliding.id, NOW + 3, None, 1, None)])
+    assert await expires_at(sliding.id) == NOW + 200.5
+    # A token that never expires is never given an end by a usage write.
+    await store.record_usage([Usage(never.id, NOW + 3, None, 1, NOW + 300.0)])
+    assert await expires_at(never.id) is None
+
+
+async def test_usage_of_an_unknown_token_leaves_no_ghost(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    await store.record_usage(
+        [
+            Usage("Unknown1", NOW, "192.0.2.1", 1, NOW + 100),
+            Usage(record.id, NOW, "192.0.2.2", 2),
+        ]
+    )
+    assert await store.get_token("Unknown1") is None
+    assert await store.resolve("Unknown1") is None
+    assert [r.id for r in await store.list_tokens()] == [record.id]
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert stored.use_count == 2
+
+
+async def test_empty_usage_batch_is_a_no_op(store):
+    await store.record_usage([])
+
+
+async def test_concurrent_writers_lose_nothing(store, store_url):
+    """Usage flushes from one process and edits from another interleave."""
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    other = open_store(store_url)
+    try:
+        await asyncio.gather(
+            *(
+                store.record_usage([Usage(record.id, NOW + i, None, 1)])
+                for i in range(20)
+            ),
+            *(
+                other.update_token(record.with_changes(name=f"edit {i}"))
+                for i in range(10)
+            ),
+        )
+    finally:
+        await other.close()
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert stored.use_count == 20
+    assert stored.last_used_at == NOW + 19
+    assert stored.name.startswith("edit ")
+
+
+# change notices
+
+
+class ChangeListener:
+    """Runs ``store.changes()`` in a task and timestamps what arrives."""
+
+    def __init__(self, store: Store) -> None:
+        self.arrivals: asyncio.Queue[tuple[float, Change]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._listen(store))
+
+    async def _listen(self, store: Store) -> None:
+        async for change in store.changes():
+            self.arrivals.put_nowait((time.perf_counter(), change))
+
+    async def next(self, within: float) -> tuple[float, Change]:
+        """The next notice; raises what the listener raised, or TimeoutError."""
+        getter = asyncio.ensure_future(self.arrivals.get())
+        await asyncio.wait(
+            {getter, self.task}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        if self.task.done():
+            self.task.result()
+            raise AssertionError("changes() ended while the store was open")
+        raise TimeoutError
+
+    async def wait_for(self, wanted: Change, within: float = 3.0) -> float:
+        """When ``wanted`` arrived (skipping other notices)."""
+        deadline = time.perf_counter() + within
+        while True:
+            arrived, change = await self.next(deadline - time.perf_counter())
+            if change == wanted:
+                return arrived
+
+    async def until_listening(self, writer: Store, login: str = "poke") -> None:
+        """Poke through ``writer`` until a notice comes back: the iterator is live.
+
+        An async iterator subscribes or starts polling only once it runs, so a
+        notice published before that could not be heard by design.
+        """
+        await writer.create_user(make_user(login))
+        for attempt in range(20):
+            await writer.update_user(make_user(login, updated_at=NOW + attempt))
+            with contextlib.suppress(TimeoutError):
+                await self.next(within=0.3)
+                return
+        raise AssertionError("changes() never delivered a notice")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StoreUnavailableError):
+            await self.task
+
+
+async def test_changes_by_another_instance_arrive_within_the_spec_bound(
+    store, store_url, record_property
+):
+    bound = PROPAGATION_BOUND[adapter(store_url)]
+    other = open_store(store_url)  # a second connection: another process
+    listener = ChangeListener(store)
+    try:
+        await listener.until_listening(other)
+        await other.create_user(make_user("alice"))
+        record, _ = make_token()
+        await other.create_token(record)
+        # Usage writes are not changes: no notice for them precedes the next.
+        await other.record_usage([Usage(record.id, NOW, None, 1)])
+
+        latencies = []
+        for write, notice in (
+            (
+                other.update_token(record.with_changes(status=TokenStatus.REVOKED)),
+                Change(ChangeKind.TOKEN, record.id),
+            ),
+            (
+                other.update_user(make_user("alice", disabled=True)),
+                Change(ChangeKind.USER, "alice"),
+            ),
+            (
+                other.update_token(record.with_changes(name="renamed")),
+                Change(ChangeKind.TOKEN, record.id),
+            ),
+        ):
+            started = time.perf_counter()
+            await write
+            latencies.append(await listener.wait_for(notice) - started)
+    finally:
+        await listener.stop()
+        await other.close()
+    record_property("change_latencies_s", latencies)
+    print(f"{adapter(store_url)} change latencies: {latencies}")
+    assert max(latencies) < bound
+
+
+async def test_changes_iterator_ends_when_the_store_closes(store_url):
+    opened = open_store(store_url)
+    listener = ChangeListener(opened)
+    await listener.until_listening(opened)
+    await opened.close()
+    await asyncio.wait_for(listener.task, timeout=2.0)
+    assert listener.task.exception() is None
+
+
+async def test_cancelling_a_changes_consumer_always_ends_it(store_url):
+    """Whenever the cancel lands (connecting, subscribing, polling), it wins.
+
+    Python 3.11's asyncio.wait_for, which redis-py uses to send, drops a
+    cancellation that lands as the send completes; a listener loop that
+    missed its cancel would keep a gateway from shutting down.
+    """
+    loop = asyncio.get_running_loop()
+    for step in range(60):
+        opened = open_store(store_url)
+
+        async def consume(opened: Store = opened) -> None:
+            async for _ in opened.changes():
+                pass
+
+        task = asyncio.create_task(consume())
+        loop.call_later(step * 0.00005, task.cancel)
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        await opened.close()
+        assert done, f"changes() ignored a cancel {step * 50} us after it started"
+        assert task.cancelled()
+
+
+# rate limits
+
+
+async def test_take_rate_counts_a_fixed_window(store):
+    window_start = 1_800_000_000  # divisible by 60
+    now = window_start + 45.5
+    for _ in range(3):
+        assert (await store.take_rate("token:A", 3, 60, now)).allowed
+    refused = await store.take_rate("token:A", 3, 60, now + 1)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(60 - 46.5)
+    assert (await store.take_rate("token:B", 3, 60, now)).allowed
+    assert (await store.take_rate("token:A", 3, 60, window_start + 60)).allowed
+
+
+# durability and failure
+
+
+async def test_data_survives_close_and_reopen(store_url):
+    first = open_store(store_url)
+    user = make_user("alice")
+    record = every_field_token()
+    await first.create_user(user)
+    await first.create_token(record)
+    await first.close()
+    second = open_store(store_url)
+    try:
+        assert await second.get_user("alice") == user
+        assert await second.get_token(record.id) == record
+    finally:
+        await second.close()
+
+
+async def test_a_closed_store_refuses_calls(store_url):
+    opened = open_store(store_url)
+    await opened.ping()
+    await opened.close()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        await opened.get_user("alice")
+
+
+def test_open_store_refuses_unknown_urls():
+    with pytest.raises(UsageError, match=r"'postgres'.*sqlite:///") as raised:
+        open_store("postgres://admin:hunter2@db/patgate")
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(UsageError, match="no scheme"):
+        open_store("./patgate.db")
+    with pytest.raises(UsageError, match="sqlite:////absolute"):
+        open_store("sqlite://host/patgate.db")
+
+
+def unreachable_urls(tmp_path: Path) -> dict[str, str]:
+    not_a_database = tmp_path / "not-a-database.db"
+    not_a_database.write_bytes(b"precious data that is not SQLite " * 100)
+    return {
+        "redis-closed-port": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+        "sqlite-missing-directory": f"sqlite:///{tmp_path}/missing/patgate.db",
+        "sqlite-path-is-a-directory": f"sqlite:///{tmp_path}",
+        "sqlite-not-a-database": f"sqlite:///{not_a_database}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("redis-closed-port", "127.0.0.1:"),
+        ("sqlite-missing-directory", "directory .* does not exist"),
+        ("sqlite-path-is-a-directory", "unable to open"),
+        ("sqlite-not-a-database", "not a database"),
+    ],
+)
+async def test_unreachable_store_is_unavailable_not_empty(tmp_path, case, reason):
+    url = unreachable_urls(tmp_path)[case]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    opened = open_store(url)
+    try:
+        started = time.perf_counter()
+        for call in (
+            lambda: opened.ping(),
+            lambda: opened.get_token("Unknown1"),
+            lambda: opened.resolve("Unknown1"),
+            lambda: opened.create_user(make_user()),
+            lambda: opened.record_usage([Usage("Unknown1", NOW, None, 1)]),
+        ):
+            with pytest.raises(StoreUnavailableError, match=reason) as raised:
+                await call()
+            assert "hunter2" not in str(raised.value)
+        assert time.perf_counter() - started < 5.0
+    finally:
+        await opened.close()
+    assert {p: p.read_bytes() for p in before} == before  # nothing overwritten
+
+
+async def test_sqlite_locked_beyond_busy_timeout_is_unavailable_then_recovers(
+    tmp_path,
+):
+    from patgate.store.sqlite import SQLiteStore
+
+    path = tmp_path / "patgate.db"
+    opened = SQLiteStore(path, busy_timeout=0.2)
+    await opened.create_user(make_user("alice"))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailableError, match=r"patgate\.db: .*locked"):
+            await opened.create_user(make_user("bob"))
+        blocker.execute("ROLLBACK")
+        await opened.create_user(make_user("bob"))
+        assert [u.login for u in await opened.list_users()] == ["alice", "bob"]
+    finally:
+        blocker.close()
+        await opened.close()
+
+
+async def test_sqlite_prunes_old_change_rows(tmp_path):
+    from patgate.store.sqlite import SQLiteStore
+
+    path = tmp_path / "patgate.db"
+    opened = SQLiteStore(path, change_retention=0.0)
+    try:
+        await opened.create_user(make_user("alice"))
+        for attempt in range(3):
+            await opened.update_user(make_user("alice", updated_at=NOW + attempt))
+    finally:
+        await opened.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT kind, key FROM changes").fetchall()
+    assert rows == [("user", "alice")]
+
+
+async def test_redis_outage_is_reported_and_recovered_without_reopening(
+    redis_server: RedisServer, redis_url: str
+):
+    opened = open_store(redis_url)
+    listener = ChangeListener(opened)
+    try:
+        await listener.until_listening(opened)
+        await opened.create_user(make_user("alice"))
+        redis_server.stop()
+        started = time.perf_counter()
+        where = f"127.0.0.1:{redis_server.port}"
+        for call in (
+            lambda: opened.ping(),
+            lambda: opened.get_user("alice"),
+            lambda: opened.resolve("Unknown1"),
+            lambda: opened.update_user(make_user("alice")),
+            lambda: opened.record_usage([Usage("Unknown1", NOW, None, 1)]),
+            lambda: opened.take_rate("ip:192.0.2.1", 10, 60, NOW),
+        ):
+            with pytest.raises(StoreUnavailableError, match=where):
+                await call()
+        with pytest.raises(StoreUnavailableError, match=where):
+            await listener.next(within=2.0)
+        assert time.perf_counter() - started < 3.0
+    finally:
+        await listener.stop()
+        redis_server.start()
+    try:
+        # The same store object: no re-creation. The restarted server has
+        # neither the data nor the scripts (--save ""), so this also covers
+        # reloading every script.
+        await opened.ping()
+        await opened.create_user(make_user("bob"))
+        record, _ = make_token("bob")
+        await opened.create_token(record)
+        await opened.record_usage([Usage(record.id, NOW, None, 2)])
+        grant = await opened.resolve(record.id)
+        assert grant is not None
+        assert grant.token.use_count == 2
+        assert (await opened.take_rate("ip:192.0.2.1", 10, 60, NOW)).allowed
+        listener = ChangeListener(opened)
+        await listener.until_listening(opened)
+        await opened.update_token(record.with_changes(status=TokenStatus.REVOKED))
+        await listener.wait_for(Change(ChangeKind.TOKEN, record.id))
+    finally:
+        await listener.stop()
+        await opened.close()
+
+
+async def test_redis_subscription_that_stops_answering_is_reported(
+    redis_server: RedisServer, redis_url: str
+):
+    """A silent drop (no FIN, no RST) must not leave a gateway deaf to changes.
+
+    CLIENT PAUSE makes the server ignore every client for a while, as a
+    black-holed network would.
+    """
+    from patgate.store.redis import RedisStore
+
+    opened = RedisStore.from_url(redis_url, liveness_interval=0.2)
+    listener = ChangeListener(opened)
+    try:
+        await listener.until_listening(opened)
+        with redis_server.client_sync() as admin:
+            admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        paused = time.perf_counter()
+        with pytest.raises(StoreUnavailableError, match="stopped answering"):
+            await listener.next(within=1.4)
+        assert time.perf_counter() - paused < 1.0
+    finally:
+        await listener.stop()
+        await opened.close()
+    # CLIENT UNPAUSE would wait for the pause too; leave the server as found.
+    await asyncio.sleep(max(0.0, paused + 1.5 - time.perf_counter()))
+
+
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Commands run since the last reset, without our own INFO and reset."""
+    stats = client.info("commandstats")
+    client.config_resetstat()
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name not in ("cmdstat_info", "cmdstat_config|resetstat")
+    }
+
+
+async def test_redis_resolve_is_one_command_and_a_usage_batch_one_evalsha(
+    redis_server: RedisServer, redis_url: str
+):
+    opened = open_store(redis_url)
+    admin = redis_server.client_sync()
+    try:
+        await with_owner(opened)
+        records = [make_token(now=NOW + i)[0] for i in range(50)]
+        for record in records:
+            await opened.create_token(record)
+        usages = [Usage(r.id, NOW + 10, "192.0.2.1", 1) for r in records]
+        # Warm up: connection made, scripts loaded.
+        await opened.resolve(records[0].id)
+        await opened.record_usage(usages)
+        await opened.take_rate("token:x", 5, 60, NOW)
+        command_calls(admin)
+
+        await opened.resolve(records[0].id)
+        # The script's own HGET and HGETALLs are counted too; the client sent
+        # one EVALSHA and nothing else.
+        assert command_calls(admin) == {"evalsha": 1, "hget": 1, "hgetall": 2}
+
+        await opened.record_usage([*usages, Usage("Unknown1", NOW + 10, None, 1)])
+        calls = command_calls(admin)
+        assert calls.pop("evalsha") == 1
+        assert calls.pop("exists") == len(usages) + 1
+        assert set(calls) <= {"hincrby", "hget", "hset"}
+
+        await opened.take_rate("token:x", 5, 60, NOW)
+        assert command_calls(admin) == {"evalsha": 1, "incr": 1}
+    finally:
+        admin.close()
+        await opened.close()

@@ -52,8 +52,9 @@ class User:
 class TokenRecord:
     """Everything stored about one token. Never the value: only its hash.
 
-    ``status`` as stored is ``active`` or ``revoked``; ``expired`` is derived
-    from ``expires_at`` at read time (:meth:`status_at`).
+    ``status`` as stored is ``active``, ``revoked``, or ``expired`` once the
+    service has observed the expiry (and audited it); the gateway never trusts
+    it for that and derives expiry from ``expires_at`` (:meth:`status_at`).
     ``previous_hash`` keeps a regenerated-away value alive until
     ``previous_hash_until`` (the grace period), then it is dead.
     """

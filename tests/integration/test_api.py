@@ -422,10 +422,12 @@ async def test_no_credentials_is_401_with_a_basic_challenge(gateway, client):
     assert answer.headers["WWW-Authenticate"].startswith('Basic realm="patgate"')
 
 
-async def test_page_requests_get_no_basic_challenge(gateway, client):
-    answer = await call(
-        client, gateway, "GET", "/tokens", headers={"X-Patgate-CSRF": "x"}
-    )
+@pytest.mark.parametrize(
+    "headers", [{"X-Patgate-CSRF": "none"}, {"Sec-Fetch-Dest": "empty"}]
+)
+async def test_script_requests_get_no_basic_challenge(gateway, client, headers):
+    # A challenge would open the browser's login dialog and stall the fetch().
+    answer = await call(client, gateway, "GET", "/tokens", headers=headers)
     assert answer.status == 401
     assert "WWW-Authenticate" not in answer.headers
 
@@ -787,6 +789,32 @@ async def test_api_off_in_the_config(make_gateway, upstream, sqlite_url, client)
     async with client.get(gateway.url + API_PREFIX + "/openapi.json") as response:
         assert response.status == 404
         assert "openapi" not in await response.text()
+    async with client.get(gateway.url + "/_patgate/") as response:
+        assert response.status == 404
+
+
+async def test_page_is_served_with_strict_headers(gateway, client):
+    async with client.get(gateway.url + "/_patgate", allow_redirects=False) as response:
+        assert response.status == 308
+        assert response.headers["Location"] == "/_patgate/"
+    async with client.get(gateway.url + "/_patgate/") as response:
+        assert response.status == 200
+        assert response.content_type == "text/html"
+        html = await response.text()
+        headers = response.headers
+    assert "<script>" not in html
+    assert 'src="static/app.js"' in html
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        async with client.get(f"{gateway.url}/_patgate/static/{name}") as response:
+            assert response.status == 200
+            assert response.content_type == kind
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_logs_never_carry_a_token_value_or_password(gateway, client):

@@ -52,7 +52,7 @@ from patgate.throttle import FailureThrottle
 from patgate.web.app import CONFIG, SERVICE
 from patgate.web.headers import client_address, is_trusted, parse_networks
 from patgate.web.openapi import BodyError, Operation, build_document, validate_body
-from patgate.web.page import session
+from patgate.web.page import add_page_routes, session
 
 log = structlog.get_logger("patgate.api")
 
@@ -134,7 +134,13 @@ def _error_response(request: web.Request, exc: ApiError) -> web.Response:
 
 
 def _from_page(request: web.Request) -> bool:
-    return CSRF_HEADER in request.headers or SESSION_COOKIE in request.cookies
+    """A request made by a script, where a Basic challenge would open the
+    browser's own login dialog and stall the script's fetch()."""
+    return (
+        CSRF_HEADER in request.headers
+        or SESSION_COOKIE in request.cookies
+        or request.headers.get("Sec-Fetch-Dest") == "empty"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -734,7 +740,7 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
 
 
 def setup_management(app: web.Application) -> None:
-    """Register the API; call before the gateway's catch-all."""
+    """Register the API and the web page; call before the gateway's catch-all."""
     config = app[CONFIG]
     if not config.api:
         return
@@ -750,6 +756,7 @@ def setup_management(app: web.Application) -> None:
             resource.add_route(method, handler)
         resource.add_route("*", _method_not_allowed(tuple(handlers)))
     app.router.add_route("*", "/_patgate/api/{tail:.*}", _no_such_route)
+    add_page_routes(app)
 
 
 def _method_not_allowed(methods: tuple[str, ...]) -> Handler:

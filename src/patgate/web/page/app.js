@@ -1,0 +1,600 @@
+// patgate token page. Talks to the management API with the session cookie
+// (HttpOnly, set by POST api/v1/session) and the CSRF token in a header.
+// Every change asks for the password again. Text from the server is only ever
+// put in the page with textContent, never as HTML.
+"use strict";
+
+(() => {
+  const API = "api/v1";
+  const CSRF_HEADER = "X-Patgate-CSRF";
+  const state = { csrf: null, me: null, tokens: [], choices: null, editing: null };
+  let pending = null; // the change waiting for the password
+  let shownValue = null; // { id, value } while the value dialog is open
+
+  const $ = (id) => document.getElementById(id);
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function call(method, path, body) {
+    // Always sent: it also tells the API not to answer 401 with a Basic
+    // challenge, which would open the browser's own login dialog.
+    const headers = { Accept: "application/json", [CSRF_HEADER]: state.csrf || "none" };
+    const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(API + path, init);
+    } catch (err) {
+      throw new ApiError(0, "network", "The gateway could not be reached. Try again.");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      const code = (data && data.error) || "error";
+      const message = (data && data.message) || `The request failed (HTTP ${response.status}).`;
+      throw new ApiError(response.status, code, message);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  function show(id, visible) {
+    $(id).hidden = !visible;
+  }
+
+  function setText(id, text) {
+    const el = $(id);
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.includes("-")) node.setAttribute(key, value);
+      else node[key] = value;
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) {
+        node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      }
+    }
+    return node;
+  }
+
+  function pad(n) {
+    return String(n).padStart(2, "0");
+  }
+
+  function formatTime(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  }
+
+  function dateInputValue(d) {
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  }
+
+  function describeToken(token) {
+    return token.name ? `“${token.name}” (${token.id})` : `token ${token.id}`;
+  }
+
+  function expiryCell(token) {
+    const cell = el("td", { title: token.expires_at ? `${token.expires_at} (UTC)` : "" });
+    if (token.expiry === "never") {
+      cell.textContent = "Never";
+    } else if (token.expiry === "sliding") {
+      cell.append(`${token.sliding_window} after last use`);
+      if (token.expires_at) {
+        cell.append(el("span", { class: "under", text: `until ${formatTime(token.expires_at)}` }));
+      }
+    } else {
+      cell.textContent = formatTime(token.expires_at);
+    }
+    return cell;
+  }
+
+  function notice(text) {
+    setText("notice", text);
+  }
+
+  function sessionEnded(message) {
+    state.csrf = null;
+    state.me = null;
+    for (const id of ["token-dialog", "confirm-dialog", "value-dialog"]) {
+      if ($(id).open) $(id).close();
+    }
+    showLogin(message || "Your session has ended. Log in again.");
+  }
+
+  function handleListError(err) {
+    if (err.code === "unauthorized" || err.code === "csrf_failed") sessionEnded();
+    else setText("list-error", err.message);
+  }
+
+  // ---------------------------------------------------------------- session
+
+  function showLogin(message) {
+    show("loading", false);
+    show("tokens-view", false);
+    show("who", false);
+    show("login-view", true);
+    setText("login-error", message || "");
+    $("login-name").focus();
+  }
+
+  async function loggedIn(session) {
+    state.csrf = session.csrf;
+    state.me = session.user;
+    $("who-login").textContent = session.user.login;
+    show("loading", false);
+    show("login-view", false);
+    show("who", true);
+    show("tokens-view", true);
+    setText("login-error", "");
+    await Promise.all([loadChoices(), refresh()]);
+  }
+
+  async function start() {
+    try {
+      await loggedIn(await call("GET", "/session"));
+    } catch (err) {
+      showLogin(err.code === "unauthorized" ? "" : err.message);
+    }
+  }
+
+  async function logIn(event) {
+    event.preventDefault();
+    const login = $("login-name").value.trim();
+    const password = $("login-password").value;
+    if (!login || !password) {
+      setText("login-error", "Enter your login and your password.");
+      return;
+    }
+    $("login-submit").disabled = true;
+    try {
+      const session = await call("POST", "/session", { login, password });
+      $("login-password").value = "";
+      await loggedIn(session);
+    } catch (err) {
+      setText("login-error", err.status === 401 ? "Wrong login or password." : err.message);
+    } finally {
+      $("login-submit").disabled = false;
+    }
+  }
+
+  async function logOut() {
+    try {
+      await call("DELETE", "/session");
+    } finally {
+      state.csrf = null;
+      state.me = null;
+      state.tokens = [];
+      $("token-rows").replaceChildren();
+      showLogin("You are logged out.");
+    }
+  }
+
+  // ---------------------------------------------------------------- the list
+
+  async function loadChoices() {
+    try {
+      state.choices = await call("GET", "/scopes");
+    } catch (err) {
+      state.choices = { held: ["*"], scope_sets: [], scopes: [] };
+      handleListError(err);
+    }
+  }
+
+  async function refresh() {
+    setText("list-error", "");
+    try {
+      const data = await call("GET", "/tokens?owner=" + encodeURIComponent(state.me.login));
+      state.tokens = data.tokens.sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
+      render();
+    } catch (err) {
+      handleListError(err);
+    }
+  }
+
+  function render() {
+    const rows = state.tokens.map(renderRow);
+    $("token-rows").replaceChildren(...rows);
+    show("token-table", rows.length > 0);
+    show("empty", rows.length === 0);
+    $("select-all").checked = false;
+    updateSelection();
+  }
+
+  function renderRow(token) {
+    const active = token.status === "active";
+    const scopes = el("td", { class: "scopes" },
+      ...token.scopes.map((s) => el("span", { class: "chip", text: s })));
+    const actions = el("td", { class: "row-actions" },
+      el("button", { type: "button", text: "Edit", disabled: !active, "data-action": "edit" }),
+      el("button", { type: "button", text: "Regenerate", disabled: !active, "data-action": "regenerate" }),
+      el("button", { type: "button", text: "Copy", "data-action": "copy" }));
+    const row = el("tr", { "data-id": token.id, class: active ? "" : "inactive" },
+      el("td", { class: "check" },
+        el("input", { type: "checkbox", class: "select", value: token.id,
+          "aria-label": `Select ${describeToken(token)}` })),
+      el("td", { class: token.name ? "name" : "name unnamed", text: token.name || "(no description)" }),
+      el("td", { class: "mono", text: token.id }),
+      scopes,
+      expiryCell(token),
+      el("td", { text: token.last_used_at ? formatTime(token.last_used_at) : "Never",
+        title: token.last_used_ip ? `from ${token.last_used_ip}, ${token.use_count} uses` : "" }),
+      el("td", {}, el("span", { class: `status ${token.status}`, text: token.status })),
+      actions);
+    return row;
+  }
+
+  function selectedIds() {
+    return [...document.querySelectorAll("#token-rows .select:checked")].map((box) => box.value);
+  }
+
+  function updateSelection() {
+    const count = selectedIds().length;
+    $("remove").disabled = count === 0;
+    $("remove").textContent = count > 1 ? `Remove selected (${count})` : "Remove selected";
+  }
+
+  function tokenById(id) {
+    return state.tokens.find((t) => t.id === id);
+  }
+
+  // ---------------------------------------------------------------- password
+
+  function confirmChange(text, action) {
+    return new Promise((resolve, reject) => {
+      pending = { action, resolve, reject };
+      $("confirm-text").textContent = text;
+      $("confirm-password").value = "";
+      setText("confirm-error", "");
+      $("confirm-dialog").showModal();
+      $("confirm-password").focus();
+    });
+  }
+
+  async function confirmSubmit(event) {
+    event.preventDefault();
+    if (!pending) return;
+    const password = $("confirm-password").value;
+    if (!password) {
+      setText("confirm-error", "Enter your password to confirm.");
+      return;
+    }
+    $("confirm-ok").disabled = true;
+    const current = pending;
+    try {
+      const result = await current.action(password);
+      pending = null;
+      $("confirm-password").value = "";
+      $("confirm-dialog").close();
+      current.resolve(result);
+    } catch (err) {
+      if (err.code === "invalid_credentials") {
+        setText("confirm-error", "Wrong password. Try again.");
+        $("confirm-password").select();
+      } else if (err.code === "too_many_requests") {
+        setText("confirm-error", err.message);
+      } else if (err.code === "unauthorized" || err.code === "csrf_failed") {
+        pending = null;
+        sessionEnded();
+      } else {
+        pending = null;
+        $("confirm-password").value = "";
+        $("confirm-dialog").close();
+        current.reject(err);
+      }
+    } finally {
+      $("confirm-ok").disabled = false;
+    }
+  }
+
+  function confirmCancel() {
+    const current = pending;
+    pending = null;
+    $("confirm-password").value = "";
+    if ($("confirm-dialog").open) $("confirm-dialog").close();
+    if (current) current.resolve(null);
+  }
+
+  // ---------------------------------------------------------------- the form
+
+  function scopeItems(tokenScopes) {
+    const choices = state.choices || { held: ["*"], scope_sets: [], scopes: [] };
+    const items = [{ scope: "*", about: "Everything you hold, now and later", grantable: true }];
+    for (const set of choices.scope_sets) {
+      items.push({ scope: set.name, about: `Scope set: ${set.scopes.join(", ")}`, grantable: set.grantable });
+    }
+    for (const entry of choices.scopes) {
+      items.push({ scope: entry.scope, about: entry.used_by.join("; "), grantable: entry.grantable });
+    }
+    const known = new Set(items.map((item) => item.scope));
+    for (const scope of [...choices.held, ...tokenScopes]) {
+      if (!known.has(scope)) {
+        known.add(scope);
+        items.push({ scope, about: "A scope you hold", grantable: true });
+      }
+    }
+    return items;
+  }
+
+  function renderScopes(checked) {
+    const wanted = new Set(checked);
+    const items = scopeItems(checked).map((item) => {
+      const box = el("input", { type: "checkbox", value: item.scope,
+        checked: wanted.has(item.scope), disabled: !item.grantable && !wanted.has(item.scope) });
+      const about = item.grantable ? item.about : `${item.about} — you do not hold this`;
+      return el("li", { class: item.grantable ? "" : "ungrantable", "data-search": `${item.scope} ${about}`.toLowerCase() },
+        el("label", {}, box, el("span", { class: "scope-name", text: item.scope }),
+          el("span", { class: "scope-about", text: about })));
+    });
+    $("scope-list").replaceChildren(...items);
+    $("scope-search").value = "";
+    $("only-checked").checked = false;
+    filterScopes();
+  }
+
+  function filterScopes() {
+    const words = $("scope-search").value.toLowerCase().split(/\s+/).filter(Boolean);
+    const onlyChecked = $("only-checked").checked;
+    let visible = 0;
+    for (const li of $("scope-list").children) {
+      const box = li.querySelector("input");
+      const text = li.getAttribute("data-search");
+      const match = words.every((w) => text.includes(w)) && (!onlyChecked || box.checked);
+      li.hidden = !match;
+      if (match) visible += 1;
+    }
+    show("scope-none", visible === 0);
+  }
+
+  function checkedScopes() {
+    return [...$("scope-list").querySelectorAll("input:checked")].map((box) => box.value);
+  }
+
+  function openForm(token) {
+    state.editing = token || null;
+    state.expiryTouched = false;
+    $("token-dialog-title").textContent = token ? `Edit ${describeToken(token)}` : "Generate a new token";
+    $("token-submit").textContent = token ? "Save changes" : "Generate";
+    $("f-name").value = token ? token.name : "";
+    const inMonth = new Date(Date.now() + 30 * 86400000);
+    $("f-date").min = dateInputValue(new Date(Date.now() + 86400000));
+    $("f-date").value = dateInputValue(inMonth);
+    $("f-window").value = "30";
+    $("f-unit").value = "d";
+    let model = "never";
+    if (token && token.expiry === "hard" && token.expires_at) {
+      model = "hard";
+      $("f-date").value = dateInputValue(new Date(token.expires_at));
+    } else if (token && token.expiry === "sliding" && token.sliding_window) {
+      model = "sliding";
+      const match = /^(\d+)([smhdw])$/.exec(token.sliding_window);
+      if (match && "mhd".includes(match[2])) {
+        $("f-window").value = match[1];
+        $("f-unit").value = match[2];
+      }
+    }
+    document.querySelector(`input[name="expiry"][value="${model}"]`).checked = true;
+    renderScopes(token ? token.scopes : []);
+    setText("token-error", "");
+    $("token-dialog").showModal();
+    $("f-name").focus();
+  }
+
+  function expiryBody() {
+    const model = document.querySelector('input[name="expiry"]:checked').value;
+    if (model === "hard") {
+      const date = $("f-date").value;
+      if (!date) throw new Error("Choose the expiry date.");
+      return { expires_at: date };
+    }
+    if (model === "sliding") {
+      const n = parseInt($("f-window").value, 10);
+      if (!(n > 0)) throw new Error("Enter how long the token may go unused, e.g. 30 days.");
+      return { sliding: `${n}${$("f-unit").value}` };
+    }
+    return { expires_at: null };
+  }
+
+  async function submitForm(event) {
+    event.preventDefault();
+    setText("token-error", "");
+    const token = state.editing;
+    let body;
+    try {
+      body = { name: $("f-name").value.trim(), scopes: checkedScopes() };
+      if (!token || state.expiryTouched) Object.assign(body, expiryBody());
+      if (!token && body.expires_at === null) delete body.expires_at;
+    } catch (err) {
+      setText("token-error", err.message);
+      return;
+    }
+    try {
+      if (token) {
+        const saved = await confirmChange(`Save the changes to ${describeToken(token)}?`,
+          (password) => call("PATCH", `/tokens/${token.id}`, { ...body, password }));
+        if (!saved) return;
+        $("token-dialog").close();
+        notice(`Saved ${describeToken(saved)}.`);
+        await refresh();
+      } else {
+        const label = body.name ? `“${body.name}”` : "a token without a description";
+        const created = await confirmChange(`Generate ${label}?`,
+          (password) => call("POST", "/tokens", { ...body, password }));
+        if (!created) return;
+        $("token-dialog").close();
+        showValue(created, "Generated");
+      }
+    } catch (err) {
+      setText("token-error", err.message);
+    }
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  async function rowAction(event) {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const token = tokenById(button.closest("tr").getAttribute("data-id"));
+    if (!token) return;
+    const action = button.getAttribute("data-action");
+    if (action === "edit") {
+      openForm(token);
+      return;
+    }
+    setText("list-error", "");
+    try {
+      if (action === "regenerate") {
+        const made = await confirmChange(
+          `Regenerate ${describeToken(token)}? Its current value stops working at once; you get a new one.`,
+          (password) => call("POST", `/tokens/${token.id}/regenerate`, { password }));
+        if (made) showValue(made, "Regenerated");
+      } else if (action === "copy") {
+        const made = await confirmChange(
+          `Make a copy of ${describeToken(token)}? The copy has the same settings, a new id and a new value.`,
+          (password) => call("POST", `/tokens/${token.id}/copy`, { password }));
+        if (made) showValue(made, "Copied");
+      }
+    } catch (err) {
+      setText("list-error", err.message);
+    }
+  }
+
+  async function removeSelected() {
+    const ids = selectedIds();
+    if (ids.length === 0) return;
+    const names = ids.map((id) => describeToken(tokenById(id) || { id })).join(", ");
+    const what = ids.length === 1 ? "this token" : `these ${ids.length} tokens`;
+    setText("list-error", "");
+    try {
+      const done = await confirmChange(
+        `Remove ${what}: ${names}? Anything using ${ids.length === 1 ? "it" : "them"} stops working at once. This cannot be undone.`,
+        (password) => call("POST", "/tokens/revoke", { ids, password }));
+      if (!done) return;
+      notice(`Removed ${done.revoked.length === 1 ? "1 token" : `${done.revoked.length} tokens`}.`);
+      await refresh();
+    } catch (err) {
+      setText("list-error", err.message);
+    }
+  }
+
+  // ---------------------------------------------------------------- the value
+
+  function showValue(record, verb) {
+    shownValue = { id: record.id, value: record.token };
+    $("token-value").value = record.token;
+    $("value-about").textContent = `${verb} ${describeToken(record)}.`;
+    $("copy-status").textContent = "";
+    $("value-dialog").showModal();
+    $("token-value").select();
+  }
+
+  async function copyValue() {
+    if (!shownValue) return;
+    try {
+      await navigator.clipboard.writeText(shownValue.value);
+    } catch (err) {
+      $("token-value").select();
+      // Not a secure context (plain http on a non-local host): the old API.
+      if (!document.execCommand("copy")) {
+        $("copy-status").textContent = "Copying failed: select the value and copy it yourself.";
+        return;
+      }
+    }
+    $("copy-status").textContent = "Copied to the clipboard.";
+  }
+
+  function downloadValue() {
+    if (!shownValue) return;
+    const blob = new Blob([shownValue.value + "\n"], { type: "text/plain" });
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: `patgate-token-${shownValue.id}.txt` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+    $("copy-status").textContent = "Downloaded.";
+  }
+
+  function forgetValue() {
+    shownValue = null;
+    $("token-value").value = "";
+    $("copy-status").textContent = "";
+  }
+
+  function closeValue() {
+    forgetValue();
+    if ($("value-dialog").open) $("value-dialog").close();
+  }
+
+  function valueClosed() {
+    // Also reached by Escape, which closes the dialog without closeValue().
+    forgetValue();
+    refresh();
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function wire() {
+    $("login-form").addEventListener("submit", logIn);
+    $("logout").addEventListener("click", logOut);
+    $("generate").addEventListener("click", () => openForm(null));
+    $("refresh").addEventListener("click", async () => {
+      notice("");
+      await Promise.all([loadChoices(), refresh()]);
+    });
+    $("remove").addEventListener("click", removeSelected);
+    $("token-rows").addEventListener("click", rowAction);
+    $("token-rows").addEventListener("change", updateSelection);
+    $("select-all").addEventListener("change", () => {
+      for (const box of document.querySelectorAll("#token-rows .select")) {
+        box.checked = $("select-all").checked;
+      }
+      updateSelection();
+    });
+    $("token-form").addEventListener("submit", submitForm);
+    $("token-cancel").addEventListener("click", () => $("token-dialog").close());
+    $("expiry-fields").addEventListener("change", () => { state.expiryTouched = true; });
+    $("expiry-fields").addEventListener("input", () => { state.expiryTouched = true; });
+    $("scope-search").addEventListener("input", filterScopes);
+    $("only-checked").addEventListener("change", filterScopes);
+    $("scope-list").addEventListener("change", filterScopes);
+    $("confirm-form").addEventListener("submit", confirmSubmit);
+    $("confirm-cancel").addEventListener("click", confirmCancel);
+    $("confirm-dialog").addEventListener("cancel", (event) => {
+      event.preventDefault();
+      confirmCancel();
+    });
+    $("copy-value").addEventListener("click", copyValue);
+    $("download-value").addEventListener("click", downloadValue);
+    $("value-done").addEventListener("click", closeValue);
+    $("value-dialog").addEventListener("close", valueClosed);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    wire();
+    start();
+  });
+})();

@@ -92,10 +92,10 @@ def run_wrk(
     *,
     threads: int,
     connections: int,
-    seconds: float,
+    seconds: int,
     script: Path | None = None,
 ) -> WrkResult:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script is not None:
         argv += ["-s", str(script)]
     child = procs.start(name, [*argv, url])
@@ -106,7 +106,8 @@ def run_wrk(
     output = child.log_path.read_text(errors="replace")
     child.log_path.unlink()
     if child.proc.returncode != 0:
-        raise RuntimeError(f"wrk exited {child.proc.returncode}: {output[-500:]}")
+        why = output.strip().splitlines()[:1] or ["no output"]
+        raise RuntimeError(f"wrk exited {child.proc.returncode}: {why[0][:200]}")
     return parse_wrk(output)
 
 

@@ -216,6 +216,10 @@ def render_requests(rows: list[Row], meta: Mapping[str, Any]) -> list[str]:
             )
         if "redis_commands_per_req" in row:
             notes.append(f"{label}: {row['redis_commands_per_req']:.4f} Redis cmds/req")
+        if row.get("log_bytes_per_req", 0) >= 1:
+            notes.append(
+                f"{label}: writes {row['log_bytes_per_req']:.0f} log bytes/req"
+            )
     return lines + [f"  note: {note}" for note in notes]
 
 

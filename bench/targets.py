@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
 from processes import (
     Child,
     Processes,

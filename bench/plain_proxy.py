@@ -105,11 +105,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
-            return response
+    except ConnectionResetError:
+        if response is None:
+            raise
+        # The client left mid-response (wrk closes its connections when a run
+        # ends): nothing to answer; aiohttp closes the connection quietly.
     except ClientError:
         if response is not None and response.prepared:
             raise  # mid-body: all we can do is drop the connection
         raise web.HTTPBadGateway() from None
+    return response
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,142 @@
+"""The configuration as frozen dataclasses, what ``parse_config`` returns.
+
+Secrets never print: the pepper is a :class:`Secret`, injected upstream
+header values live in a :class:`SecretHeaders` mapping whose ``repr`` hides
+them, and the store URL (which may hold a Redis password) is left out of
+``repr(Config)``. Nothing here reads YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+from patgate.tokens import DEFAULT_PREFIX
+
+CREDENTIAL_SOURCES = ("bearer", "basic", "query", "header")
+DEFAULT_QUERY_PARAMS = ("access_token", "session")
+
+MethodMap = Mapping[str, str]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Secret:
+    """A secret from the environment; never shown by ``repr`` or ``str``."""
+
+    value: bytes
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+class SecretHeaders(Mapping[str, str]):
+    """Header name → value, read-only, with the values hidden from ``repr``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items = dict(items or {})
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return "SecretHeaders({" + ", ".join(f"{k!r}: '***'" for k in self) + "})"
+
+
+def frozen_mapping(items: Mapping[str, T] | None = None) -> Mapping[str, T]:
+    """A read-only copy of ``items``."""
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Token cache bounds; all times in seconds."""
+
+    ttl: float = 30.0
+    negative_ttl: float = 5.0
+    max_entries: int = 100_000
+    max_stale: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHeaders:
+    user: str = "X-Patgate-User"
+    token_id: str = "X-Patgate-Token-Id"  # noqa: S105 - a header name
+    scopes: str = "X-Patgate-Scopes"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_bytes: int = 8190
+    max_url_bytes: int = 8190
+    max_body_bytes: int | None = None
+    failed_auth_per_minute: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One entry of ``routes:``. ``realm`` defaults to the route's name.
+
+    ``paths`` keeps the file's order (first match wins); a value is a scope or
+    a method map. Forward to ``upstream.rstrip("/") + upstream path``.
+    """
+
+    name: str
+    prefix: str
+    upstream: str
+    host: str | None = None
+    strip_prefix: bool = False
+    credentials: tuple[str, ...] = CREDENTIAL_SOURCES
+    query_params: tuple[str, ...] = DEFAULT_QUERY_PARAMS
+    api_key_header: str = "X-API-Key"
+    realm: str = ""
+    auth: Literal["token", "none"] = "token"
+    methods: MethodMap = field(default_factory=frozen_mapping, hash=False)
+    paths: tuple[tuple[str, str | MethodMap], ...] = field(default=(), hash=False)
+    scope: str | None = None
+    error_style: Literal["json", "result"] = "json"
+    upstream_headers: Mapping[str, str] = field(
+        default_factory=SecretHeaders, hash=False
+    )
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+    websocket: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.realm:
+            object.__setattr__(self, "realm", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    store: str = field(default="sqlite:///./patgate.db", repr=False)
+    pepper: Secret = Secret(b"")
+    pepper_env: str = "PATGATE_PEPPER"
+    token_prefix: str = DEFAULT_PREFIX
+    workers: int = 1
+    cache: CacheConfig = CacheConfig()
+    identity_headers: IdentityHeaders = IdentityHeaders()
+    scope_sets: Mapping[str, tuple[str, ...]] = field(
+        default_factory=frozen_mapping, hash=False
+    )
+    routes: tuple[RouteConfig, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    usage_flush_interval: float = 1.0
+    api: bool = True
+    base_dir: str = "."
+    warnings: tuple[str, ...] = ()

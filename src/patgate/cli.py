@@ -713,7 +713,9 @@ def serve_command(args: argparse.Namespace) -> int:
     from patgate.web.server import serve
 
     configure_logging(
-        level=os.environ.get("PATGATE_LOG_LEVEL", "info"), stream=sys.stderr
+        level=os.environ.get("PATGATE_LOG_LEVEL", "info"),
+        stream=sys.stderr,
+        cache_loggers=True,
     )
 
     def load() -> Config:

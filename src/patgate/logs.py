@@ -8,6 +8,7 @@ after the exception is formatted, so a token inside a traceback is hidden too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -26,6 +27,7 @@ REDACTED = "[REDACTED]"
 # SECURITY: token values in logs; this catches them in messages, URLs and
 # nested fields whatever the key is called.
 TOKEN_VALUE_PATTERN = re.compile(r"[a-z0-9]{2,16}_[0-9A-Za-z]{46}")
+_SHORTEST_TOKEN = 2 + 1 + 46
 
 _SENSITIVE_WORDS = (
     "password",
@@ -41,6 +43,7 @@ _SENSITIVE_WORDS = (
 _PUBLIC_KEYS = frozenset({"token_id", "token_ids", "token_count"})
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     """True for keys like ``password``, ``new_password``, ``Set-Cookie``."""
     name = key.lower().replace("-", "_")
@@ -51,6 +54,10 @@ def is_sensitive_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` with every token-shaped substring replaced by ``[REDACTED]``."""
+    # Most log strings are short or have no "_": skip the regex for them
+    # (every access-log line passes here).
+    if len(text) < _SHORTEST_TOKEN or "_" not in text:
+        return text
     return TOKEN_VALUE_PATTERN.sub(REDACTED, text)
 
 
@@ -115,13 +122,18 @@ def _level_number(level: str) -> int:
 
 
 def configure_logging(
-    level: str = "info", json: bool = True, stream: TextIO | None = None
+    level: str = "info",
+    json: bool = True,
+    stream: TextIO | None = None,
+    *,
+    cache_loggers: bool = False,
 ) -> None:
     """Send structlog output to ``stream`` (stderr by default), one line per event.
 
     ``json=False`` renders for people (no colours). Loggers are not cached on
     first use, so :func:`structlog.testing.capture_logs` and a later call here
-    take effect on loggers made earlier.
+    take effect on loggers made earlier; the long-running gateway passes
+    ``cache_loggers=True`` (the access log is on every request's path).
     """
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -141,7 +153,7 @@ def configure_logging(
         logger_factory=NamedPrintLoggerFactory(
             stream if stream is not None else sys.stderr
         ),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
 
 

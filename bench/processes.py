@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESERVED_PORTS = frozenset({6379})  # the machine's own Redis: never ours
+ERROR_WORDS = re.compile(r"error|exception|traceback", re.IGNORECASE)
 
 
 class ChildExitedError(RuntimeError):
@@ -45,6 +47,16 @@ class Child:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def last_error(self, width: int = 200) -> str:
+        """The end of the last log line that mentions an error (else the last line).
+
+        A traceback ends with its exception, also inside a one-line JSON record.
+        """
+        lines = self.log_tail(400).splitlines()
+        errors = [line for line in lines if ERROR_WORDS.search(line)]
+        chosen = (errors or lines or [""])[-1].rstrip('"}').replace("\\n", " | ")
+        return chosen[-width:]
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -254,16 +266,16 @@ def wait_http(
     """
     deadline = time.monotonic() + timeout
     last: tuple[int, bytes] | None = None
-    last_error = "no answer"
+    last_failure = "no answer"
     while time.monotonic() < deadline:
         if not child.alive():
             code = child.proc.returncode
-            tail = child.log_tail(2).replace("\n", " | ")
-            raise ChildExitedError(f"{child.name} exited with code {code}: {tail}")
+            why = child.last_error()
+            raise ChildExitedError(f"{child.name} exited with code {code}: {why}")
         try:
             last = http_get(url, headers, timeout=2.0)
         except (OSError, urllib.error.URLError) as error:
-            last_error = str(error)
+            last_failure = str(error)
         else:
             if last[0] == want:
                 return last
@@ -271,7 +283,7 @@ def wait_http(
     if last is not None:
         return last
     raise TimeoutError(
-        f"{child.name} not listening after {timeout:.0f} s: {last_error}"
+        f"{child.name} not listening after {timeout:.0f} s: {last_failure}"
     )
 
 

@@ -89,7 +89,11 @@ def check_answer(target: Target, headers: dict[str, str]) -> None:
     assert target.child is not None
     status, body = wait_http(target.child, target.base_url + HELLO_PATH, headers)
     if status != 200 or len(body) != 38:
-        raise TargetError(f"GET {HELLO_PATH} answered {status} ({len(body)} bytes)")
+        said = body[:120].decode(errors="replace").strip()
+        raise TargetError(
+            f"GET {HELLO_PATH} answered {status}: {said!r}; "
+            f"its log: {target.child.last_error()!r}"
+        )
 
 
 def start_upstream(procs: Processes) -> Target:

@@ -17,6 +17,7 @@ from patgate import passwords
 from patgate.models import User
 from patgate.service import Actor
 from patgate.web.api import API_PREFIX, ROUTES
+from patgate.web.page import session
 from tests.gateway_harness import Gateway, RecordingUpstream
 
 ALICE_PW = "alice-password-1"
@@ -834,3 +835,20 @@ async def test_logs_never_carry_a_token_value_or_password(gateway, client):
     events = [entry["event"] for entry in logs]
     assert "token.created" in events
     assert "login_failed" in events
+
+
+def test_session_cookie_expires_and_binds_its_csrf_token():
+    # Pure: eight hours cannot be waited out against a running gateway.
+    key = session.session_key(b"pepper", "$argon2id$hash")
+    cookie = session.issue_session("alice", key, now=1000.0, nonce=b"n" * 16)
+    assert session.verify_session(cookie, key, now=1000.0 + 60)
+    assert not session.verify_session(cookie, key, now=1000.0 + session.SESSION_SECONDS)
+    other_key = session.session_key(b"pepper", "$argon2id$other-hash")
+    assert not session.verify_session(cookie, other_key, now=1001.0)
+    assert not session.verify_session(cookie + "é", key, now=1001.0)
+    token = session.csrf_token(key, cookie)
+    assert session.csrf_matches(key, cookie, token)
+    other = session.issue_session("alice", key, now=1000.0, nonce=b"m" * 16)
+    assert not session.csrf_matches(key, other, token)
+    assert not session.csrf_matches(key, cookie, "é" + token[1:])
+    assert session.read_session("v1.!!!.1.2.3") is None

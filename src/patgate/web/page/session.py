@@ -63,6 +63,8 @@ def read_session(cookie: str) -> SessionClaim | None:
         login = _unb64(parts[1]).decode()
     except (ValueError, UnicodeDecodeError):
         return None
+    if not login:
+        return None
     return SessionClaim(login=login, expires_at=int(parts[2]))
 
 
@@ -99,6 +101,7 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        padded = text + "=" * (-len(text) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True)
     except binascii.Error as exc:
         raise ValueError(str(exc)) from None

@@ -13,7 +13,8 @@ import pytest
 from tests.browser.conftest import ARTIFACTS
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 
-pytestmark = pytest.mark.browser
+# A real browser on a busy 2-core machine: more than the default 60 s per test.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 PASSWORD = "alice-browser-pw"
 TIMEOUT_MS = 10_000

@@ -1,0 +1,109 @@
+"""What the CLI prints: tables for people, JSON for scripts, new token values once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from patgate.durations import format_duration, format_time
+from patgate.models import ExpiryModel, TokenRecord, User
+
+SHOWN_ONCE = "This value is shown only once: store it now."
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = [list(header), *[list(row) for row in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def describe_expiry(record: TokenRecord) -> str:
+    if record.expiry is ExpiryModel.NEVER:
+        return "never"
+    when = format_time(record.expires_at) or "?"
+    if record.expiry is ExpiryModel.SLIDING and record.sliding_window:
+        return f"{when} (sliding {format_duration(record.sliding_window)})"
+    return when
+
+
+def print_tokens(records: Sequence[TokenRecord], now: float) -> None:
+    print_table(
+        ("ID", "NAME", "OWNER", "SCOPES", "EXPIRES", "LAST USED", "STATUS"),
+        (
+            (
+                r.id,
+                r.name or "-",
+                r.owner,
+                ",".join(r.scopes),
+                describe_expiry(r),
+                format_time(r.last_used_at) or "never",
+                r.status_at(now).value,
+            )
+            for r in records
+        ),
+    )
+
+
+def print_token_details(record: TokenRecord, now: float) -> None:
+    public = record.to_public(now)
+    width = max(len(key) for key in public)
+    for key, value in public.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        shown = "-" if value is None or value == "" else str(value)
+        print(f"{key.ljust(width)}  {shown}")
+
+
+def print_new_value(
+    args: argparse.Namespace, record: TokenRecord, value: str, now: float, title: str
+) -> None:
+    """The value, exactly once: alone (-q), in JSON (--json) or for people."""
+    if args.quiet:
+        print(value)
+    elif args.json:
+        print_json({**record.to_public(now), "token": value})
+    else:
+        print(title)
+        print(value)
+        print(SHOWN_ONCE)
+
+
+def print_users(users: Sequence[User]) -> None:
+    print_table(
+        ("LOGIN", "ADMIN", "STATUS", "SCOPES", "PASSWORD", "CREATED"),
+        (
+            (
+                u.login,
+                "yes" if u.admin else "no",
+                "disabled" if u.disabled else "active",
+                ",".join(u.scopes),
+                "set" if u.password_hash else "none",
+                format_time(u.created_at) or "-",
+            )
+            for u in users
+        ),
+    )
+
+
+def token_summary(record: TokenRecord) -> str:
+    return (
+        f"token {record.id} for {record.owner}"
+        f" (scopes {','.join(record.scopes)}, expires {describe_expiry(record)})"
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser, quiet: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    if quiet:
+        group.add_argument(
+            "-q", "--quiet", action="store_true", help="print only the token value"
+        )
+    group.add_argument("--json", action="store_true", help="print JSON")

@@ -1,0 +1,77 @@
+"""The commands about the gateway itself: ``serve`` and ``config check``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from typing import Any
+
+from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf
+from patgate.config import Config, load_config
+from patgate.errors import UsageError
+from patgate.logs import configure_logging
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGTERM; SIGHUP reloads the config file."""
+    from patgate.web.server import serve
+
+    configure_logging(
+        level=os.environ.get("PATGATE_LOG_LEVEL", "info"),
+        stream=sys.stderr,
+        cache_loggers=True,
+    )
+
+    def load() -> Config:
+        config = load_config(args.config)
+        changes: dict[str, Any] = {}
+        if args.store:
+            changes["store"] = args.store
+        if args.listen:
+            host, port = parse_listen(args.listen)
+            changes.update(listen_host=host, listen_port=port)
+        if args.workers:
+            changes["workers"] = args.workers
+        return dataclasses.replace(config, **changes) if changes else config
+
+    return serve(load)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"invalid --listen {text!r}: expected host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def add_serve_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    serve = add_leaf(commands, "serve", serve_command, "run the gateway")
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="override the config's listen address"
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="override the config's workers"
+    )
+
+
+def config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = _hide_password(args.store or config.store)
+    print(f"ok: {len(config.routes)} routes, store {store}")
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _hide_password(url: str) -> str:
+    # SECURITY: a Redis URL may carry a password; never print it.
+    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def add_config_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    group = commands.add_parser("config", help="check the configuration")
+    sub = group.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    add_leaf(sub, "check", config_check, "load the config and report what it holds")

@@ -1,0 +1,269 @@
+"""``patgate token``: create, list, show, edit, regenerate, copy, revoke."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from patgate.cli.output import (
+    add_output_options,
+    print_json,
+    print_new_value,
+    print_token_details,
+    print_tokens,
+    token_summary,
+)
+from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf, run_with_service
+from patgate.durations import format_time, parse_duration, parse_expiry_time
+from patgate.errors import UsageError
+from patgate.models import TokenRecord
+from patgate.service import Actor, TokenService
+
+
+def token_create(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
+        now = service.now()
+        return await service.create_token(
+            actor,
+            args.user,
+            name=args.name or "",
+            scopes=args.scope or (),
+            expires_at=parse_expiry_time(args.expires, now) if args.expires else None,
+            sliding=parse_duration(args.sliding) if args.sliding else None,
+            max_lifetime=_duration_or_none(args.max_lifetime),
+            allowed_cidrs=args.ip or (),
+            project=args.project,
+            rate_limit=args.rate_limit,
+        )
+
+    record, value = run_with_service(args, work)
+    title = f"created {token_summary(record)}"
+    print_new_value(args, record, value, record.created_at, title)
+    return EXIT_OK
+
+
+def token_list(args: argparse.Namespace) -> int:
+    async def work(
+        service: TokenService, actor: Actor
+    ) -> tuple[list[TokenRecord], float]:
+        return await service.list_tokens(actor, args.user), service.now()
+
+    records, now = run_with_service(args, work)
+    if args.json:
+        print_json([record.to_public(now) for record in records])
+    else:
+        print_tokens(records, now)
+    return EXIT_OK
+
+
+def token_show(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, float]:
+        return await service.get_token(actor, args.id), service.now()
+
+    record, now = run_with_service(args, work)
+    if args.json:
+        print_json(record.to_public(now))
+    else:
+        print_token_details(record, now)
+    return EXIT_OK
+
+
+def token_edit(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, float]:
+        now = service.now()
+        changes = _edit_changes(args, now)
+        if not changes:
+            raise UsageError("nothing to change: give at least one option")
+        return await service.edit_token(actor, args.id, **changes), now
+
+    record, now = run_with_service(args, work)
+    if args.json:
+        print_json(record.to_public(now))
+    else:
+        print(f"updated {token_summary(record)}")
+    return EXIT_OK
+
+
+def _edit_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """The ``edit_token`` arguments the options ask for, nothing else."""
+    changes: dict[str, Any] = {}
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.scope:
+        changes["scopes"] = args.scope
+    if args.project is not None:
+        changes["project"] = args.project or None
+    return {**changes, **_expiry_changes(args, now), **_limit_changes(args)}
+
+
+def _expiry_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.expires:
+        changes.update(expires_at=parse_expiry_time(args.expires, now), sliding=None)
+    elif args.sliding:
+        changes.update(expires_at=None, sliding=parse_duration(args.sliding))
+    elif args.never:
+        changes.update(expires_at=None, sliding=None)
+    if args.no_max_lifetime:
+        changes["max_lifetime"] = None
+    elif args.max_lifetime:
+        changes["max_lifetime"] = parse_duration(args.max_lifetime)
+    return changes
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.any_ip:
+        changes["allowed_cidrs"] = ()
+    elif args.ip:
+        changes["allowed_cidrs"] = args.ip
+    if args.no_rate_limit:
+        changes["rate_limit"] = None
+    elif args.rate_limit is not None:
+        changes["rate_limit"] = args.rate_limit
+    return changes
+
+
+def token_regenerate(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
+        grace = _duration_or_none(args.grace)
+        return await service.regenerate_token(actor, args.id, grace)
+
+    record, value = run_with_service(args, work)
+    if record.previous_hash_until is not None:
+        old = f"the old value works until {format_time(record.previous_hash_until)}"
+    else:
+        old = "the old value no longer works"
+    title = f"regenerated {token_summary(record)}; {old}"
+    print_new_value(args, record, value, record.updated_at, title)
+    return EXIT_OK
+
+
+def token_copy(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
+        return await service.copy_token(actor, args.id)
+
+    record, value = run_with_service(args, work)
+    title = f"copied {args.id} to {token_summary(record)}"
+    print_new_value(args, record, value, record.created_at, title)
+    return EXIT_OK
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> list[str]:
+        return await service.revoke_tokens(actor, args.ids)
+
+    for token_id in run_with_service(args, work):
+        print(f"revoked {token_id}")
+    return EXIT_OK
+
+
+def _duration_or_none(text: str | None) -> int | None:
+    return parse_duration(text) if text else None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return number
+
+
+def _add_token_settings(parser: argparse.ArgumentParser, *, edit: bool) -> None:
+    """The options shared by ``token create`` and ``token edit``."""
+    parser.add_argument("-n", "--name", metavar="NAME", help="a description")
+    parser.add_argument(
+        "-s",
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="a scope (repeatable; @set names a scope set)"
+        + ("; replaces the token's scopes" if edit else "; default *"),
+    )
+    expiry = parser.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "-e",
+        "--expires",
+        metavar="DURATION|DATE",
+        help="hard expiry: after a duration (20d) or at an ISO date",
+    )
+    expiry.add_argument(
+        "-a",
+        "--sliding",
+        metavar="DURATION",
+        help="sliding expiry: each use moves it to now + DURATION",
+    )
+    if edit:
+        expiry.add_argument("--never", action="store_true", help="never expire")
+    lifetime = parser.add_mutually_exclusive_group()
+    lifetime.add_argument(
+        "--max-lifetime",
+        metavar="DURATION",
+        help="the token never lives longer than this after its creation",
+    )
+    ips = parser.add_mutually_exclusive_group()
+    ips.add_argument(
+        "--ip",
+        action="append",
+        metavar="CIDR",
+        help="accept the token only from these networks (repeatable)",
+    )
+    parser.add_argument("--project", metavar="P", help="a project label")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--rate-limit", type=_positive_int, metavar="N", help="requests per minute"
+    )
+    if edit:
+        lifetime.add_argument(
+            "--no-max-lifetime", action="store_true", help="drop the lifetime cap"
+        )
+        ips.add_argument("--any-ip", action="store_true", help="drop the IP limit")
+        rate.add_argument(
+            "--no-rate-limit", action="store_true", help="drop the rate limit"
+        )
+
+
+def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    group = commands.add_parser("token", help="manage tokens")
+    sub = group.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+
+    create = add_leaf(sub, "create", token_create, "create a token for a user")
+    create.add_argument(
+        "-u", "--user", required=True, metavar="LOGIN", help="the owner"
+    )
+    _add_token_settings(create, edit=False)
+    add_output_options(create, quiet=True)
+
+    listing = add_leaf(sub, "list", token_list, "list tokens (never their values)")
+    listing.add_argument("-u", "--user", metavar="LOGIN", help="only this owner's")
+    add_output_options(listing, quiet=False)
+
+    show = add_leaf(sub, "show", token_show, "show one token")
+    show.add_argument("id", metavar="ID")
+    add_output_options(show, quiet=False)
+
+    edit = add_leaf(sub, "edit", token_edit, "change a token's settings")
+    edit.add_argument("id", metavar="ID")
+    _add_token_settings(edit, edit=True)
+    add_output_options(edit, quiet=False)
+
+    regenerate = add_leaf(
+        sub, "regenerate", token_regenerate, "a new value for the same token"
+    )
+    regenerate.add_argument("id", metavar="ID")
+    regenerate.add_argument(
+        "--grace",
+        metavar="DURATION",
+        help="keep the old value working this long (default: it dies at once)",
+    )
+    add_output_options(regenerate, quiet=True)
+
+    copy = add_leaf(sub, "copy", token_copy, "a new token with the same settings")
+    copy.add_argument("id", metavar="ID")
+    add_output_options(copy, quiet=True)
+
+    revoke = add_leaf(sub, "revoke", token_revoke, "revoke one or more tokens")
+    revoke.add_argument("ids", nargs="+", metavar="ID")

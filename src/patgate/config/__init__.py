@@ -27,6 +27,8 @@ import os
 import re
 from collections.abc import Mapping
 
+# Importable from patgate.config since before the split, though not in __all__.
+from patgate.config.model import CREDENTIAL_SOURCES as CREDENTIAL_SOURCES
 from patgate.config.model import (
     CacheConfig,
     Config,

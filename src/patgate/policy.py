@@ -178,16 +178,19 @@ class Router:
 
 
 def _host_name(host: str | None) -> str | None:
-    """``Host`` without its port, lower case: ``Files.Example.com:8443`` → name."""
+    """``Host`` without its port, lower case: ``Files.Example.com:8443`` → name.
+
+    SECURITY: a malformed Host ("name:", "name:443:443", "name:https",
+    "user@name") is read as the name a lenient upstream takes from its
+    X-Forwarded-Host, so it cannot dodge a host-bound route onto a host-less
+    one on the same prefix while the upstream still serves that host.
+    """
     if not host:
         return None
-    host = host.strip().lower()
+    host = host.strip().lower().rpartition("@")[2]
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
-        host = name
-    return host.rstrip(".")
+    return host.partition(":")[0].strip().rstrip(".")
 
 
 # --------------------------------------------------------------------------

@@ -105,8 +105,28 @@ def upstream_headers(
         # SECURITY: X-Forwarded-* from an untrusted client is a spoof.
         if key in FORWARDED_HEADERS and not peer_trusted:
             continue
+        if not is_utf8(value):
+            continue
         result.add(name, value)
     return result
+
+
+def is_utf8(value: str) -> bool:
+    """False for a header value whose bytes on the wire were not UTF-8.
+
+    aiohttp's parsers decode header values with ``surrogateescape``.
+    SECURITY: such a value cannot be forwarded as sent: aiohttp's C writer
+    silently deletes the bytes (the upstream would see a different value
+    than the client sent) and its Python writer raises (a 500 from the
+    gateway itself, AIOHTTP_NO_EXTENSIONS=1). It is dropped instead.
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def add_forwarding(
@@ -124,7 +144,7 @@ def add_forwarding(
         headers["X-Forwarded-For"] = ", ".join(chain)
     if not (peer_trusted and "X-Forwarded-Proto" in headers):
         headers["X-Forwarded-Proto"] = scheme
-    if host and not (peer_trusted and "X-Forwarded-Host" in headers):
+    if host and is_utf8(host) and not (peer_trusted and "X-Forwarded-Host" in headers):
         headers["X-Forwarded-Host"] = host
 
 

@@ -86,6 +86,9 @@ def extract_credential(
         return CredentialError(
             "duplicate_authorization", "more than one Authorization header"
         )
+    if not api_key and not raw_query:
+        # The common case (one Authorization header, nothing else): no merging.
+        return _from_authorization(authorization, sources)
     found: list[Credential] = []
     for candidate in (
         _from_authorization(authorization, sources),
@@ -162,7 +165,7 @@ def _from_basic(params: str) -> Credential | CredentialError | None:
 def _from_api_key(
     values: Sequence[str], sources: Collection[str]
 ) -> Credential | CredentialError | None:
-    if "header" not in sources:
+    if not values or "header" not in sources:
         return None
     present = {value.strip(" \t") for value in values} - {""}
     if len(present) > 1:

@@ -19,7 +19,7 @@ import time
 
 from patgate.cache import GrantCache
 from patgate.config import parse_config
-from patgate.extract import extract_credential
+from patgate.extract import Credential, extract_credential
 from patgate.gate import Gate, RequestView
 from patgate.paths import normalise_path
 from patgate.policy import Router
@@ -75,8 +75,8 @@ async def measure(n: int, batch: int) -> list[float]:
             credential = extract_credential(
                 authorization, (), "", conf.credentials, conf.query_params
             )
-            assert credential is not None and not hasattr(credential, "code")
-            view = RequestView("GET", path, "127.0.0.1", credential)  # type: ignore[arg-type]
+            assert isinstance(credential, Credential)
+            view = RequestView("GET", path, "127.0.0.1", credential)
             decision = await gate.authorize(route, view)
             assert decision.allowed
 

@@ -414,7 +414,14 @@ async def test_raw_non_utf8_query_is_refused_not_a_gateway_error(
     gateway: Gateway, upstream: RecordingUpstream, query: bytes
 ) -> None:
     responses = await send_raw(
-        gateway, head([b"GET /public/x?" + query + b" HTTP/1.1", b"Host: gateway.test"])
+        gateway,
+        head(
+            [
+                b"GET /public/x?" + query + b" HTTP/1.1",
+                b"Host: gateway.test",
+                b"Connection: close",
+            ]
+        ),
     )
     assert [r.status for r in responses] == [400]
     assert upstream.requests == []

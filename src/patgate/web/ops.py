@@ -7,6 +7,8 @@ the route, the token id and the outcome — never a credential.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import structlog
@@ -34,6 +36,7 @@ access_log = structlog.get_logger("patgate.access")
 ROUTE_NAME = web.RequestKey("patgate_route", str)
 DECISION = web.RequestKey("patgate_decision", Decision)
 REASON = web.RequestKey("patgate_reason", str)
+AUTH_SECONDS = web.RequestKey("patgate_auth_seconds", float)
 
 
 class Metrics:
@@ -50,18 +53,24 @@ class Metrics:
         self.auth_seconds = Histogram(
             "patgate_auth_seconds",
             "Time spent authorising a request (extract to decision).",
-            buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+            buckets=(
+                *(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005),
+                *(0.01, 0.05, 0.1, 0.5, 1.0, 2.5),
+            ),
             registry=self.registry,
         )
         self.registry.register(_GateCollector(gate, cache))
         self._children: dict[tuple[str, str], Any] = {}
 
-    def count(self, route: str, outcome: str) -> None:
+    def count(self, route: str, outcome: str, auth_seconds: float | None) -> None:
+        """One request done: ``route`` is "" when no route matched."""
         child = self._children.get((route, outcome))
         if child is None:
             child = self.requests.labels(route, outcome)
             self._children[(route, outcome)] = child
         child.inc()
+        if auth_seconds is not None:
+            self.auth_seconds.observe(auth_seconds)
 
 
 METRICS = web.RequestKey("patgate_metrics", Metrics)
@@ -117,23 +126,42 @@ def metrics_handler(metrics: Metrics) -> Any:
     return handle
 
 
-def outcome_of(status: int) -> str:
-    if status < 400:
-        return "allowed" if status < 500 else "upstream_error"
-    return {
-        400: "bad_request",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "no_route",
-        429: "throttled",
-        502: "upstream_error",
-        503: "unavailable",
-        504: "upstream_timeout",
-    }.get(status, "upstream_status" if status < 500 else "upstream_error")
+# The gateway's own refusals, by status; the label of what it did.
+_REFUSALS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    429: "throttled",
+    503: "unavailable",
+}
+
+
+def outcome_of(request: web.BaseRequest, status: int) -> str:
+    """What the gateway did with a request, for the ``outcome`` label.
+
+    A refusal is labelled by the gateway's decision, so an upstream's own 401
+    or 404 counts as forwarded ("allowed"), not as a refusal.
+    """
+    decision = request.get(DECISION)
+    if decision is not None and not decision.allowed:
+        return _REFUSALS.get(decision.status, "refused")
+    if REASON in request:
+        return "bad_request"
+    if ROUTE_NAME not in request:
+        return "no_route" if status == 404 else _REFUSALS.get(status, "other")
+    if status == 502:
+        return "upstream_error"
+    if status == 504:
+        return "upstream_timeout"
+    return "allowed"
 
 
 class AccessLogger(AbstractAccessLogger):
     """One structured line per request; the query string is never logged."""
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self.pid = os.getpid()  # made in the worker: tells workers apart
 
     def log(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
@@ -142,8 +170,8 @@ class AccessLogger(AbstractAccessLogger):
         decision = request.get(DECISION)
         metrics = request.get(METRICS)
         status = response.status
-        if metrics is not None and route:
-            metrics.count(route, outcome_of(status))
+        if metrics is not None:
+            metrics.count(route, outcome_of(request, status), request.get(AUTH_SECONDS))
         if not self.enabled:
             return
         access_log.info(
@@ -157,6 +185,7 @@ class AccessLogger(AbstractAccessLogger):
             reason=decision.reason if decision else request.get(REASON),
             client=request.remote,
             duration_ms=round(time * 1000, 3),
+            pid=self.pid,
         )
 
     @property

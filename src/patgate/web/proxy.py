@@ -9,6 +9,7 @@ Bodies stream both ways in chunks; nothing is buffered whole.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, hdrs, web
@@ -31,7 +32,7 @@ from patgate.web.headers import (
     response_headers,
     upstream_headers,
 )
-from patgate.web.ops import DECISION, REASON, ROUTE_NAME
+from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
 from patgate.web.streams import StreamRegistry
 
 CHUNK = 256 * 1024
@@ -139,6 +140,7 @@ class ProxyHandler:
         decision: Decision | None = None
         view: RequestView | None = None
         if config.auth != "none":
+            started = time.perf_counter()
             credential = extract_credential(
                 request.headers.getall(hdrs.AUTHORIZATION, ()),
                 request.headers.getall(config.api_key_header, ())
@@ -158,6 +160,7 @@ class ProxyHandler:
                 )
             view = RequestView(request.method, path, client_ip, credential)
             decision = await self.gate.authorize(route, view)
+            request[AUTH_SECONDS] = time.perf_counter() - started
             request[DECISION] = decision
             if not decision.allowed:
                 return refusal_response(

@@ -6,8 +6,9 @@ and only while the store is down may it use an entry up to ``max_stale`` old.
 Unknown hashes are remembered for ``negative_ttl`` so that a burst of bad
 tokens does not become a burst of store lookups.
 
-Change notices drop entries by token id or owner login; a reconnect of the
-change feed drops everything, since notices may have been missed.
+Change notices drop entries by token id or owner login. While the change
+feed is down no entry is trusted alone (``suspend``), and when it is back
+every entry must be confirmed again (``resume``): notices may have been missed.
 
 Pure: the clock is a parameter.
 """
@@ -56,6 +57,7 @@ class GrantCache:
         self._by_owner: dict[str, set[bytes]] = {}
         self.hits = 0
         self.misses = 0
+        self._suspended = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -63,7 +65,7 @@ class GrantCache:
     def fresh(self, token_hash: bytes) -> CacheEntry | None:
         """The entry if the store confirmed it recently enough to trust alone."""
         entry = self._entries.get(token_hash)
-        if entry is None:
+        if entry is None or self._suspended:
             self.misses += 1
             return None
         age = self._clock() - entry.fetched_at
@@ -109,6 +111,19 @@ class GrantCache:
         cutoff = self._clock() - self.ttl
         for entry in self._entries.values():
             entry.fetched_at = min(entry.fetched_at, cutoff)
+
+    def suspend(self) -> None:
+        """Trust no entry alone until :meth:`resume`: the change feed is down.
+
+        Every lookup then goes to the store, so a revocation is seen the moment
+        the store answers again; entries stay only as the outage fallback.
+        """
+        self._suspended = True
+
+    def resume(self) -> None:
+        """The change feed is back: trust entries again once the store confirms them."""
+        self.expire_all()
+        self._suspended = False
 
     def drop_token(self, token_id: str) -> None:
         for token_hash in self._by_token.pop(token_id, set()).copy():

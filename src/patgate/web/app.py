@@ -126,7 +126,19 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 async def _change_listener(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(listen_for_changes(app))
     yield
-    task.cancel()
+    await stop_task(task)
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for its end, cancelling again if it shrugs one off.
+
+    On Python 3.11 ``asyncio.wait_for`` (redis-py connects with it) swallows a
+    cancellation that lands as the connection completes (CPython gh-86296),
+    and the listener would then run forever and hang shutdown.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
@@ -140,17 +152,22 @@ async def listen_for_changes(app: web.Application) -> None:
         try:
             if reconnecting:
                 await store.ping()
-                # Notices sent while we were away are lost: distrust the cache.
-                cache.expire_all()
+                # Notices sent while we were away are lost: every entry must
+                # be confirmed by the store again before it is trusted.
+                cache.resume()
                 await streams.revalidate(gate, streams.all())
                 log.info("change_feed_reconnected")
                 reconnecting = False
+                delay = 0.05
             async for change in store.changes():
                 delay = 0.05
                 await _apply_change(change, cache, gate, streams)
         except StoreUnavailableError as exc:
             if not reconnecting:
                 log.warning("change_feed_lost", error=str(exc))
+                # Deaf to revocations: ask the store on every request until
+                # the feed is back; the cache is only the outage fallback.
+                cache.suspend()
             reconnecting = True
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
@@ -173,9 +190,7 @@ async def _apply_change(
 async def _usage_flusher(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_flush_usage_forever(app))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     await flush_usage(app)
 
 

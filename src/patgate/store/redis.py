@@ -44,6 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from patgate.errors import (
     ConflictError,
@@ -226,6 +227,10 @@ class RedisStore:
                 # a blind retry could apply a create or a count twice.
                 retry=Retry(NoBackoff(), 0),
                 client_name="patgate",
+                # With these on ("auto", the default) redis-py skips its check
+                # for pooled connections the server closed, so after a Redis
+                # restart every idle connection failed one call (a 503).
+                maint_notifications_config=MaintNotificationsConfig(enabled=False),
             )
         except ValueError as err:
             raise UsageError(f"invalid Redis store URL {display}: {err}") from None

@@ -90,6 +90,16 @@ class NamedPrintLogger(structlog.PrintLogger):
         super().__init__(file)
         self.name = name
 
+    def msg(self, message: str) -> None:
+        # One write per line: the workers of ``serve`` share stderr, and
+        # print() writes the newline apart, so their lines could run together.
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
 
 class NamedPrintLoggerFactory:
     """``structlog.get_logger(name)`` → a :class:`NamedPrintLogger` on ``file``."""

@@ -1,34 +1,60 @@
 """``patgate serve``: run the gateway, with workers, reload and graceful stop.
 
-One process per worker, all bound to the same port with SO_REUSEPORT and
-sharing one store. SIGHUP reloads routes (a broken file is refused, the old
-routes keep serving); SIGTERM/SIGINT stop accepting and let in-flight
-requests finish (up to ``shutdown_timeout``).
+One process per worker, each with its own listening socket on the same port
+(SO_REUSEPORT, so the kernel spreads connections), all sharing one store.
+The sockets are bound before the workers are forked, so no connection ever
+lands on a socket that nobody will accept from. The "listening" line is
+printed once every worker serves and handles signals: a script that waits for
+it may send requests, SIGHUP or SIGTERM at once.
+
+SIGHUP reloads routes (a broken file is refused, the old routes keep
+serving); SIGTERM/SIGINT close the listening sockets and let in-flight
+requests finish (up to ``SHUTDOWN_TIMEOUT``), then exit 0. Signals that
+arrive while a worker starts are held until it can handle them.
+
+Library log records (aiohttp, asyncio) go through structlog too, so stderr
+holds only JSON lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
 
 from patgate.config import Config
 from patgate.errors import PatgateError
 from patgate.store import open_store
-from patgate.web.app import create_app, reload_config
+from patgate.web.app import CONFIG, create_app, reload_config
 from patgate.web.ops import AccessLogger
 
 log = structlog.get_logger("patgate.server")
 
 SHUTDOWN_TIMEOUT = 30.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# What a reload cannot change in a running process.
+RESTART_ONLY = (
+    "listen_host",
+    "listen_port",
+    "store",
+    "workers",
+    "pepper",
+    "token_prefix",
+    "cache",
+    "limits",
+)
 ConfigLoader = Callable[[], Config]
+Ready = Callable[[], None]
 
 
 def install_uvloop() -> bool:
@@ -43,72 +69,232 @@ def install_uvloop() -> bool:
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as err:
+        sock.close()
+        reason = err.strerror or str(err)
+        raise PatgateError(f"cannot listen on {_host(host)}:{port}: {reason}") from None
     sock.setblocking(False)
     return sock
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (the first picks it if ``port`` is 0)."""
+    first = bind_socket(host, port, reuse_port=count > 1)
+    socks = [first]
+    try:
+        for _ in range(count - 1):
+            socks.append(bind_socket(host, first.getsockname()[1], reuse_port=True))
+    except PatgateError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     """Run until SIGTERM/SIGINT. ``load`` reads the config (again on SIGHUP)."""
     config = load()
+    route_library_logs()
     uvloop = install_uvloop()
     workers = max(1, config.workers)
-    sock = bind_socket(config.listen_host, config.listen_port, reuse_port=workers > 1)
-    host, port = sock.getsockname()[:2]
+    socks = bind_sockets(config.listen_host, config.listen_port, workers)
+    host, port = socks[0].getsockname()[:2]
     for warning in config.warnings:
         log.warning("config_warning", message=warning)
-    out(
+    banner = (
         f"patgate listening on http://{_host(host)}:{port} "
         f"(store {_display_store(config.store)}, {len(config.routes)} routes, "
         f"{workers} worker{'s' if workers > 1 else ''}"
         f"{', uvloop' if uvloop else ''})"
     )
-    sys.stdout.flush()
+
+    def announce() -> None:
+        out(banner)
+        sys.stdout.flush()
+
+    # Held until the process can handle them gracefully (see _serve_one).
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     if workers == 1:
-        return asyncio.run(_serve_one(load, config, sock))
-    return _serve_many(load, config, sock, workers)
+        return asyncio.run(_serve_one(load, config, socks[0], announce))
+    return _serve_many(load, config, socks, announce)
 
 
-def _serve_many(load: ConfigLoader, config: Config, sock: socket.socket, n: int) -> int:
-    """Fork ``n`` workers that each bind the port with SO_REUSEPORT."""
-    host, port = sock.getsockname()[:2]
-    children: list[int] = []
-    for _ in range(n):
+def _serve_many(
+    load: ConfigLoader, config: Config, socks: Sequence[socket.socket], ready: Ready
+) -> int:
+    """Fork one worker per socket; relay signals; exit when all have stopped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    children: set[int] = set()
+    for sock in socks:
         pid = os.fork()
-        if pid == 0:  # the worker
-            sock.close()
-            worker_sock = bind_socket(host, port, reuse_port=True)
-            code = asyncio.run(_serve_one(load, config, worker_sock))
-            os._exit(code)
-        children.append(pid)
-    sock.close()
+        if pid == 0:
+            os.close(read_end)
+            _run_worker(load, config, sock, socks, write_end)
+        children.add(pid)
+    os.close(write_end)
+    for sock in socks:
+        sock.close()
+    supervisor = _Supervisor(children)
+    for signum in SIGNALS:
+        signal.signal(signum, supervisor.relay)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    with os.fdopen(read_end, "rb") as readiness:
+        started = len(readiness.read(len(socks)))
+    if started == len(socks) and not supervisor.stopping:
+        ready()
+    elif not supervisor.stopping:
+        log.error("workers_failed_to_start", started=started, workers=len(socks))
+        supervisor.stop(failed=True)
+    return supervisor.wait()
 
-    def relay(signum: int, _frame: object) -> None:
-        for child in children:
+
+def _run_worker(
+    load: ConfigLoader,
+    config: Config,
+    sock: socket.socket,
+    socks: Sequence[socket.socket],
+    ready_fd: int,
+) -> None:
+    """The body of a forked worker; never returns into the parent's code."""
+    code = 1
+    try:
+        for other in socks:
+            if other is not sock:
+                other.close()
+
+        def ready() -> None:
+            os.write(ready_fd, b".")
+            os.close(ready_fd)
+
+        code = asyncio.run(_serve_one(load, config, sock, ready))
+    except BaseException as exc:  # a worker must not fall back into the parent
+        log.error("worker_crashed", pid=os.getpid(), error=repr(exc))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class _Supervisor:
+    """The parent of the workers: relays signals and collects exit codes."""
+
+    def __init__(self, children: set[int]) -> None:
+        self.children = children
+        self.stopping = False
+        self.failed = False
+
+    def relay(self, signum: int, _frame: object) -> None:
+        if signum != signal.SIGHUP:
+            self.stopping = True
+        self._send(signum)
+
+    def stop(self, *, failed: bool) -> None:
+        self.stopping = True
+        self.failed = self.failed or failed
+        self._send(signal.SIGTERM)
+
+    def wait(self) -> int:
+        while self.children:
+            pid, status = os.wait()
+            if pid not in self.children:
+                continue
+            self.children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if not self.stopping:
+                # One worker gone means the port serves at reduced capacity
+                # and nobody notices: stop all, so a supervisor restarts us.
+                log.error("worker_died", pid=pid, code=code)
+                self.stop(failed=True)
+            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                self.failed = True
+        return 1 if self.failed else 0
+
+    def _send(self, signum: int) -> None:
+        for child in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, relay)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
-    return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else 1
+
+class Drain:
+    """Requests in progress, so that a stop lets them finish.
+
+    aiohttp's own graceful shutdown stops reading from every connection at
+    once, so an upload in progress would stall until the timeout and fail:
+    we wait for the handlers first, with the listening socket closed, and
+    only then let aiohttp close what is left (idle keep-alive connections).
+    Responses started meanwhile say ``Connection: close``. WebSockets would
+    hold the stop for the whole timeout: they are closed at once.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._websockets: set[asyncio.Task[object]] = set()
+
+    def install(self, app: web.Application) -> None:
+        @web.middleware
+        async def count_in_flight(
+            request: web.Request, handler: Handler
+        ) -> web.StreamResponse:
+            return await self._run(request, handler)
+
+        app.middlewares.append(count_in_flight)
+        app.on_response_prepare.append(self.on_response_prepare)
+
+    async def _run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        task = asyncio.current_task()
+        websocket = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+        if websocket and task is not None:
+            self._websockets.add(task)
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self._websockets.discard(task)
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def on_response_prepare(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        if self.draining:
+            response.force_close()
+
+    def start(self) -> None:
+        """From now on, responses close their connection; WebSockets close."""
+        self.draining = True
+        for task in list(self._websockets):
+            task.cancel()
+
+    async def finished(self) -> None:
+        await self._idle.wait()
 
 
-async def _serve_one(load: ConfigLoader, config: Config, sock: socket.socket) -> int:
+async def _serve_one(
+    load: ConfigLoader, config: Config, sock: socket.socket, ready: Ready
+) -> int:
     store = open_store(config.store)
     app = create_app(config, store)
+    drain = Drain()
+    drain.install(app)
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # What is left once Drain has waited SHUTDOWN_TIMEOUT: cut it short.
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     site = web.SockSite(runner, sock)
@@ -117,11 +303,20 @@ async def _serve_one(load: ConfigLoader, config: Config, sock: socket.socket) ->
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(app, load))
+    loop.add_signal_handler(signal.SIGHUP, _reload, app, load)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     log.info("gateway_started", pid=os.getpid(), routes=len(config.routes))
+    ready()
     try:
         await stop.wait()
-        log.info("gateway_draining", pid=os.getpid())
+        log.info("gateway_draining", pid=os.getpid(), in_flight=drain.in_flight)
+        await site.stop()
+        drain.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                await drain.finished()
+        if drain.in_flight:
+            log.warning("drain_timeout", pid=os.getpid(), cancelled=drain.in_flight)
     finally:
         await runner.cleanup()
         await store.close()
@@ -133,10 +328,70 @@ def _reload(app: web.Application, load: ConfigLoader) -> None:
     try:
         config = load()
     except PatgateError as exc:
-        log.error("config_reload_failed", error=str(exc), kept="previous routes")
+        log.error(
+            "config_reload_failed",
+            pid=os.getpid(),
+            error=str(exc),
+            kept="previous routes",
+        )
         return
+    previous = app[CONFIG]
+    ignored = [
+        name
+        for name in RESTART_ONLY
+        if getattr(config, name) != getattr(previous, name)
+    ]
     reload_config(app, config)
-    log.info("config_reloaded", routes=len(config.routes))
+    log.info("config_reloaded", pid=os.getpid(), routes=len(config.routes))
+    if ignored:
+        # Routes, scope sets, headers and the rest apply now; these do not.
+        log.warning("config_reload_needs_restart", pid=os.getpid(), fields=ignored)
+
+
+class _StructlogHandler(logging.Handler):
+    """Library log records (aiohttp, asyncio) as structlog events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            if isinstance(error, HttpProcessingError):
+                # A client's malformed request (too long, bad syntax) is its
+                # failure, not ours; and the message quotes the raw request
+                # line or header, which may hold a token: log neither.
+                log.info(
+                    "bad_http_request",
+                    status=error.code,
+                    error=type(error).__name__,
+                    client=_client_of(record),
+                )
+                return
+            if isinstance(error, ConnectionResetError):
+                log.info("client_gone", error=type(error).__name__)
+                return
+            fields: dict[str, object] = {}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(
+                record.levelno, record.getMessage(), **fields
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _client_of(record: logging.LogRecord) -> object:
+    """The peer address aiohttp passes to "Error handling request from %s"."""
+    args = record.args
+    return args[0] if isinstance(args, tuple) and args else None
+
+
+def route_library_logs(level: int = logging.WARNING) -> None:
+    """Send stdlib logging to structlog: one JSON line, tracebacks included."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StructlogHandler):
+            root.removeHandler(handler)
+    root.addHandler(_StructlogHandler())
+    root.setLevel(level)
 
 
 def _host(host: str) -> str:

@@ -1,0 +1,227 @@
+"""Limits (SPEC §3 "Limits", issue 5), on real ``patgate serve`` processes.
+
+- A token's ``rate_limit`` (requests per minute) answers 429 with
+  ``Retry-After``; on Redis the count is shared by every gateway process, on
+  SQLite each process counts its own.
+- Failed authentication is throttled per client IP (the peer, or the
+  ``X-Forwarded-For`` hop named by a trusted proxy): that IP gets 429 with
+  ``Retry-After``, even with a good token, while other IPs carry on.
+- Oversized header lines and URLs are refused by the HTTP parser with a 4xx,
+  nothing reaches the upstream, and the log holds no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.gateway_harness import RecordingUpstream
+from tests.processes import (
+    GatewayProcess,
+    ProcessGroup,
+    StoreAdmin,
+    config_yaml,
+    route_yaml,
+)
+
+WINDOW = 60
+
+
+@pytest.fixture
+async def gateways(tmp_path) -> AsyncIterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        await group.stop_all()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    client: aiohttp.ClientSession,
+    gateway: GatewayProcess,
+    token: str,
+    forwarded_for: str | None = None,
+) -> tuple[int, str | None]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if forwarded_for:
+        headers["X-Forwarded-For"] = forwarded_for
+    async with client.get(gateway.url + "/api/x", headers=headers) as response:
+        await response.read()
+        return response.status, response.headers.get("Retry-After")
+
+
+def assert_retry_after(value: str | None) -> None:
+    assert value is not None, "429 without Retry-After"
+    assert 1 <= int(value) <= WINDOW
+
+
+async def spread(
+    client: aiohttp.ClientSession,
+    pair: list[GatewayProcess],
+    token: str,
+    per_gateway: int,
+) -> tuple[dict[int, list[int]], bool]:
+    """``per_gateway`` calls on each gateway, alternating; whether one window."""
+    started = time.time()
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    for _ in range(per_gateway):
+        for index, gateway in enumerate(pair):
+            status, retry_after = await call(client, gateway, token)
+            seen[index].append(status)
+            if status == 429:
+                assert_retry_after(retry_after)
+    one_window = started // WINDOW == time.time() // WINDOW
+    return seen, one_window
+
+
+async def start_pair(
+    gateways: ProcessGroup, store_url: str, upstream: RecordingUpstream
+) -> list[GatewayProcess]:
+    config = config_yaml(store_url, route_yaml("api", "/api/", upstream.url))
+    return list(await asyncio.gather(gateways.start(config), gateways.start(config)))
+
+
+async def test_rate_limit_is_shared_by_gateways_on_redis(
+    redis_url, gateways, client, upstream
+):
+    admin = StoreAdmin(redis_url)
+    try:
+        _, token = await admin.token("alice", rate_limit=5)
+    finally:
+        await admin.close()
+    pair = await start_pair(gateways, redis_url, upstream)
+    seen, one_window = await spread(client, pair, token, per_gateway=6)
+    allowed = sum(status == 200 for statuses in seen.values() for status in statuses)
+    assert {s for statuses in seen.values() for s in statuses} == {200, 429}
+    # A minute boundary inside the test opens a second window.
+    assert allowed == 5 if one_window else allowed <= 10
+    assert len(upstream.requests) == allowed
+
+
+async def test_rate_limit_is_per_process_on_sqlite(
+    sqlite_url, gateways, client, upstream
+):
+    admin = StoreAdmin(sqlite_url)
+    try:
+        _, token = await admin.token("alice", rate_limit=3)
+    finally:
+        await admin.close()
+    pair = await start_pair(gateways, sqlite_url, upstream)
+    seen, one_window = await spread(client, pair, token, per_gateway=5)
+    for statuses in seen.values():
+        if one_window:
+            assert statuses == [200, 200, 200, 429, 429]
+        else:
+            assert statuses.count(200) <= 6
+
+
+async def test_failed_auth_is_throttled_per_client_ip(
+    sqlite_url, gateways, client, upstream
+):
+    admin = StoreAdmin(sqlite_url)
+    try:
+        _, token = await admin.token("alice")
+    finally:
+        await admin.close()
+    gateway = await gateways.start(
+        config_yaml(
+            sqlite_url,
+            route_yaml("api", "/api/", upstream.url),
+            "trusted_proxies: [127.0.0.1/32]\nlimits: {failed_auth_per_minute: 3}",
+        )
+    )
+    attacker, bystander = "203.0.113.7", "198.51.100.9"
+    for _ in range(3):
+        assert (await call(client, gateway, "pgt_guess", attacker))[0] == 401
+    status, retry_after = await call(client, gateway, "pgt_guess", attacker)
+    assert status == 429
+    assert_retry_after(retry_after)
+    # Throttled means throttled: a good token from that IP waits too.
+    status, retry_after = await call(client, gateway, token, attacker)
+    assert status == 429
+    assert_retry_after(retry_after)
+    # Another client is not punished for it.
+    assert (await call(client, gateway, token, bystander))[0] == 200
+    assert (await call(client, gateway, "pgt_guess", bystander))[0] == 401
+    assert len(upstream.requests) == 1
+    throttled = [line for line in gateway.events("request") if line["status"] == 429]
+    assert [line["reason"] for line in throttled] == ["auth_throttled"] * 2
+
+
+async def raw_request(gateway: GatewayProcess, head: bytes) -> bytes:
+    """Send ``head`` as is; the first line of the answer."""
+    host, _, port = gateway.host.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+
+
+def status_of(line: bytes) -> int:
+    version, status, *_ = line.split(b" ", 2)
+    assert version in (b"HTTP/1.0", b"HTTP/1.1"), line
+    return int(status)
+
+
+@pytest.mark.parametrize(
+    ("what", "head"),
+    [
+        (
+            "header",
+            b"GET /api/x HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n",
+        ),
+        (
+            "credential",
+            b"GET /api/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer pgt_"
+            + b"b" * 4000
+            + b"\r\n\r\n",
+        ),
+        ("url", b"GET /api/" + b"c" * 3000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n"),
+        (
+            "query",
+            b"GET /api/x?access_token="
+            + b"d" * 3000
+            + b" HTTP/1.1\r\nHost: gw\r\n\r\n",
+        ),
+    ],
+)
+async def test_oversized_requests_are_refused_quietly(
+    what, head, sqlite_url, gateways, client, upstream
+):
+    admin = StoreAdmin(sqlite_url)
+    try:
+        _, token = await admin.token("alice")
+    finally:
+        await admin.close()
+    gateway = await gateways.start(
+        config_yaml(
+            sqlite_url,
+            route_yaml("api", "/api/", upstream.url),
+            "limits: {max_header_bytes: 2048, max_url_bytes: 1024}",
+        )
+    )
+    status = status_of(await raw_request(gateway, head))
+    print(f"oversized {what}: {status}")
+    assert 400 <= status < 500
+    assert upstream.requests == []
+    # Still serving; and the log is clean JSON without a traceback.
+    assert (await call(client, gateway, token))[0] == 200
+    await gateway.wait_for_event("request", count=1)
+    stderr = gateway.stderr()
+    assert "Traceback" not in stderr
+    assert all(line["level"] in ("info", "warning") for line in gateway.logs())
+    assert "dddd" not in stderr
+    assert "bbbb" not in stderr

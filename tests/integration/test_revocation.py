@@ -200,6 +200,13 @@ async def test_open_download_is_cut_after_revocation(
     print(f"download cut {cut_after * 1000:.1f} ms after the revocation")
     assert cut_after < BOUNDS[store_kind]
     assert received < size
+    # The cut request still has its one access line.
+    (line,) = await pair[1].wait_for_event("request")
+    assert (line["path"], line["status"], line["token_id"]) == (
+        "/api/download",
+        200,
+        token_id,
+    )
 
 
 async def test_open_websocket_is_closed_after_revocation(
@@ -225,3 +232,8 @@ async def test_open_websocket_is_closed_after_revocation(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect(pair[0].url + "/api/ws", headers=headers)
     assert refused.value.status == 401
+    lines = await pair[0].wait_for_event("request", count=2)
+    assert [(line["path"], line["status"]) for line in lines] == [
+        ("/api/ws", 101),
+        ("/api/ws", 401),
+    ]

@@ -273,3 +273,5 @@ async def test_sigterm_closes_websockets_at_once(
         message = await ws.receive(timeout=5)
     assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert await gateway.wait(within=5) == 0
+    access = [(line["path"], line["status"]) for line in gateway.events("request")]
+    assert access == [("/api/ws", 101)]

@@ -13,7 +13,8 @@ requests finish (up to ``SHUTDOWN_TIMEOUT``), then exit 0. Signals that
 arrive while a worker starts are held until it can handle them.
 
 Library log records (aiohttp, asyncio) go through structlog too, so stderr
-holds only JSON lines.
+holds only JSON lines; and every request gets its access line, also one that
+a revocation or a stop cut short (see :class:`InFlight`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -41,6 +43,8 @@ from patgate.web.ops import AccessLogger
 log = structlog.get_logger("patgate.server")
 
 SHUTDOWN_TIMEOUT = 30.0
+# The response a request was answered with, once its headers are on the way.
+PREPARED = web.RequestKey("patgate_prepared", web.StreamResponse)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # What a reload cannot change in a running process.
 RESTART_ONLY = (
@@ -223,56 +227,66 @@ class _Supervisor:
                 os.kill(child, signum)
 
 
-class Drain:
-    """Requests in progress, so that a stop lets them finish.
+class InFlight:
+    """Requests in progress: what a stop waits for, and what aiohttp leaves out.
 
     aiohttp's own graceful shutdown stops reading from every connection at
     once, so an upload in progress would stall until the timeout and fail:
-    we wait for the handlers first, with the listening socket closed, and
-    only then let aiohttp close what is left (idle keep-alive connections).
-    Responses started meanwhile say ``Connection: close``. WebSockets would
-    hold the stop for the whole timeout: they are closed at once.
+    a stop waits here for the handlers first, with the listening socket
+    closed, and only then lets aiohttp close what is left (idle keep-alive
+    connections). Responses started meanwhile say ``Connection: close``.
+    WebSockets would hold the stop for the whole timeout: they close at once.
+
+    aiohttp writes no access line for a handler that was cancelled: a stream
+    cut by a revocation (``StreamRegistry``) or by a stop gets its line here,
+    with the status it was sent with (499 if none was sent yet).
     """
 
     def __init__(self) -> None:
-        self.in_flight = 0
+        self.count = 0
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._websockets: set[asyncio.Task[object]] = set()
+        self._access = AccessLogger(logging.getLogger("aiohttp.access"), "")
 
     def install(self, app: web.Application) -> None:
         @web.middleware
-        async def count_in_flight(
+        async def in_flight(
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
             return await self._run(request, handler)
 
-        app.middlewares.append(count_in_flight)
-        app.on_response_prepare.append(self.on_response_prepare)
+        app.middlewares.append(in_flight)
+        app.on_response_prepare.append(self._on_response_prepare)
 
     async def _run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         task = asyncio.current_task()
-        websocket = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-        if websocket and task is not None:
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket" and task:
             self._websockets.add(task)
-        self.in_flight += 1
+        self.count += 1
         self._idle.clear()
+        started = time.monotonic()
         try:
             return await handler(request)
+        except asyncio.CancelledError:
+            sent = request.get(PREPARED) or web.StreamResponse(status=499)
+            self._access.log(request, sent, time.monotonic() - started)
+            raise
         finally:
             self._websockets.discard(task)
-            self.in_flight -= 1
-            if not self.in_flight:
+            self.count -= 1
+            if not self.count:
                 self._idle.set()
 
-    async def on_response_prepare(
+    async def _on_response_prepare(
         self, request: web.Request, response: web.StreamResponse
     ) -> None:
+        request[PREPARED] = response
         if self.draining:
             response.force_close()
 
-    def start(self) -> None:
+    def drain(self) -> None:
         """From now on, responses close their connection; WebSockets close."""
         self.draining = True
         for task in list(self._websockets):
@@ -287,13 +301,13 @@ async def _serve_one(
 ) -> int:
     store = open_store(config.store)
     app = create_app(config, store)
-    drain = Drain()
-    drain.install(app)
+    in_flight = InFlight()
+    in_flight.install(app)
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,
-        # What is left once Drain has waited SHUTDOWN_TIMEOUT: cut it short.
+        # What is left once InFlight waited SHUTDOWN_TIMEOUT: cut it short.
         shutdown_timeout=1.0,
     )
     await runner.setup()
@@ -309,14 +323,14 @@ async def _serve_one(
     ready()
     try:
         await stop.wait()
-        log.info("gateway_draining", pid=os.getpid(), in_flight=drain.in_flight)
+        log.info("gateway_draining", pid=os.getpid(), in_flight=in_flight.count)
         await site.stop()
-        drain.start()
+        in_flight.drain()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
-                await drain.finished()
-        if drain.in_flight:
-            log.warning("drain_timeout", pid=os.getpid(), cancelled=drain.in_flight)
+                await in_flight.finished()
+        if in_flight.count:
+            log.warning("drain_timeout", pid=os.getpid(), cancelled=in_flight.count)
     finally:
         await runner.cleanup()
         await store.close()

@@ -3,6 +3,8 @@
 The access log replaces aiohttp's, whose request line carries the query
 string (and with it ``?session=TOKEN``): ours logs the path without the query,
 the route, the token id and the outcome — never a credential.
+:func:`route_library_logs` sends aiohttp's and asyncio's own log records
+through structlog as well, so ``serve`` writes JSON lines only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,6 +34,7 @@ from patgate.policy import Decision
 from patgate.store.base import Store
 
 access_log = structlog.get_logger("patgate.access")
+http_log = structlog.get_logger("patgate.http")
 
 # What the proxy handler tells the access logger about a request.
 ROUTE_NAME = web.RequestKey("patgate_route", str)
@@ -191,3 +195,49 @@ class AccessLogger(AbstractAccessLogger):
     @property
     def enabled(self) -> bool:
         return True
+
+
+class _StructlogHandler(logging.Handler):
+    """Library log records (aiohttp, asyncio) as structlog events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            if isinstance(error, HttpProcessingError):
+                # A client's malformed request (too long, bad syntax) is its
+                # failure, not ours; and the message quotes the raw request
+                # line or header, which may hold a token: log neither.
+                http_log.info(
+                    "bad_http_request",
+                    status=error.code,
+                    error=type(error).__name__,
+                    client=_client_of(record),
+                )
+                return
+            if isinstance(error, ConnectionResetError):
+                http_log.info("client_gone", error=type(error).__name__)
+                return
+            fields: dict[str, object] = {}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(
+                record.levelno, record.getMessage(), **fields
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _client_of(record: logging.LogRecord) -> object:
+    """The peer address aiohttp passes to "Error handling request from %s"."""
+    args = record.args
+    return args[0] if isinstance(args, tuple) and args else None
+
+
+def route_library_logs(level: int = logging.WARNING) -> None:
+    """Send stdlib logging to structlog: one JSON line, tracebacks included."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StructlogHandler):
+            root.removeHandler(handler)
+    root.addHandler(_StructlogHandler())
+    root.setLevel(level)

@@ -31,14 +31,13 @@ from collections.abc import Callable, Sequence
 
 import structlog
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from patgate.config import Config
 from patgate.errors import PatgateError
 from patgate.store import open_store
 from patgate.web.app import CONFIG, create_app, reload_config
-from patgate.web.ops import AccessLogger
+from patgate.web.ops import AccessLogger, route_library_logs
 
 log = structlog.get_logger("patgate.server")
 
@@ -360,52 +359,6 @@ def _reload(app: web.Application, load: ConfigLoader) -> None:
     if ignored:
         # Routes, scope sets, headers and the rest apply now; these do not.
         log.warning("config_reload_needs_restart", pid=os.getpid(), fields=ignored)
-
-
-class _StructlogHandler(logging.Handler):
-    """Library log records (aiohttp, asyncio) as structlog events."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            error = record.exc_info[1] if record.exc_info else None
-            if isinstance(error, HttpProcessingError):
-                # A client's malformed request (too long, bad syntax) is its
-                # failure, not ours; and the message quotes the raw request
-                # line or header, which may hold a token: log neither.
-                log.info(
-                    "bad_http_request",
-                    status=error.code,
-                    error=type(error).__name__,
-                    client=_client_of(record),
-                )
-                return
-            if isinstance(error, ConnectionResetError):
-                log.info("client_gone", error=type(error).__name__)
-                return
-            fields: dict[str, object] = {}
-            if record.exc_info:
-                fields["exc_info"] = record.exc_info
-            structlog.get_logger(record.name).log(
-                record.levelno, record.getMessage(), **fields
-            )
-        except Exception:
-            self.handleError(record)
-
-
-def _client_of(record: logging.LogRecord) -> object:
-    """The peer address aiohttp passes to "Error handling request from %s"."""
-    args = record.args
-    return args[0] if isinstance(args, tuple) and args else None
-
-
-def route_library_logs(level: int = logging.WARNING) -> None:
-    """Send stdlib logging to structlog: one JSON line, tracebacks included."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _StructlogHandler):
-            root.removeHandler(handler)
-    root.addHandler(_StructlogHandler())
-    root.setLevel(level)
 
 
 def _host(host: str) -> str:

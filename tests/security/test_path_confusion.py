@@ -129,12 +129,6 @@ async def test_encoded_line_breaks_never_reach_the_upstream(
     assert upstream.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/app.py: the catch-all route '/{tail:.*}' does not match a"
-    " decoded '\\n', so aiohttp's router answers a plain-text 404 before"
-    " normalise_path can refuse the path with the gateway's 400",
-)
 async def test_encoded_line_break_is_refused_by_the_gateway_with_400(
     gateway: Gateway, upstream: RecordingUpstream, client: aiohttp.ClientSession
 ) -> None:

@@ -24,7 +24,6 @@ from tests.security.conftest import (
     bearer,
     exchange,
     parse_responses,
-    parser_name,
     request,
     send_raw,
 )
@@ -401,14 +400,6 @@ async def test_non_utf8_header_value_is_never_a_gateway_error(
             assert name.lower() not in ("x-a", "authorization", "x-patgate-user")
 
 
-@pytest.mark.xfail(
-    parser_name() == "Python",
-    strict=True,
-    reason="web/proxy.py: under the pure-Python parser (AIOHTTP_NO_EXTENSIONS=1)"
-    " a raw non-UTF-8 byte in the query reaches the upstream URL and aiohttp's"
-    " client raises UnicodeEncodeError: a 500 from the gateway itself (the C"
-    " parser refuses the request line with 400)",
-)
 @pytest.mark.parametrize("query", [b"q=\xff", b"access_token=\xff\xfe", b"q=\xc3("])
 async def test_raw_non_utf8_query_is_refused_not_a_gateway_error(
     gateway: Gateway, upstream: RecordingUpstream, query: bytes

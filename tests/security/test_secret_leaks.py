@@ -195,12 +195,6 @@ async def test_credential_headers_are_removed_before_forwarding(
     assert_nothing_betrays([token], upstream_text(upstream))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/proxy.py: on an auth: none route the client's Authorization"
-    " header and ?access_token= are forwarded untouched, so a client that"
-    " always sends its PAT hands it to the public upstream",
-)
 async def test_patgate_token_sent_to_a_public_route_does_not_reach_its_upstream(
     gateway: Gateway, upstream: RecordingUpstream
 ) -> None:

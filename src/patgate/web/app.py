@@ -93,7 +93,8 @@ def create_app(
     from patgate.web.api import setup_management  # api.py imports our AppKeys
 
     setup_management(app)
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    # [\s\S], not ".": a path with %0A must reach the proxy (and its 400) too.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
 
 

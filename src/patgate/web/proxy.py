@@ -17,10 +17,16 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patgate.config import Config, RouteConfig
-from patgate.extract import CredentialError, extract_credential, strip_query_params
+from patgate.extract import (
+    Credential,
+    CredentialError,
+    extract_credential,
+    strip_query_params,
+)
 from patgate.gate import Gate, RequestView
 from patgate.paths import PathError, normalise_path
 from patgate.policy import CompiledRoute, Decision, Router
+from patgate.tokens import parse_token
 from patgate.web.errors import error_response, refusal_response
 from patgate.web.headers import (
     add_forwarding,
@@ -36,6 +42,8 @@ from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
 from patgate.web.streams import StreamRegistry
 
 CHUNK = 256 * 1024
+# Headers a public request carried a patgate token in (see _without_patgate_tokens).
+DROP_HEADERS = web.RequestKey("patgate_drop_headers", frozenset)
 _IF_URL = re.compile(r"<([^>]+)>")
 
 
@@ -124,6 +132,13 @@ class ProxyHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         raw_path, _, raw_query = request.raw_path.partition("?")
+        if raw_query and not _clean_query(raw_query):
+            # SECURITY: the pure-Python parser lets raw non-ASCII and control
+            # bytes through where the C parser refuses them; refuse both alike.
+            request[REASON] = "bad_query"
+            return error_response(
+                400, "invalid_request", message="The query string is malformed."
+            )
         try:
             path = normalise_path(raw_path)
         except PathError as exc:
@@ -172,6 +187,10 @@ class ProxyHandler:
             if "query" in config.credentials and raw_query:
                 # SECURITY: the token never travels on in the forwarded URL.
                 raw_query = strip_query_params(raw_query, config.query_params)
+        else:
+            raw_query = _without_patgate_tokens(
+                request, route, raw_query, state.config.token_prefix
+            )
         return await self._forward(
             request, route, path, raw_query, view, decision, peer_trusted
         )
@@ -189,8 +208,12 @@ class ProxyHandler:
         state = self.state
         config = route.config
         target = state.targets[config.name]
+        drop = target.drop
+        extra_drop = request.get(DROP_HEADERS)
+        if extra_drop:
+            drop = drop | extra_drop
         headers = upstream_headers(
-            request.headers, drop=target.drop, peer_trusted=peer_trusted
+            request.headers, drop=drop, peer_trusted=peer_trusted
         )
         add_forwarding(
             headers,
@@ -270,13 +293,14 @@ class ProxyHandler:
             length = upstream.headers.get(hdrs.CONTENT_LENGTH)
             if length is not None and length.isdigit():
                 response.content_length = int(length)
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
-            except (TimeoutError, ClientError):
-                # Headers are gone already; cutting the connection is the
-                # only honest way to tell the client the body is short.
+            except (TimeoutError, ClientError, ConnectionResetError):
+                # The upstream failed mid-body (headers are gone already:
+                # cutting the connection is the only honest way to say the
+                # body is short), or the client left (ClientConnectionResetError).
                 if request.transport is not None:
                     request.transport.close()
                 return response
@@ -376,3 +400,37 @@ class ProxyHandler:
 
 def _wants_websocket(request: web.Request) -> bool:
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+
+
+def _clean_query(raw_query: str) -> bool:
+    return raw_query.isascii() and raw_query.isprintable()
+
+
+def _without_patgate_tokens(
+    request: web.Request, route: CompiledRoute, raw_query: str, prefix: str
+) -> str:
+    """The query of a public request minus patgate tokens; marks such headers.
+
+    SECURITY: a token sent to an ``auth: none`` route by mistake must not
+    leak to that route's upstream. Only values that pass the token checksum
+    are removed, so an upstream's own credentials still pass.
+    """
+    config = route.config
+    drop: set[str] = set()
+    authorization = request.headers.get(hdrs.AUTHORIZATION)
+    if authorization is not None:
+        found = extract_credential((authorization,), (), "", ("bearer", "basic"), ())
+        if isinstance(found, Credential) and parse_token(found.value, prefix):
+            drop.add(hdrs.AUTHORIZATION)
+    api_key = request.headers.get(config.api_key_header)
+    if api_key is not None and parse_token(api_key.strip(), prefix):
+        drop.add(config.api_key_header)
+    if drop:
+        request[DROP_HEADERS] = frozenset(header_key(name) for name in drop)
+    if raw_query:
+        found = extract_credential((), (), raw_query, ("query",), config.query_params)
+        if isinstance(found, CredentialError) or (
+            isinstance(found, Credential) and parse_token(found.value, prefix)
+        ):
+            raw_query = strip_query_params(raw_query, config.query_params)
+    return raw_query

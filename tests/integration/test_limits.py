@@ -154,7 +154,8 @@ async def test_failed_auth_is_throttled_per_client_ip(
     assert (await call(client, gateway, token, bystander))[0] == 200
     assert (await call(client, gateway, "pgt_guess", bystander))[0] == 401
     assert len(upstream.requests) == 1
-    throttled = [line for line in gateway.events("request") if line["status"] == 429]
+    lines = await gateway.wait_for_event("request", count=7)  # written in batches
+    throttled = [line for line in lines if line["status"] == 429]
     assert [line["reason"] for line in throttled] == ["auth_throttled"] * 2
 
 

@@ -1,5 +1,6 @@
 """Log set-up: redaction of token values and secrets, JSON lines, UTC timestamps."""
 
+import asyncio
 import io
 import json
 from datetime import datetime
@@ -10,6 +11,7 @@ from structlog.testing import capture_logs
 
 from patgate import logs, tokens
 from patgate.errors import UsageError
+from patgate.logs import ACCESS_LOG, AccessLog, configure_logging
 
 VALUE = tokens.format_token("pgt", "AbCd1234", "0123456789abcdefghijABCDEFGHIJkl")
 OTHER_PREFIX = tokens.format_token("acme", "zzzzzzzz", "Z" * 32)
@@ -141,3 +143,67 @@ def test_console_rendering_is_redacted_too():
         structlog.reset_defaults()
     assert "hello" in out.getvalue()
     assert VALUE not in out.getvalue()
+
+
+# The access log's fast lane
+
+
+def access_fields(path: str = "/api/x") -> dict[str, object]:
+    return {"method": "GET", "path": path, "status": 200, "token_id": "AbCd1234"}
+
+
+def test_access_lines_are_json_with_the_common_shape_and_a_redacted_path():
+    out = io.StringIO()
+    access = AccessLog(out)
+    leaked = "pgt_" + "A" * 46
+    access.write(access_fields(f"/api/{leaked}/x"))
+    access.flush()
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "request"
+    assert record["logger"] == "patgate.access"
+    assert record["level"] == "info"
+    assert record["timestamp"].endswith("Z")
+    assert record["path"] == "/api/[REDACTED]/x"
+    assert leaked not in line
+
+
+async def test_access_lines_are_batched_then_flushed_soon():
+    out = io.StringIO()
+    access = AccessLog(out, flush_delay=0.01)
+    for _ in range(3):
+        access.write(access_fields())
+    assert out.getvalue() == ""  # nothing written per request
+    await asyncio.sleep(0.05)
+    assert len(out.getvalue().splitlines()) == 3
+
+
+def test_each_write_is_whole_lines_within_an_atomic_pipe_write():
+    writes: list[str] = []
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    access = AccessLog(Recorder())
+    for index in range(200):
+        access.write(access_fields(f"/api/{index}"))
+    access.flush()
+    assert len(writes) > 1
+    for text in writes:
+        assert text.endswith("\n")
+        assert len(text.encode()) <= 4096
+    assert sum(len(text.splitlines()) for text in writes) == 200
+
+
+def test_access_log_follows_the_configured_level():
+    out = io.StringIO()
+    try:
+        configure_logging(level="warning", stream=out)
+        assert not ACCESS_LOG.enabled
+        configure_logging(level="info", stream=out)
+        assert ACCESS_LOG.enabled
+    finally:
+        structlog.reset_defaults()
+        ACCESS_LOG.stream = None

@@ -30,10 +30,10 @@ from prometheus_client.registry import Collector
 from patgate.cache import GrantCache
 from patgate.errors import StoreUnavailableError
 from patgate.gate import Gate
+from patgate.logs import ACCESS_LOG
 from patgate.policy import Decision
 from patgate.store.base import Store
 
-access_log = structlog.get_logger("patgate.access")
 http_log = structlog.get_logger("patgate.http")
 
 # What the proxy handler tells the access logger about a request.
@@ -176,25 +176,26 @@ class AccessLogger(AbstractAccessLogger):
         status = response.status
         if metrics is not None:
             metrics.count(route, outcome_of(request, status), request.get(AUTH_SECONDS))
-        if not self.enabled:
+        if not ACCESS_LOG.enabled:
             return
-        access_log.info(
-            "request",
-            method=request.method,
-            path=request.raw_path.partition("?")[0],
-            status=status,
-            route=route or None,
-            token_id=decision.token_id if decision else None,
-            user=decision.user if decision else None,
-            reason=decision.reason if decision else request.get(REASON),
-            client=request.remote,
-            duration_ms=round(time * 1000, 3),
-            pid=self.pid,
+        ACCESS_LOG.write(
+            {
+                "method": request.method,
+                "path": request.raw_path.partition("?")[0],
+                "status": status,
+                "route": route or None,
+                "token_id": decision.token_id if decision else None,
+                "user": decision.user if decision else None,
+                "reason": decision.reason if decision else request.get(REASON),
+                "client": request.remote,
+                "duration_ms": round(time * 1000, 3),
+                "pid": self.pid,
+            }
         )
 
     @property
     def enabled(self) -> bool:
-        return True
+        return ACCESS_LOG.enabled
 
 
 class _StructlogHandler(logging.Handler):

@@ -35,6 +35,7 @@ from aiohttp.typedefs import Handler
 
 from patgate.config import Config
 from patgate.errors import PatgateError
+from patgate.logs import ACCESS_LOG
 from patgate.store import open_store
 from patgate.web.app import CONFIG, create_app, reload_config
 from patgate.web.ops import AccessLogger, route_library_logs
@@ -132,6 +133,7 @@ def _serve_many(
     load: ConfigLoader, config: Config, socks: Sequence[socket.socket], ready: Ready
 ) -> int:
     """Fork one worker per socket; relay signals; exit when all have stopped."""
+    ACCESS_LOG.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -181,6 +183,7 @@ def _run_worker(
     except BaseException as exc:  # a worker must not fall back into the parent
         log.error("worker_crashed", pid=os.getpid(), error=repr(exc))
     finally:
+        ACCESS_LOG.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -333,6 +336,7 @@ async def _serve_one(
     finally:
         await runner.cleanup()
         await store.close()
+        ACCESS_LOG.flush()
     log.info("gateway_stopped", pid=os.getpid())
     return 0
 

@@ -583,6 +583,14 @@ async def test_users_for_admins(gateway, client):
     assert changed.status == 200
     assert (changed.body["scopes"], changed.body["disabled"]) == (["api:*"], True)
     assert (await call(client, gateway, "GET", "/whoami", auth=carol)).status == 401
+    promoted = await call(
+        client, gateway, "PATCH", "/users/carol", {"admin": True}, auth=ROOT
+    )
+    assert (promoted.status, promoted.body["admin"]) == (200, True)
+    self_demoted = await call(
+        client, gateway, "PATCH", "/users/root", {"admin": False}, auth=ROOT
+    )
+    assert self_demoted.status == 403
     bad = await call(
         client, gateway, "PATCH", "/users/carol", {"scopes": ["@nope"]}, auth=ROOT
     )

@@ -211,6 +211,20 @@ def test_user_disable_stops_token_creation_until_enabled(cli, alice):
     create_token(cli)
 
 
+def test_user_scopes_narrow_what_star_tokens_hold_and_admin_flag(cli, alice):
+    assert "may now grant api:read" in cli.ok(
+        "user", "scopes", "alice", "-s", "api:read"
+    )
+    (user,) = cli.json("user", "list")
+    assert user["scopes"] == ["api:read"]
+    line = cli.fails(1, "token", "create", "-u", "alice", "-s", "api:write")
+    assert "api:write" in line
+    assert "is an admin" in cli.ok("user", "admin", "alice", "on")
+    assert cli.json("user", "list")[0]["admin"] is True
+    assert "not an admin" in cli.ok("user", "admin", "alice", "off")
+    cli.fails(2, "user", "admin", "alice", "maybe")
+
+
 # tokens
 
 

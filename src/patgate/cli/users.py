@@ -92,6 +92,24 @@ def user_enable(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def user_scopes(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> User:
+        return await service.set_user_scopes(actor, args.login, args.scope)
+
+    user = run_with_service(args, work)
+    print(f"user {user.login} may now grant {', '.join(user.scopes)}")
+    return EXIT_OK
+
+
+def user_admin(args: argparse.Namespace) -> int:
+    async def work(service: TokenService, actor: Actor) -> User:
+        return await service.set_admin(actor, args.login, args.state == "on")
+
+    user = run_with_service(args, work)
+    print(f"user {user.login} is {'an admin' if user.admin else 'not an admin'}")
+    return EXIT_OK
+
+
 def add_user_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
     group = commands.add_parser("user", help="manage users")
     sub = group.add_subparsers(dest="user_command", metavar="ACTION", required=True)
@@ -130,3 +148,19 @@ def add_user_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> N
         ("enable", user_enable, "let a disabled user in again"),
     ):
         add_leaf(sub, name, handler, text).add_argument("login", metavar="LOGIN")
+
+    scopes = add_leaf(
+        sub,
+        "scopes",
+        user_scopes,
+        "replace what a user may grant (their * tokens follow)",
+    )
+    scopes.add_argument("login", metavar="LOGIN")
+    scopes.add_argument(
+        "-s", "--scope", action="append", required=True, metavar="SCOPE",
+        help="a scope or @set (repeatable)",
+    )  # fmt: skip
+
+    admin = add_leaf(sub, "admin", user_admin, "grant or take the admin flag")
+    admin.add_argument("login", metavar="LOGIN")
+    admin.add_argument("state", choices=("on", "off"))

@@ -106,6 +106,23 @@ class UserOperations(ServiceCore):
         )
         return changed
 
+    async def set_admin(self, actor: Actor, login: str, admin: bool) -> User:
+        """Grant or take the admin flag; an admin cannot drop their own."""
+        self._require_admin(actor)
+        if not admin and login == actor.login:
+            raise PermissionDeniedError("an admin cannot take their own admin flag")
+        user = await self._user(login)
+        if user.admin == admin:
+            return user
+        changed = replace(user, admin=admin, updated_at=self.now())
+        await self.store.update_user(changed)
+        self._audit.info(
+            "user.admin_granted" if admin else "user.admin_revoked",
+            login=login,
+            actor=actor.login,
+        )
+        return changed
+
     async def authenticate(self, login: str, password: str) -> User:
         """The user whose login and password these are; one error for every failure."""
         user = None

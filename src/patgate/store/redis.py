@@ -177,8 +177,9 @@ def user_tokens_key(login: str) -> str:
     return f"{user_key(login)}:tokens"
 
 
-def rate_key(key: str, window_start: int) -> str:
-    return f"{KEY_PREFIX}rl:{{{key}}}:{window_start}"
+def rate_key(key: str, window: int, window_start: int) -> str:
+    """The counter of ``key`` for one window; limits with other windows stay apart."""
+    return f"{KEY_PREFIX}rl:{{{key}}}:{window}:{window_start}"
 
 
 class RedisStore:
@@ -399,7 +400,7 @@ class RedisStore:
         ends_in = start + window - now
         with self._errors():
             hits = await self._take_rate(
-                keys=[rate_key(key, start)], args=[math.ceil(ends_in) + 1]
+                keys=[rate_key(key, window, start)], args=[math.ceil(ends_in) + 1]
             )
         if int(hits) > limit:
             return RateVerdict(allowed=False, retry_after=ends_in)

@@ -561,6 +561,8 @@ async def edit_user(request: web.Request) -> web.Response:
         user = await service.set_password(caller.actor, login, fields["password"])
     if "scopes" in fields:
         user = await service.set_user_scopes(caller.actor, login, fields["scopes"])
+    if "admin" in fields:
+        user = await service.set_admin(caller.actor, login, fields["admin"])
     if fields.get("disabled") is True:
         user = await service.disable_user(caller.actor, login)
     elif fields.get("disabled") is False:

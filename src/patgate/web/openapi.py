@@ -148,6 +148,7 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
     "UserEdit": _object(
         {
             "scopes": _STRINGS,
+            "admin": {"type": "boolean"},
             "disabled": {"type": "boolean"},
             "password": {**_STRING, "description": "A new password for the user."},
         }

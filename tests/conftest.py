@@ -38,6 +38,8 @@ class RedisServer:
     """A ``redis-server`` process we own, without persistence."""
 
     host = "127.0.0.1"
+    # No persistence: a kill loses the data (tests/processes.DurableRedis keeps it).
+    persistence: tuple[str, ...] = ("--appendonly", "no")
 
     def __init__(self, executable: str, directory: Path) -> None:
         self.executable = executable
@@ -64,7 +66,7 @@ class RedisServer:
                     "--port", str(self.port),
                     "--bind", self.host,
                     "--save", "",
-                    "--appendonly", "no",
+                    *self.persistence,
                     "--daemonize", "no",
                     "--dir", str(self.directory),
                 ],

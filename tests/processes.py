@@ -35,7 +35,7 @@ import pytest
 from patgate.models import TokenRecord
 from patgate.service import Actor, TokenService
 from patgate.store import Store, open_store
-from tests.conftest import REDIS_START_TIMEOUT, RedisServer
+from tests.conftest import RedisServer
 
 PEPPER = "process-test-pepper"
 START_TIMEOUT = 20.0
@@ -271,35 +271,7 @@ class DurableRedis(RedisServer):
     port loses nothing already stored.
     """
 
-    def start(self) -> None:
-        if self.running:
-            return
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    self.executable,
-                    "--port", str(self.port),
-                    "--bind", self.host,
-                    "--save", "",
-                    "--appendonly", "yes",
-                    "--appendfsync", "always",
-                    "--daemonize", "no",
-                    "--dir", str(self.directory),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-            )  # fmt: skip
-        deadline = time.monotonic() + REDIS_START_TIMEOUT
-        while not self._answers_ping():
-            if not self.running or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(
-                    f"redis-server on port {self.port} did not start:\n"
-                    + self.log_path.read_text(errors="replace")[-2000:],
-                    pytrace=False,
-                )
-            time.sleep(0.02)
+    persistence = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 @contextmanager

@@ -20,6 +20,25 @@ from typing import Protocol
 
 from patgate.models import Change, TokenGrant, TokenRecord, Usage, User
 
+# What a management write (update_token) may change; usage fields, the owner
+# and the creation facts are not in it. Both adapters write exactly these.
+TOKEN_SETTINGS = (
+    "token_hash",
+    "name",
+    "scopes",
+    "project",
+    "expiry",
+    "expires_at",
+    "sliding_window",
+    "max_lifetime",
+    "updated_at",
+    "allowed_cidrs",
+    "rate_limit",
+    "status",
+    "previous_hash",
+    "previous_hash_until",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RateVerdict:

@@ -62,7 +62,7 @@ from patgate.models import (
     Usage,
     User,
 )
-from patgate.store.base import RateVerdict
+from patgate.store.base import TOKEN_SETTINGS, RateVerdict
 
 KEY_PREFIX = "patgate:"
 USERS_KEY = f"{KEY_PREFIX}users"
@@ -140,25 +140,6 @@ local hits = redis.call('INCR', KEYS[1])
 if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return hits
 """
-
-# What a management write (update_token) may change; usage fields, the owner
-# and the creation facts are not in it.
-TOKEN_SETTINGS = (
-    "token_hash",
-    "name",
-    "scopes",
-    "project",
-    "expiry",
-    "expires_at",
-    "sliding_window",
-    "max_lifetime",
-    "updated_at",
-    "allowed_cidrs",
-    "rate_limit",
-    "status",
-    "previous_hash",
-    "previous_hash_until",
-)
 
 
 def token_key(token_id: str) -> str:

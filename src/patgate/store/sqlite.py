@@ -48,7 +48,7 @@ from patgate.models import (
     Usage,
     User,
 )
-from patgate.store.base import RateVerdict
+from patgate.store.base import TOKEN_SETTINGS, RateVerdict
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -125,24 +125,6 @@ TOKEN_COLUMNS = (
     "last_used_at",
     "last_used_ip",
     "use_count",
-    "allowed_cidrs",
-    "rate_limit",
-    "status",
-    "previous_hash",
-    "previous_hash_until",
-)
-# What a management write (update_token) may change; usage fields, the owner
-# and the creation facts are not in it.
-TOKEN_SETTINGS = (
-    "token_hash",
-    "name",
-    "scopes",
-    "project",
-    "expiry",
-    "expires_at",
-    "sliding_window",
-    "max_lifetime",
-    "updated_at",
     "allowed_cidrs",
     "rate_limit",
     "status",

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, hdrs, web
+from aiohttp.helpers import sentinel
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -42,6 +43,10 @@ from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
 from patgate.web.streams import StreamRegistry
 
 CHUNK = 256 * 1024
+# The upstream session's defaults (app.py); routes with other timeouts pass theirs.
+DEFAULT_TIMEOUT = ClientTimeout(total=None, sock_connect=5.0, sock_read=300.0)
+# Headers aiohttp would add on its own; an upstream sees the client's instead.
+SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
 # Headers a public request carried a patgate token in (see _without_patgate_tokens).
 DROP_HEADERS = web.RequestKey("patgate_drop_headers", frozenset)
 _IF_URL = re.compile(r"<([^>]+)>")
@@ -53,7 +58,7 @@ class RouteTarget:
 
     base: str  # upstream origin + base path, no trailing slash
     origin: URL
-    timeout: ClientTimeout
+    timeout: ClientTimeout | None  # None: the session's DEFAULT_TIMEOUT
     drop: frozenset[str]  # folded header names never forwarded on this route
     inject: tuple[tuple[str, str], ...]
 
@@ -97,14 +102,13 @@ def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
         (name, secret_text(value)) for name, value in route.upstream_headers.items()
     )
     drop.update(header_key(name) for name, _ in inject)
+    timeout = ClientTimeout(
+        total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
+    )
     return RouteTarget(
         base=str(upstream).rstrip("/"),
         origin=upstream.origin(),
-        timeout=ClientTimeout(
-            total=None,
-            sock_connect=route.connect_timeout,
-            sock_read=route.read_timeout,
-        ),
+        timeout=None if timeout == DEFAULT_TIMEOUT else timeout,
         drop=frozenset(drop),
         inject=inject,
     )
@@ -248,7 +252,8 @@ class ProxyHandler:
         if _wants_websocket(request) and config.websocket:
             from patgate.web.websocket import proxy_websocket
 
-            with self.streams.track(route, view, decision):
+            stream = self.streams.open(route, view, decision)
+            try:
                 return await proxy_websocket(
                     request,
                     self.session,
@@ -256,10 +261,15 @@ class ProxyHandler:
                     headers,
                     config.error_style,
                 )
-        with self.streams.track(route, view, decision):
+            finally:
+                self.streams.close(stream)
+        stream = self.streams.open(route, view, decision)
+        try:
             return await self._stream(
                 request, URL(url, encoded=True), headers, target, config.error_style
             )
+        finally:
+            self.streams.close(stream)
 
     async def _stream(
         self,
@@ -277,8 +287,9 @@ class ProxyHandler:
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                timeout=target.timeout,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                # The session's own (the default route timeouts) unless this
+                # route has others: a per-request timeout costs on every call.
+                timeout=target.timeout or sentinel,
             )
         except TimeoutError:
             return error_response(504, "gateway_timeout", style=style)

@@ -37,7 +37,7 @@ from patgate.config import Config
 from patgate.errors import PatgateError
 from patgate.logs import ACCESS_LOG
 from patgate.store import open_store
-from patgate.web.app import CONFIG, create_app, reload_config
+from patgate.web.app import AROUND_PROXY, CONFIG, create_app, reload_config
 from patgate.web.ops import AccessLogger, route_library_logs
 
 log = structlog.get_logger("patgate.server")
@@ -253,19 +253,17 @@ class InFlight:
         self._access = AccessLogger(logging.getLogger("aiohttp.access"), "")
 
     def install(self, app: web.Application) -> None:
-        @web.middleware
-        async def in_flight(
-            request: web.Request, handler: Handler
-        ) -> web.StreamResponse:
-            return await self._run(request, handler)
-
-        app.middlewares.append(in_flight)
+        """Count proxied requests; management calls are short and get
+        aiohttp's own shutdown grace (``shutdown_timeout``)."""
+        app[AROUND_PROXY] = self._run
         app.on_response_prepare.append(self._on_response_prepare)
 
     async def _run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        task = asyncio.current_task()
-        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket" and task:
-            self._websockets.add(task)
+        task = None
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            task = asyncio.current_task()
+            if task is not None:
+                self._websockets.add(task)
         self.count += 1
         self._idle.clear()
         started = time.monotonic()
@@ -276,7 +274,8 @@ class InFlight:
             self._access.log(request, sent, time.monotonic() - started)
             raise
         finally:
-            self._websockets.discard(task)
+            if task is not None:
+                self._websockets.discard(task)
             self.count -= 1
             if not self.count:
                 self._idle.set()

@@ -10,8 +10,6 @@ passes. SPEC §8 "Long-lived connections".
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from patgate.gate import Gate, RequestView
@@ -35,22 +33,24 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    @contextmanager
-    def track(
+    def open(
         self,
         route: CompiledRoute,
         view: RequestView | None,
         decision: Decision | None,
-    ) -> Iterator[None]:
+    ) -> Stream | None:
+        """Register the current task's response; pair with :meth:`close`."""
+        if view is None or decision is None or not decision.token_id:
+            return None
         task = asyncio.current_task()
-        if view is None or decision is None or task is None or not decision.token_id:
-            yield
-            return
+        if task is None:
+            return None
         stream = Stream(task, route, view, decision.token_id, decision.user or "")
         self._streams.add(stream)
-        try:
-            yield
-        finally:
+        return stream
+
+    def close(self, stream: Stream | None) -> None:
+        if stream is not None:
             self._streams.discard(stream)
 
     def affected(self, change: Change) -> list[Stream]:

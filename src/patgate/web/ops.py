@@ -195,7 +195,9 @@ class AccessLogger(AbstractAccessLogger):
 
     @property
     def enabled(self) -> bool:
-        return ACCESS_LOG.enabled
+        # Always: aiohttp skips log() when this is False, and the request
+        # metrics are counted there too; the line itself follows the level.
+        return True
 
 
 class _StructlogHandler(logging.Handler):

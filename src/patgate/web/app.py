@@ -125,7 +125,7 @@ def reload_config(app: web.Application, config: Config) -> None:
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    connector = TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
+    connector = TCPConnector(limit=0, limit_per_host=0)
     session = ClientSession(
         connector=connector,
         auto_decompress=False,

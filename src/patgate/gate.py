@@ -20,7 +20,7 @@ from patgate.models import ExpiryModel, TokenGrant
 from patgate.policy import CompiledRoute, Decision, decide
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
-from patgate.tokens import hash_token, hashes_match, parse_token
+from patgate.tokens import hash_token, hashes_match, token_id_of
 from patgate.usage import UsageRecorder
 
 RATE_WINDOW = 60
@@ -94,15 +94,13 @@ class Gate:
         credential = view.credential
         if credential is None:
             return MISSING
-        parsed = parse_token(credential.value, self.prefix)
-        if parsed is None:
+        token_id = token_id_of(credential.value, self.prefix)
+        if token_id is None:
             # SECURITY: a bad shape or checksum never reaches the store.
             self.throttle.note_failure(ip, now)
             return MALFORMED
-        token_hash = hash_token(parsed.value, self._pepper)
-        decision, grant = await self._decide(
-            route, view, token_hash, parsed.token_id, now
-        )
+        token_hash = hash_token(credential.value, self._pepper)
+        decision, grant = await self._decide(route, view, token_hash, token_id, now)
         if not decision.allowed or grant is None:
             if decision.status == 401:
                 self.throttle.note_failure(ip, now)

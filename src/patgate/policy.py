@@ -261,13 +261,20 @@ def _check_scopes(
         )
     if not scopes.grants(needed):
         return _insufficient("scope", needed, token.id, token.owner, header)
+    return _allowed(token.id, token.owner, needed, header)
+
+
+@lru_cache(maxsize=16384)
+def _allowed(token_id: str, user: str, scope: str | None, header: str) -> Decision:
+    # Decisions are frozen, so one instance serves every request it fits;
+    # building a 9-field frozen dataclass costs ~1.2 us on the hot path.
     return Decision(
         allowed=True,
         status=200,
         reason="ok",
-        scope=needed,
-        token_id=token.id,
-        user=token.owner,
+        scope=scope,
+        token_id=token_id,
+        user=user,
         scopes_header=header,
     )
 

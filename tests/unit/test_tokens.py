@@ -136,3 +136,15 @@ def test_hashes_match_is_constant_time_compare():
     assert tokens.hash_token(GOLDEN[0][3], b"p1") != tokens.hash_token(
         GOLDEN[0][3], b"p2"
     )
+
+
+@given(st.text(max_size=80))
+def test_token_id_of_agrees_with_parse_token(text):
+    parsed = tokens.parse_token(text)
+    assert tokens.token_id_of(text) == (parsed.token_id if parsed else None)
+
+
+@pytest.mark.parametrize(("prefix", "token_id", "secret", "value"), GOLDEN)
+def test_token_id_of_golden(prefix, token_id, secret, value):
+    assert tokens.token_id_of(value, prefix) == token_id
+    assert tokens.token_id_of(value[:-1] + "x", prefix) is None

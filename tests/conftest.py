@@ -17,11 +17,18 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from patgate.store import Store, open_store
+from tests.gateway_harness import (
+    Gateway,
+    RecordingUpstream,
+    StartGateway,
+    start_gateway,
+)
 
 REDIS_START_TIMEOUT = 10.0
 
@@ -156,3 +163,34 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# Gateways on real sockets (tests/gateway_harness.py), for every test folder.
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RecordingUpstream]:
+    """A recording upstream on a free loopback port."""
+    server = RecordingUpstream()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def make_gateway() -> AsyncIterator[StartGateway]:
+    """``await make_gateway(store_url, routes_yaml, extra=...)``; stopped after."""
+    started: list[Gateway] = []
+
+    async def make(store_url: str, routes: str, **kwargs: Any) -> Gateway:
+        gateway = await start_gateway(store_url, routes, **kwargs)
+        started.append(gateway)
+        return gateway
+
+    try:
+        yield make
+    finally:
+        for gateway in reversed(started):
+            await gateway.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,3 +223,6 @@ async def start_gateway(
         config, store, service, app, runner, f"http://127.0.0.1:{port}",
         f"127.0.0.1:{port}",
     )  # fmt: skip
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]

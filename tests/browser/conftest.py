@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import make_gateway, upstream
-
-__all__ = ["browser_context", "make_gateway", "upstream"]
+__all__ = ["browser_context"]
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,9 +25,7 @@ import pytest
 from aiohttp import http_parser
 from multidict import CIMultiDict
 
-from tests.gateway_harness import Gateway, RecordingUpstream, start_gateway
-
-StartGateway = Callable[..., Awaitable[Gateway]]
+from tests.gateway_harness import Gateway, RecordingUpstream, StartGateway
 
 # The routes most attacks aim at: a token route, a public route sharing the
 # same upstream (so a path trick that escapes one lands on the other), and a
@@ -73,30 +71,14 @@ def pytest_report_header() -> str:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    server = RecordingUpstream()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def make_gateway() -> AsyncIterator[StartGateway]:
-    started: list[Gateway] = []
+def make_gateway(make_gateway: StartGateway) -> StartGateway:
+    """The shared factory, with failed-auth throttling off unless a test sets it."""
 
     async def make(store_url: str, routes: str, **kwargs: object) -> Gateway:
         kwargs.setdefault("extra", NO_THROTTLE)
-        gateway = await start_gateway(store_url, routes, **kwargs)  # type: ignore[arg-type]
-        started.append(gateway)
-        return gateway
+        return await make_gateway(store_url, routes, **kwargs)
 
-    try:
-        yield make
-    finally:
-        for gateway in reversed(started):
-            await gateway.stop()
+    return make
 
 
 @pytest.fixture

@@ -162,3 +162,34 @@ async def test_metrics_count_requests_with_the_access_log_off(gateway):
     finally:
         ACCESS_LOG.enabled = True
     assert 'patgate_requests_total{outcome="allowed",route="api"} 3.0' in metrics
+
+
+async def test_webdav_destination_and_if_urls_point_at_the_upstream(gateway, upstream):
+    token = await gateway.token("alice")
+    origin = gateway.url
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Destination": f"{origin}/api/dav/b.txt",
+        "If": f'<{origin}/api/dav/a.txt> (["etag-1"])',
+    }
+    async with aiohttp.ClientSession() as client:
+        moved = await client.request("MOVE", origin + "/api/dav/a.txt", headers=headers)
+        elsewhere = await client.request(
+            "MOVE",
+            origin + "/api/dav/a.txt",
+            headers={**headers, "Destination": f"{origin}/public/stolen.txt"},
+        )
+        ambiguous = await client.request(
+            "MOVE",
+            origin + "/api/dav/a.txt",
+            headers={**headers, "Destination": f"{origin}/api/dav%2fb.txt"},
+        )
+    assert moved.status == 200
+    seen = upstream.last
+    assert seen.headers["Destination"] == f"{upstream.url}/api/dav/b.txt"
+    assert seen.headers["If"] == f'<{upstream.url}/api/dav/a.txt> (["etag-1"])'
+    # SECURITY: a MOVE may not write outside its route, nor through a
+    # Destination spelled to dodge the path checks.
+    assert elsewhere.status == 403
+    assert ambiguous.status == 400
+    assert len(upstream.requests) == 1

@@ -17,8 +17,9 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 import redis
 
@@ -30,6 +31,9 @@ from tests.gateway_harness import (
     StartGateway,
     start_gateway,
 )
+
+if TYPE_CHECKING:
+    from tests.processes import ProcessGroup
 
 REDIS_START_TIMEOUT = 10.0
 
@@ -206,3 +210,21 @@ def _flush_access_log() -> Iterator[None]:
     """
     yield
     ACCESS_LOG.flush()
+
+
+@pytest.fixture
+async def gateways(tmp_path: Path) -> AsyncIterator[ProcessGroup]:
+    """Real ``patgate serve`` processes for one test, all stopped after it."""
+    from tests.processes import ProcessGroup  # it imports this module
+
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        await group.stop_all()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

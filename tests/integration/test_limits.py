@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -29,21 +28,6 @@ from tests.processes import (
 )
 
 WINDOW = 60
-
-
-@pytest.fixture
-async def gateways(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def call(

@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import aiohttp
-import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
@@ -28,7 +26,6 @@ from yarl import URL
 from tests.gateway_harness import RecordingUpstream
 from tests.processes import (
     GatewayProcess,
-    ProcessGroup,
     StoreAdmin,
     config_yaml,
     poll,
@@ -37,21 +34,6 @@ from tests.processes import (
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture
-async def gateways(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def api_config(store_url: str, upstream: RecordingUpstream, extra: str = "") -> str:

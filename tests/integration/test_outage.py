@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from tests.gateway_harness import RecordingUpstream
 from tests.processes import (
     DurableRedis,
     GatewayProcess,
-    ProcessGroup,
     StoreAdmin,
     config_yaml,
     durable_redis,
@@ -44,21 +43,6 @@ def redis(tmp_path: Path) -> Iterator[DurableRedis]:
     assert executable is not None, "redis-server is not installed"
     with durable_redis(executable, tmp_path / "redis") as server:
         yield server
-
-
-@pytest.fixture
-async def gateways(tmp_path: Path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def outage_config(store_url: str, upstream: RecordingUpstream, cache: str) -> str:

@@ -55,15 +55,6 @@ async def admin(shared_url: str) -> AsyncIterator[StoreAdmin]:
 
 
 @pytest.fixture
-async def gateways(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-
-
-@pytest.fixture
 async def pair(
     gateways: ProcessGroup, shared_url: str, upstream: RecordingUpstream
 ) -> list[GatewayProcess]:
@@ -71,12 +62,6 @@ async def pair(
         shared_url, route_yaml("api", "/api/", upstream.url), LONG_CACHE
     )
     return list(await asyncio.gather(gateways.start(config), gateways.start(config)))
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def status(client: aiohttp.ClientSession, url: str, token: str) -> int:

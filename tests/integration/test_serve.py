@@ -20,22 +20,12 @@ import pytest
 from tests.gateway_harness import RecordingUpstream
 from tests.processes import (
     GatewayProcess,
-    ProcessGroup,
     StoreAdmin,
     config_yaml,
     poll,
     process_env,
     route_yaml,
 )
-
-
-@pytest.fixture
-async def gateways(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
 
 
 @pytest.fixture
@@ -51,12 +41,6 @@ async def admin(sqlite_url: str) -> AsyncIterator[StoreAdmin]:
 async def token(admin: StoreAdmin) -> str:
     _, value = await admin.token("alice")
     return value
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def api_config(store_url: str, upstream: RecordingUpstream, *more_routes: str) -> str:

@@ -3,7 +3,8 @@
 import asyncio
 import io
 import json
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -166,6 +167,41 @@ def test_access_lines_are_json_with_the_common_shape_and_a_redacted_path():
     assert record["timestamp"].endswith("Z")
     assert record["path"] == "/api/[REDACTED]/x"
     assert leaked not in line
+
+
+def test_access_lines_escape_client_text_exactly_as_json_does():
+    out = io.StringIO()
+    access = AccessLog(out)
+    odd = 'quote" back\\slash \x00\x1f tab\t é ✓ \udcff'
+    access.request("GET", "/api/" + odd, 404, None, None, odd, None, "::1", 0.125, 7)
+    access.flush()
+    (line,) = out.getvalue().splitlines()
+    assert line.isascii()
+    record = json.loads(line)
+    assert record["path"] == "/api/" + odd
+    assert record["user"] == odd
+    assert record["route"] is None
+    assert record["token_id"] is None
+    assert (record["status"], record["duration_ms"], record["pid"]) == (404, 0.125, 7)
+    assert record["client"] == "::1"
+    stamp = datetime.fromisoformat(record["timestamp"].removesuffix("Z"))
+    assert abs(stamp.replace(tzinfo=UTC).timestamp() - time.time()) < 5
+    assert list(record) == [
+        "method",
+        "path",
+        "status",
+        "route",
+        "token_id",
+        "user",
+        "reason",
+        "client",
+        "duration_ms",
+        "pid",
+        "event",
+        "logger",
+        "level",
+        "timestamp",
+    ]
 
 
 async def test_access_lines_are_batched_then_flushed_soon():

@@ -42,7 +42,9 @@ class RecordingUpstream:
     """An upstream that records what reaches it. Special paths:
 
     ``.../download?size=N`` streams N bytes; ``.../slow?delay=S`` waits S
-    seconds; ``.../ws`` is a WebSocket echo; anything else echoes as JSON.
+    seconds; ``.../events?delay=S`` sends its headers, then a chunked body
+    after S seconds; ``.../ws`` is a WebSocket echo; anything else echoes
+    as JSON.
     """
 
     requests: list[Recorded] = field(default_factory=list)
@@ -96,6 +98,8 @@ class RecordingUpstream:
         )
         if path.endswith("/download"):
             return await self._download(request, int(request.query.get("size", "0")))
+        if path.endswith("/events"):
+            return await self._events(request, float(request.query.get("delay", "1")))
         if path.endswith("/slow"):
             await asyncio.sleep(float(request.query.get("delay", "1")))
         return web.json_response(
@@ -123,6 +127,14 @@ class RecordingUpstream:
             sent += len(piece)
             if delay:
                 await asyncio.sleep(delay)
+        await response.write_eof()
+        return response
+
+    async def _events(self, request: web.Request, delay: float) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)  # headers now, body of unknown length
+        await asyncio.sleep(delay)
+        await response.write(b"data: one\n\n")
         await response.write_eof()
         return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import aiohttp
@@ -193,3 +194,38 @@ async def test_webdav_destination_and_if_urls_point_at_the_upstream(gateway, ups
     assert elsewhere.status == 403
     assert ambiguous.status == 400
     assert len(upstream.requests) == 1
+
+
+async def test_small_response_arrives_whole_with_the_upstreams_length(gateway):
+    token = await gateway.token("alice", scopes=["api:read"])
+    auth = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as client:
+        async with client.get(gateway.url + "/api/hello", headers=auth) as got:
+            body = await got.read()
+            assert got.status == 200
+            assert got.headers["Content-Length"] == str(len(body))
+            assert got.headers["ETag"] == '"v1"'
+        async with client.head(gateway.url + "/api/hello", headers=auth) as head:
+            assert head.status == 200
+            # HEAD: the upstream's length (its echo names the method), no body.
+            expected = len(body) + len("HEAD") - len("GET")
+            assert head.headers["Content-Length"] == str(expected)
+            assert await head.read() == b""
+
+
+async def test_a_stream_of_unknown_length_gets_its_headers_before_its_body(gateway):
+    """Headers wait for the body only when it is small and of known length."""
+    token = await gateway.token("alice", scopes=["api:read"])
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as client:
+        started = loop.time()
+        async with client.get(
+            gateway.url + "/api/events?delay=1.5",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            headers_after = loop.time() - started
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "text/event-stream"
+            assert await response.read() == b"data: one\n\n"
+            body_after = loop.time() - started
+    assert headers_after < 1.0 <= body_after

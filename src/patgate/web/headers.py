@@ -148,16 +148,17 @@ def add_forwarding(
         headers["X-Forwarded-Host"] = host
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones and Content-Length."""
-    dropped = connection_named(upstream)
-    result: CIMultiDict[str] = CIMultiDict()
+def copy_response_headers(
+    upstream: CIMultiDictProxy[str], into: CIMultiDict[str]
+) -> None:
+    """Add the upstream's response headers, minus hop-by-hop ones and
+    Content-Length (the response sets its own), to ``into``."""
+    dropped = connection_named(upstream) if "Connection" in upstream else ()
     for name, value in upstream.items():
         key = name.lower()
         if key in HOP_BY_HOP or key in dropped or key == "content-length":
             continue
-        result.add(name, value)
-    return result
+        into.add(name, value)
 
 
 def identity_values(

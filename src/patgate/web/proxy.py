@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, hdrs, web
+from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout, hdrs, web
 from aiohttp.helpers import sentinel
 from multidict import CIMultiDict
 from yarl import URL
@@ -32,11 +32,11 @@ from patgate.web.errors import error_response, refusal_response
 from patgate.web.headers import (
     add_forwarding,
     client_address,
+    copy_response_headers,
     header_key,
     identity_values,
     is_trusted,
     parse_networks,
-    response_headers,
     upstream_headers,
 )
 from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
@@ -297,12 +297,14 @@ class ProxyHandler:
             return error_response(502, "bad_gateway", style=style)
         async with upstream:
             length = upstream.headers.get(hdrs.CONTENT_LENGTH)
-            small = length is not None and length.isdigit() and int(length) <= CHUNK
-            response = (CoalescedResponse if small else web.StreamResponse)(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=response_headers(upstream.headers),
+            if length is not None and length.isdigit():
+                size = int(length)
+                if size <= CHUNK and _has_body(request.method, upstream.status):
+                    return await _small_response(upstream, style)
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason
             )
+            copy_response_headers(upstream.headers, response.headers)
             if length is not None and length.isdigit():
                 response.content_length = int(length)
             try:
@@ -410,15 +412,27 @@ class ProxyHandler:
         return target.base + route.upstream_path(path)
 
 
-class CoalescedResponse(web.StreamResponse):
-    """A response whose headers leave with the first body chunk, in one write.
+async def _small_response(upstream: ClientResponse, style: str) -> web.StreamResponse:
+    """A body of known, small length, read whole and sent with its headers.
 
-    For a body of known, small length: one send instead of two, on the path
-    every API call takes. Bodies of unknown length (event streams) keep
-    aiohttp's default, headers at once, so a client is not kept waiting.
+    The path every API call takes: one send instead of two, and no chunk
+    loop. Bodies of unknown length (event streams) and large ones stream,
+    headers first. Nothing is sent yet, so a failing upstream is a 502/504.
     """
+    try:
+        body = await upstream.read()
+    except TimeoutError:
+        return error_response(504, "gateway_timeout", style=style)
+    except (ClientError, OSError):
+        return error_response(502, "bad_gateway", style=style)
+    response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+    copy_response_headers(upstream.headers, response.headers)
+    return response
 
-    _send_headers_immediately = False
+
+def _has_body(method: str, status: int) -> bool:
+    """Whether the upstream's Content-Length is that of a body on the wire."""
+    return method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
 def _wants_websocket(request: web.Request) -> bool:

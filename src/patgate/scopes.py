@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from patgate.errors import UsageError
 
@@ -142,12 +143,18 @@ class EffectiveScopes:
     def grants(self, wanted: str | None) -> bool:
         if wanted is None:
             return True
-        return any(scope_covers(held, wanted) for held in self.plain)
+        return _any_covers(self.plain, wanted)
 
     def allows_path(self, path: str, method: str) -> bool:
         if not self.nodes:
             return True
         return any(node.allows(path, method) for node in self.nodes)
+
+
+@lru_cache(maxsize=4096)
+def _any_covers(held: tuple[str, ...], wanted: str) -> bool:
+    """Memoised: every request asks it, of a handful of distinct scope sets."""
+    return any(scope_covers(scope, wanted) for scope in held)
 
 
 def effective_scopes(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -297,6 +298,26 @@ class InFlight:
         await self._idle.wait()
 
 
+# Young-generation threshold: above what the requests in flight hold at once.
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def settle_heap() -> None:
+    """Keep the cycle collector off the request path.
+
+    At CPython's default threshold (700 new container objects) a few dozen
+    requests in flight hold enough objects to set off a collection every
+    few requests, each walking them all and promoting them; under wrk -c50
+    that was ~190 ms of CPU in 5 s (8 us a request), and 11 collections with
+    the threshold here. Nearly everything a request allocates is freed by
+    reference counting anyway. ``gc.freeze`` parks what start-up built
+    (modules, config, app: ~45k objects) where full collections never walk.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 async def _serve_one(
     load: ConfigLoader, config: Config, sock: socket.socket, ready: Ready
 ) -> int:
@@ -314,6 +335,7 @@ async def _serve_one(
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -229,3 +229,71 @@ async def test_a_stream_of_unknown_length_gets_its_headers_before_its_body(gatew
             assert await response.read() == b"data: one\n\n"
             body_after = loop.time() - started
     assert headers_after < 1.0 <= body_after
+
+
+async def raw_request(url: str, head: str, body: bytes = b"") -> bytes:
+    """Send ``head`` (request line and headers, CRLF-joined) exactly as given."""
+    target = URL(url)
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+
+
+AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "body"),
+    [
+        ("GET", "", b""),
+        ("PUT", "Content-Length: 5", b"hello"),
+        ("PUT", "Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+    ],
+)
+async def test_the_upstream_gets_no_header_the_client_did_not_send(
+    gateway, upstream, method, extra, body
+):
+    token = await gateway.token("alice", scopes=["api:read", "api:write"])
+    lines = [
+        f"{method} /api/bare HTTP/1.1",
+        "Host: example.test",
+        f"Authorization: Bearer {token}",
+        "Connection: close",
+    ]
+    if extra:
+        lines.append(extra)
+    status = await raw_request(gateway.url, "\r\n".join(lines), body)
+    assert status.startswith(b"HTTP/1.1 200")
+    seen = upstream.last
+    assert seen.body_size == (5 if body else 0)
+    for name in AUTO_HEADERS:
+        assert name not in seen.headers, f"the gateway added {name}"
+
+
+async def test_the_clients_own_auto_headers_reach_the_upstream_unchanged(
+    gateway, upstream
+):
+    token = await gateway.token("alice", scopes=["api:read", "api:write"])
+    sent = {
+        "Accept": "application/vnd.x+json",
+        "Accept-Encoding": "br",
+        "User-Agent": "ci-job/1.0",
+        "Content-Type": "text/csv",
+    }
+    head = "\r\n".join(
+        [
+            "POST /api/import HTTP/1.1",
+            "Host: example.test",
+            f"Authorization: Bearer {token}",
+            "Connection: close",
+            "Content-Length: 3",
+            *(f"{name}: {value}" for name, value in sent.items()),
+        ]
+    )
+    assert (await raw_request(gateway.url, head, b"a,b")).startswith(b"HTTP/1.1 200")
+    for name, value in sent.items():
+        assert upstream.last.headers.getall(name) == [value]

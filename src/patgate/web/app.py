@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
-from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
+from aiohttp import web
 
 from patgate.cache import GrantCache
 from patgate.config import Config
@@ -26,13 +26,9 @@ from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
 from patgate.web.ops import METRICS as REQUEST_METRICS
 from patgate.web.ops import Metrics, healthz, metrics_handler, readyz_handler
-from patgate.web.proxy import (
-    DEFAULT_TIMEOUT,
-    SKIP_AUTO_HEADERS,
-    ProxyHandler,
-    ProxyState,
-)
+from patgate.web.proxy import ProxyHandler, ProxyState
 from patgate.web.streams import StreamRegistry
+from patgate.web.upstream import open_upstream_session
 
 log = structlog.get_logger("patgate.gateway")
 
@@ -125,14 +121,7 @@ def reload_config(app: web.Application, config: Config) -> None:
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    connector = TCPConnector(limit=0, limit_per_host=0)
-    session = ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        cookie_jar=DummyCookieJar(),
-        skip_auto_headers=SKIP_AUTO_HEADERS,
-        timeout=DEFAULT_TIMEOUT,
-    )
+    session = open_upstream_session()
     app[PROXY] = ProxyHandler(
         ProxyState.from_config(app[CONFIG]), app[GATE], session, app[STREAMS]
     )

@@ -41,12 +41,9 @@ from patgate.web.headers import (
 )
 from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
 from patgate.web.streams import StreamRegistry
+from patgate.web.upstream import DEFAULT_TIMEOUT
 
 CHUNK = 256 * 1024
-# The upstream session's defaults (app.py); routes with other timeouts pass theirs.
-DEFAULT_TIMEOUT = ClientTimeout(total=None, sock_connect=5.0, sock_read=300.0)
-# Headers aiohttp would add on its own; an upstream sees the client's instead.
-SKIP_AUTO_HEADERS = ("User-Agent", "Accept-Encoding", "Content-Type")
 # Headers a public request carried a patgate token in (see _without_patgate_tokens).
 DROP_HEADERS = web.RequestKey("patgate_drop_headers", frozenset)
 _IF_URL = re.compile(r"<([^>]+)>")

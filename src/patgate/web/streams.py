@@ -17,8 +17,11 @@ from patgate.models import Change, ChangeKind
 from patgate.policy import CompiledRoute, Decision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Stream:
+    """One registered response; compared and hashed by identity (cheap: the
+    registry adds and removes one on every proxied request)."""
+
     task: asyncio.Task[object]
     route: CompiledRoute
     view: RequestView

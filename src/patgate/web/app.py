@@ -24,7 +24,6 @@ from patgate.service import TokenService
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
-from patgate.web.ops import METRICS as REQUEST_METRICS
 from patgate.web.ops import Metrics, healthz, metrics_handler, readyz_handler
 from patgate.web.proxy import ProxyHandler, ProxyState
 from patgate.web.streams import StreamRegistry
@@ -107,7 +106,6 @@ def create_app(
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     app = request.app
-    request[REQUEST_METRICS] = app[METRICS]
     around = app.get(AROUND_PROXY)
     if around is None:
         return await app[PROXY](request)
@@ -123,7 +121,11 @@ def reload_config(app: web.Application, config: Config) -> None:
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     session = open_upstream_session()
     app[PROXY] = ProxyHandler(
-        ProxyState.from_config(app[CONFIG]), app[GATE], session, app[STREAMS]
+        ProxyState.from_config(app[CONFIG]),
+        app[GATE],
+        session,
+        app[STREAMS],
+        app[METRICS],
     )
     yield
     await session.close()

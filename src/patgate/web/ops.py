@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_left
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
@@ -35,12 +36,6 @@ from patgate.policy import Decision
 from patgate.store.base import Store
 
 http_log = structlog.get_logger("patgate.http")
-
-# What the proxy handler tells the access logger about a request.
-ROUTE_NAME = web.RequestKey("patgate_route", str)
-DECISION = web.RequestKey("patgate_decision", Decision)
-REASON = web.RequestKey("patgate_reason", str)
-AUTH_SECONDS = web.RequestKey("patgate_auth_seconds", float)
 
 
 # Upper bounds of the auth-time histogram, in seconds.
@@ -105,7 +100,23 @@ class _RequestCollector(Collector):
         )
 
 
-METRICS = web.RequestKey("patgate_metrics", Metrics)
+@dataclass(slots=True)
+class Exchange:
+    """What the proxy handler tells the access log and metrics of one request.
+
+    One object under one request key: each ``request[key]`` read or write is
+    a Python-level mapping call, and a request made a dozen of them.
+    """
+
+    metrics: Metrics
+    route: str = ""  # "" while no route matched
+    decision: Decision | None = None
+    reason: str | None = None  # why a request was refused before any decision
+    auth_seconds: float | None = None
+    drop_headers: frozenset[str] = frozenset()  # see proxy._without_patgate_tokens
+
+
+EXCHANGE = web.RequestKey("patgate_exchange", Exchange)
 
 
 class _GateCollector(Collector):
@@ -168,18 +179,18 @@ _REFUSALS = {
 }
 
 
-def outcome_of(request: web.BaseRequest, status: int) -> str:
+def outcome_of(exchange: Exchange, status: int) -> str:
     """What the gateway did with a request, for the ``outcome`` label.
 
     A refusal is labelled by the gateway's decision, so an upstream's own 401
     or 404 counts as forwarded ("allowed"), not as a refusal.
     """
-    decision = request.get(DECISION)
+    decision = exchange.decision
     if decision is not None and not decision.allowed:
         return _REFUSALS.get(decision.status, "refused")
-    if REASON in request:
+    if exchange.reason is not None:
         return "bad_request"
-    if ROUTE_NAME not in request:
+    if not exchange.route:
         return "no_route" if status == 404 else _REFUSALS.get(status, "other")
     if status == 502:
         return "upstream_error"
@@ -198,24 +209,27 @@ class AccessLogger(AbstractAccessLogger):
     def log(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        route = request.get(ROUTE_NAME, "")
-        decision = request.get(DECISION)
-        metrics = request.get(METRICS)
         status = response.status
-        if metrics is not None:
-            metrics.count(route, outcome_of(request, status), request.get(AUTH_SECONDS))
+        exchange = request.get(EXCHANGE)  # None: the management API, ops
+        route = token_id = user = reason = None
+        if exchange is not None:
+            exchange.metrics.count(
+                exchange.route, outcome_of(exchange, status), exchange.auth_seconds
+            )
+            route = exchange.route or None
+            decision = exchange.decision
+            if decision is None:
+                reason = exchange.reason
+            else:
+                token_id, user = decision.token_id, decision.user
+                reason = decision.reason
         if not ACCESS_LOG.enabled:
             return
-        if decision is None:
-            token_id = user = None
-            reason = request.get(REASON)
-        else:
-            token_id, user, reason = decision.token_id, decision.user, decision.reason
         ACCESS_LOG.request(
             request.method,
             request.raw_path.partition("?")[0],
             status,
-            route or None,
+            route,
             token_id,
             user,
             reason,

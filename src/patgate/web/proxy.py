@@ -39,13 +39,11 @@ from patgate.web.headers import (
     parse_networks,
     upstream_headers,
 )
-from patgate.web.ops import AUTH_SECONDS, DECISION, REASON, ROUTE_NAME
+from patgate.web.ops import EXCHANGE, Exchange, Metrics
 from patgate.web.streams import StreamRegistry
 from patgate.web.upstream import DEFAULT_TIMEOUT
 
 CHUNK = 256 * 1024
-# Headers a public request carried a patgate token in (see _without_patgate_tokens).
-DROP_HEADERS = web.RequestKey("patgate_drop_headers", frozenset)
 _IF_URL = re.compile(r"<([^>]+)>")
 
 
@@ -124,32 +122,36 @@ class ProxyHandler:
         gate: Gate,
         session: ClientSession,
         streams: StreamRegistry,
+        metrics: Metrics,
     ) -> None:
         self.state = state
         self.gate = gate
         self.session = session
         self.streams = streams
+        self.metrics = metrics
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         state = self.state
+        exchange = Exchange(self.metrics)
+        request[EXCHANGE] = exchange
         raw_path, _, raw_query = request.raw_path.partition("?")
         if raw_query and not _clean_query(raw_query):
             # SECURITY: the pure-Python parser lets raw non-ASCII and control
             # bytes through where the C parser refuses them; refuse both alike.
-            request[REASON] = "bad_query"
+            exchange.reason = "bad_query"
             return error_response(
                 400, "invalid_request", message="The query string is malformed."
             )
         try:
             path = normalise_path(raw_path)
         except PathError as exc:
-            request[REASON] = "bad_path"
+            exchange.reason = "bad_path"
             return error_response(400, "invalid_request", message=str(exc))
         route = state.router.match(request.headers.get(hdrs.HOST), path)
         if route is None:
             return error_response(404, "not_found")
         config = route.config
-        request[ROUTE_NAME] = config.name
+        exchange.route = config.name
         peer = request.remote
         peer_trusted = is_trusted(peer, state.trusted)  # type: ignore[arg-type]
         client_ip = client_address(peer, request.headers, state.trusted)  # type: ignore[arg-type]
@@ -167,7 +169,7 @@ class ProxyHandler:
                 config.query_params,
             )
             if isinstance(credential, CredentialError):
-                request[REASON] = credential.code
+                exchange.reason = credential.code
                 return error_response(
                     400,
                     "invalid_request",
@@ -176,8 +178,8 @@ class ProxyHandler:
                 )
             view = RequestView(request.method, path, client_ip, credential)
             decision = await self.gate.authorize(route, view)
-            request[AUTH_SECONDS] = time.perf_counter() - started
-            request[DECISION] = decision
+            exchange.auth_seconds = time.perf_counter() - started
+            exchange.decision = decision
             if not decision.allowed:
                 return refusal_response(
                     decision,
@@ -190,15 +192,16 @@ class ProxyHandler:
                 raw_query = strip_query_params(raw_query, config.query_params)
         else:
             raw_query = _without_patgate_tokens(
-                request, route, raw_query, state.config.token_prefix
+                request, exchange, route, raw_query, state.config.token_prefix
             )
         return await self._forward(
-            request, route, path, raw_query, view, decision, peer_trusted
+            request, exchange, route, path, raw_query, view, decision, peer_trusted
         )
 
     async def _forward(
         self,
         request: web.Request,
+        exchange: Exchange,
         route: CompiledRoute,
         path: str,
         raw_query: str,
@@ -210,9 +213,8 @@ class ProxyHandler:
         config = route.config
         target = state.targets[config.name]
         drop = target.drop
-        extra_drop = request.get(DROP_HEADERS)
-        if extra_drop:
-            drop = drop | extra_drop
+        if exchange.drop_headers:
+            drop = drop | exchange.drop_headers
         headers = upstream_headers(
             request.headers, drop=drop, peer_trusted=peer_trusted
         )
@@ -441,7 +443,11 @@ def _clean_query(raw_query: str) -> bool:
 
 
 def _without_patgate_tokens(
-    request: web.Request, route: CompiledRoute, raw_query: str, prefix: str
+    request: web.Request,
+    exchange: Exchange,
+    route: CompiledRoute,
+    raw_query: str,
+    prefix: str,
 ) -> str:
     """The query of a public request minus patgate tokens; marks such headers.
 
@@ -460,7 +466,7 @@ def _without_patgate_tokens(
     if api_key is not None and parse_token(api_key.strip(), prefix):
         drop.add(config.api_key_header)
     if drop:
-        request[DROP_HEADERS] = frozenset(header_key(name) for name in drop)
+        exchange.drop_headers = frozenset(header_key(name) for name in drop)
     if raw_query:
         found = extract_credential((), (), raw_query, ("query",), config.query_params)
         if isinstance(found, CredentialError) or (

@@ -297,3 +297,26 @@ async def test_the_clients_own_auto_headers_reach_the_upstream_unchanged(
     assert (await raw_request(gateway.url, head, b"a,b")).startswith(b"HTTP/1.1 200")
     for name, value in sent.items():
         assert upstream.last.headers.getall(name) == [value]
+
+
+async def test_repeated_headers_keep_their_order_and_host_is_the_upstreams(
+    gateway, upstream
+):
+    token = await gateway.token("alice", scopes=["api:read"])
+    head = "\r\n".join(
+        [
+            "GET /api/order HTTP/1.1",
+            "Host: gateway.example",
+            f"Authorization: Bearer {token}",
+            "X-Multi: one",
+            "Cache-Control: no-cache",
+            "X-Multi: two",
+            "x-multi: three",
+            "Connection: close",
+        ]
+    )
+    assert (await raw_request(gateway.url, head)).startswith(b"HTTP/1.1 200")
+    seen = upstream.last.headers
+    assert seen.getall("X-Multi") == ["one", "two", "three"]
+    assert seen.getall("Host") == [URL(upstream.url).raw_authority]
+    assert seen.getall("X-Forwarded-Host") == ["gateway.example"]

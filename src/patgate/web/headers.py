@@ -95,6 +95,9 @@ def upstream_headers(
     """
     dropped = connection_named(incoming)
     result: CIMultiDict[str] = CIMultiDict()
+    # aiohttp's client keeps repeats of a name only when they are spelled
+    # alike (X-A and x-a would leave just the last value): spell them alike.
+    spelling: dict[str, str] = {}
     for name, value in incoming.items():
         key = header_key(name)
         if key in HOP_BY_HOP or key in NOT_FORWARDED or key in dropped:
@@ -107,7 +110,7 @@ def upstream_headers(
             continue
         if not is_utf8(value):
             continue
-        result.add(name, value)
+        result.add(spelling.setdefault(name.lower(), name), value)
     return result
 
 

@@ -21,14 +21,16 @@ from aiohttp import (
     hdrs,
 )
 from aiohttp.typedefs import LooseHeaders
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 # The session's timeouts; routes with other timeouts pass theirs per request.
 DEFAULT_TIMEOUT = ClientTimeout(total=None, sock_connect=5.0, sock_read=300.0)
 # Headers aiohttp would add on its own; an upstream sees the client's instead.
 SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_SKIPPED: CIMultiDict[None] = CIMultiDict(
-    (name, None) for name in sorted(SKIP_AUTO_HEADERS)
+# Read-only: every request shares it, and aiohttp hands it out as
+# ``ClientRequest.skip_auto_headers``.
+_SKIPPED = CIMultiDictProxy(
+    CIMultiDict((name, None) for name in sorted(SKIP_AUTO_HEADERS))
 )
 
 
@@ -41,7 +43,8 @@ class UpstreamRequest(ClientRequest):
     """
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        self._skip_auto_headers = _SKIPPED
+        # aiohttp only tests membership in it (3.11.8 and later: pyproject.toml).
+        self._skip_auto_headers = _SKIPPED  # type: ignore[assignment]
 
     def update_headers(self, headers: LooseHeaders | None) -> None:
         """Host first, then the given headers in order, copied in C.

@@ -287,3 +287,72 @@ async def test_sliding_token_expiry_moves_in_the_store(
     assert str(shown["expires_at"]) > created["expires_at"]
     moved_to = datetime.fromisoformat(str(shown["expires_at"])).timestamp()
     assert abs(moved_to - (time.time() + 3600)) < 10
+
+
+async def test_request_metrics_read_as_prometheus_clients_own_would(sqlite_url):
+    """The hand-counted families render exactly like a Counter and a Histogram."""
+    import re
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from patgate.cache import GrantCache
+    from patgate.gate import Gate
+    from patgate.store import open_store
+    from patgate.throttle import FailureThrottle
+    from patgate.usage import UsageRecorder
+    from patgate.web.ops import AUTH_BUCKETS, Metrics
+
+    store = open_store(sqlite_url)
+    try:
+        cache = GrantCache(
+            max_entries=10, ttl=1, negative_ttl=1, max_stale=1, clock=time.time
+        )
+        gate = Gate(
+            store=store,
+            cache=cache,
+            usage=UsageRecorder(),
+            throttle=FailureThrottle(10),
+            prefix="pgt",
+            pepper=b"p",
+            clock=time.time,
+        )
+        ours = Metrics(gate, cache)
+        reference = CollectorRegistry()
+        requests = Counter(
+            "patgate_requests",
+            "Requests handled, by route and outcome.",
+            ("route", "outcome"),
+            registry=reference,
+        )
+        auth = Histogram(
+            "patgate_auth_seconds",
+            "Time spent authorising a request (extract to decision).",
+            buckets=AUTH_BUCKETS,
+            registry=reference,
+        )
+        # Bounds exactly, between, above the last; a request with no auth time.
+        for route, outcome, seconds in [
+            ("api", "allowed", 0.00001),
+            ("api", "allowed", 0.00002),
+            ("api", "unauthorized", 0.1),
+            ("files", "allowed", 3.0),
+            ("", "no_route", None),
+        ]:
+            ours.count(route, outcome, seconds)
+            requests.labels(route, outcome).inc()
+            if seconds is not None:
+                auth.observe(seconds)
+    finally:
+        await store.close()
+
+    def families(text: str) -> list[str]:
+        wanted = ("patgate_requests", "patgate_auth_seconds")
+        lines = [
+            line for line in text.splitlines() if wanted[0] in line or wanted[1] in line
+        ]
+        # Creation times differ by the microseconds between the two counts.
+        return [re.sub(r"(_created(\{[^}]*\})?) \S+$", r"\1 T", line) for line in lines]
+
+    assert families(generate_latest(ours.registry).decode()) == families(
+        generate_latest(reference).decode()
+    )

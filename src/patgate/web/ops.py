@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
@@ -27,6 +28,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from patgate.cache import GrantCache
 from patgate.errors import StoreUnavailableError
@@ -43,6 +46,8 @@ AUTH_BUCKETS = (
     *(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005),
     *(0.01, 0.05, 0.1, 0.5, 1.0, 2.5),
 )
+# Their ``le`` labels, spelled as prometheus-client spells them.
+_BUCKET_LABELS = tuple(floatToGoString(bound) for bound in AUTH_BUCKETS)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -56,6 +61,8 @@ class Metrics:
     def __init__(self, gate: Gate, cache: GrantCache) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests: dict[tuple[str, str], int] = {}
+        self.created: dict[tuple[str, str], float] = {}  # the _created series
+        self.started = time.time()
         self.auth_buckets = [0] * (len(AUTH_BUCKETS) + 1)  # the last: +Inf
         self.auth_sum = 0.0
         self.registry.register(_RequestCollector(self))
@@ -65,7 +72,11 @@ class Metrics:
         """One request done: ``route`` is "" when no route matched."""
         key = (route, outcome)
         requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        count = requests.get(key)
+        if count is None:
+            count = 0
+            self.created[key] = time.time()
+        requests[key] = count + 1
         if auth_seconds is not None:
             self.auth_buckets[bisect_left(AUTH_BUCKETS, auth_seconds)] += 1
             self.auth_sum += auth_seconds
@@ -82,22 +93,23 @@ class _RequestCollector(Collector):
             "Requests handled, by route and outcome.",
             labels=("route", "outcome"),
         )
-        for (route, outcome), count in list(metrics.requests.items()):
-            requests.add_metric((route, outcome), count)
+        created = metrics.created
+        for key, count in list(metrics.requests.items()):
+            requests.add_metric(key, count, created=created.get(key))
         yield requests
         cumulative = list(accumulate(metrics.auth_buckets))
-        yield HistogramMetricFamily(
+        auth = HistogramMetricFamily(
             "patgate_auth_seconds",
             "Time spent authorising a request (extract to decision).",
             buckets=[
-                *(
-                    (repr(bound), count)
-                    for bound, count in zip(AUTH_BUCKETS, cumulative, strict=False)
-                ),
+                *zip(_BUCKET_LABELS, cumulative, strict=False),
                 ("+Inf", cumulative[-1]),
             ],
             sum_value=metrics.auth_sum,
         )
+        # prometheus-client's own Histogram has a _created sample; so does ours.
+        auth.samples.append(Sample("patgate_auth_seconds_created", {}, metrics.started))
+        yield auth
 
 
 @dataclass(slots=True)

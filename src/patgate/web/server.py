@@ -311,7 +311,8 @@ def settle_heap() -> None:
     that was ~190 ms of CPU in 5 s (8 us a request), and 11 collections with
     the threshold here. Nearly everything a request allocates is freed by
     reference counting anyway. ``gc.freeze`` parks what start-up built
-    (modules, config, app: ~45k objects) where full collections never walk.
+    (modules, config, app: ~45k objects) where full collections never walk;
+    a reload unfreezes and settles again, so a replaced config is freed.
     """
     gc.collect()
     gc.freeze()
@@ -380,6 +381,10 @@ def _reload(app: web.Application, load: ConfigLoader) -> None:
         if getattr(config, name) != getattr(previous, name)
     ]
     reload_config(app, config)
+    # The old config and routes were frozen at start-up: unfreeze so that
+    # they can be collected, then freeze what is live now.
+    gc.unfreeze()
+    settle_heap()
     log.info("config_reloaded", pid=os.getpid(), routes=len(config.routes))
     if ignored:
         # Routes, scope sets, headers and the rest apply now; these do not.

@@ -320,3 +320,74 @@ async def test_repeated_headers_keep_their_order_and_host_is_the_upstreams(
     assert seen.getall("X-Multi") == ["one", "two", "three"]
     assert seen.getall("Host") == [URL(upstream.url).raw_authority]
     assert seen.getall("X-Forwarded-Host") == ["gateway.example"]
+
+
+# read_timeout: the longest the upstream may stay silent once it has the request.
+
+
+@pytest.fixture
+async def impatient(make_gateway, upstream, store_url):
+    return await make_gateway(store_url, api_routes(upstream, read_timeout="0.5"))
+
+
+async def test_an_upstream_slower_than_read_timeout_gets_a_504(impatient):
+    token = await impatient.token("alice", scopes=["api:read"])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            impatient.url + "/api/slow?delay=2",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        assert response.status == 504
+        assert (await response.json())["error"] == "gateway_timeout"
+    assert loop.time() - started < 1.8
+
+
+async def test_a_stream_that_stalls_longer_than_read_timeout_is_cut(impatient):
+    token = await impatient.token("alice", scopes=["api:read"])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    received: list[bytes] = []
+
+    async def drain(content: aiohttp.StreamReader) -> None:
+        async for chunk in content.iter_any():
+            received.append(chunk)
+
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(
+            impatient.url + "/api/download?size=1048576&chunk_delay=2",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        assert response.status == 200  # the headers left before the stall
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await drain(response.content)
+    assert 0 < sum(map(len, received)) < 1048576
+    assert loop.time() - started < 1.8
+
+
+async def test_read_timeout_is_silence_not_the_length_of_the_exchange(impatient):
+    """A slow upload and a slow but steady download both finish."""
+    token = await impatient.token("alice", scopes=["api:read", "api:write"])
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def trickle():
+        for _ in range(4):
+            yield b"x" * 1000
+            await asyncio.sleep(0.3)
+
+    async with aiohttp.ClientSession() as client:
+        async with client.put(
+            impatient.url + "/api/upload", data=trickle(), headers=auth
+        ) as uploaded:
+            assert uploaded.status == 200
+            assert (await uploaded.json())["body_size"] == 4000
+        async with client.get(
+            impatient.url + "/api/download?size=262144&chunk_delay=0.3", headers=auth
+        ) as downloaded:
+            assert downloaded.status == 200
+            assert len(await downloaded.read()) == 262144  # 4 chunks over ~1 s

@@ -126,6 +126,7 @@ class Exchange:
     reason: str | None = None  # why a request was refused before any decision
     auth_seconds: float | None = None
     drop_headers: frozenset[str] = frozenset()  # see proxy._without_patgate_tokens
+    response: web.StreamResponse | None = None  # a streamed one, once prepared
 
 
 EXCHANGE = web.RequestKey("patgate_exchange", Exchange)

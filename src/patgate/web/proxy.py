@@ -8,6 +8,7 @@ Bodies stream both ways in chunks; nothing is buffered whole.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from patgate.web.headers import (
     parse_networks,
     upstream_headers,
 )
+from patgate.web.inflight import InFlight
 from patgate.web.ops import EXCHANGE, Exchange, Metrics
 from patgate.web.streams import StreamRegistry
 from patgate.web.upstream import DEFAULT_TIMEOUT
@@ -123,17 +125,36 @@ class ProxyHandler:
         session: ClientSession,
         streams: StreamRegistry,
         metrics: Metrics,
+        in_flight: InFlight,
     ) -> None:
         self.state = state
         self.gate = gate
         self.session = session
         self.streams = streams
         self.metrics = metrics
+        self.in_flight = in_flight
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        state = self.state
         exchange = Exchange(self.metrics)
         request[EXCHANGE] = exchange
+        in_flight = self.in_flight
+        in_flight.enter()
+        started = time.monotonic()
+        try:
+            response = await self._handle(request, exchange)
+        except asyncio.CancelledError:
+            in_flight.cancelled(request, exchange, time.monotonic() - started)
+            raise
+        finally:
+            in_flight.leave()
+        if in_flight.draining:
+            response.force_close()
+        return response
+
+    async def _handle(
+        self, request: web.Request, exchange: Exchange
+    ) -> web.StreamResponse:
+        state = self.state
         raw_path, _, raw_query = request.raw_path.partition("?")
         if raw_query and not _clean_query(raw_query):
             # SECURITY: the pure-Python parser lets raw non-ASCII and control
@@ -248,31 +269,48 @@ class ProxyHandler:
         url = target.base + route.upstream_path(path)
         if raw_query:
             url += "?" + raw_query
-        if _wants_websocket(request) and config.websocket:
-            from patgate.web.websocket import proxy_websocket
-
-            stream = self.streams.open(route, view, decision)
-            try:
-                return await proxy_websocket(
-                    request,
-                    self.session,
-                    URL(url, encoded=True),
-                    headers,
-                    config.error_style,
-                )
-            finally:
-                self.streams.close(stream)
         stream = self.streams.open(route, view, decision)
         try:
+            if _wants_websocket(request) and config.websocket:
+                return await self._websocket(
+                    request, exchange, URL(url, encoded=True), headers, config
+                )
             return await self._stream(
-                request, URL(url, encoded=True), headers, target, config.error_style
+                request,
+                exchange,
+                URL(url, encoded=True),
+                headers,
+                target,
+                config.error_style,
             )
         finally:
             self.streams.close(stream)
 
+    async def _websocket(
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        url: URL,
+        headers: CIMultiDict[str],
+        config: RouteConfig,
+    ) -> web.StreamResponse:
+        from patgate.web.websocket import proxy_websocket
+
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add_websocket(task)  # a stop closes it at once
+        try:
+            return await proxy_websocket(
+                request, exchange, self.session, url, headers, config.error_style
+            )
+        finally:
+            if task is not None:
+                self.in_flight.discard_websocket(task)
+
     async def _stream(
         self,
         request: web.Request,
+        exchange: Exchange,
         url: URL,
         headers: CIMultiDict[str],
         target: RouteTarget,
@@ -306,6 +344,9 @@ class ProxyHandler:
             copy_response_headers(upstream.headers, response.headers)
             if length is not None and length.isdigit():
                 response.content_length = int(length)
+            if self.in_flight.draining:
+                response.force_close()
+            exchange.response = response
             try:
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(CHUNK):

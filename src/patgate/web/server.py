@@ -14,7 +14,7 @@ arrive while a worker starts are held until it can handle them.
 
 Library log records (aiohttp, asyncio) go through structlog too, so stderr
 holds only JSON lines; and every request gets its access line, also one that
-a revocation or a stop cut short (see :class:`InFlight`).
+a revocation or a stop cut short (see ``patgate.web.inflight``).
 """
 
 from __future__ import annotations
@@ -22,30 +22,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
 import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import structlog
-from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp import web
 
 from patgate.config import Config
 from patgate.errors import PatgateError
 from patgate.logs import ACCESS_LOG
 from patgate.store import open_store
-from patgate.web.app import AROUND_PROXY, CONFIG, create_app, reload_config
+from patgate.web.app import CONFIG, IN_FLIGHT, create_app, reload_config
 from patgate.web.ops import AccessLogger, route_library_logs
 
 log = structlog.get_logger("patgate.server")
 
 SHUTDOWN_TIMEOUT = 30.0
 # The response a request was answered with, once its headers are on the way.
-PREPARED = web.RequestKey("patgate_prepared", web.StreamResponse)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # What a reload cannot change in a running process.
 RESTART_ONLY = (
@@ -230,74 +226,6 @@ class _Supervisor:
                 os.kill(child, signum)
 
 
-class InFlight:
-    """Requests in progress: what a stop waits for, and what aiohttp leaves out.
-
-    aiohttp's own graceful shutdown stops reading from every connection at
-    once, so an upload in progress would stall until the timeout and fail:
-    a stop waits here for the handlers first, with the listening socket
-    closed, and only then lets aiohttp close what is left (idle keep-alive
-    connections). Responses started meanwhile say ``Connection: close``.
-    WebSockets would hold the stop for the whole timeout: they close at once.
-
-    aiohttp writes no access line for a handler that was cancelled: a stream
-    cut by a revocation (``StreamRegistry``) or by a stop gets its line here,
-    with the status it was sent with (499 if none was sent yet).
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._websockets: set[asyncio.Task[object]] = set()
-        self._access = AccessLogger(logging.getLogger("aiohttp.access"), "")
-
-    def install(self, app: web.Application) -> None:
-        """Count proxied requests; management calls are short and get
-        aiohttp's own shutdown grace (``shutdown_timeout``)."""
-        app[AROUND_PROXY] = self._run
-        app.on_response_prepare.append(self._on_response_prepare)
-
-    async def _run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        task = None
-        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
-            task = asyncio.current_task()
-            if task is not None:
-                self._websockets.add(task)
-        self.count += 1
-        self._idle.clear()
-        started = time.monotonic()
-        try:
-            return await handler(request)
-        except asyncio.CancelledError:
-            sent = request.get(PREPARED) or web.StreamResponse(status=499)
-            self._access.log(request, sent, time.monotonic() - started)
-            raise
-        finally:
-            if task is not None:
-                self._websockets.discard(task)
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
-
-    async def _on_response_prepare(
-        self, request: web.Request, response: web.StreamResponse
-    ) -> None:
-        request[PREPARED] = response
-        if self.draining:
-            response.force_close()
-
-    def drain(self) -> None:
-        """From now on, responses close their connection; WebSockets close."""
-        self.draining = True
-        for task in list(self._websockets):
-            task.cancel()
-
-    async def finished(self) -> None:
-        await self._idle.wait()
-
-
 # Young-generation threshold: above what the requests in flight hold at once.
 GC_THRESHOLD = (10_000, 10, 10)
 
@@ -324,8 +252,7 @@ async def _serve_one(
 ) -> int:
     store = open_store(config.store)
     app = create_app(config, store)
-    in_flight = InFlight()
-    in_flight.install(app)
+    in_flight = app[IN_FLIGHT]
     runner = web.AppRunner(
         app,
         handle_signals=False,

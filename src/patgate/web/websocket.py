@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patgate.web.errors import error_response
+from patgate.web.ops import Exchange
 
 # The handshake headers are the client library's to set, not ours to copy.
 HANDSHAKE = frozenset(
@@ -30,6 +31,7 @@ HANDSHAKE = frozenset(
 
 async def proxy_websocket(
     request: web.Request,
+    exchange: Exchange,
     session: ClientSession,
     url: URL,
     headers: CIMultiDict[str],
@@ -56,6 +58,7 @@ async def proxy_websocket(
     client = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False
     )
+    exchange.response = client  # its 101 is the access line's if a stop cuts it
     try:
         await client.prepare(request)
         await _pump(client, upstream)

@@ -1,0 +1,68 @@
+"""Proxied requests in progress: what a graceful stop waits for.
+
+aiohttp's own graceful shutdown stops reading from every connection at once,
+so an upload in progress would stall until the timeout and fail: a stop
+waits here for the proxied requests first, with the listening socket closed,
+and only then lets aiohttp close what is left (idle keep-alive connections).
+Responses started meanwhile say ``Connection: close``; WebSockets, which
+would hold the stop for the whole timeout, close at once.
+
+aiohttp writes no access line for a handler that was cancelled: a stream cut
+by a revocation (``StreamRegistry``) or by a stop gets its line here, with the
+status it was sent with (499 if none was sent yet).
+
+The proxy handler calls :meth:`enter` and :meth:`leave` itself: an aiohttp
+middleware, a wrapper coroutine or an ``on_response_prepare`` signal each
+cost every request more than the counting does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from patgate.web.ops import AccessLogger, Exchange
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self.count = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._websockets: set[asyncio.Task[object]] = set()
+        self._access = AccessLogger(logging.getLogger("aiohttp.access"), "")
+
+    def enter(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    def cancelled(
+        self, request: web.BaseRequest, exchange: Exchange, seconds: float
+    ) -> None:
+        """The access line of a request whose handler was cancelled."""
+        sent = exchange.response or web.StreamResponse(status=499)
+        self._access.log(request, sent, seconds)
+
+    def add_websocket(self, task: asyncio.Task[object]) -> None:
+        self._websockets.add(task)
+
+    def discard_websocket(self, task: asyncio.Task[object]) -> None:
+        self._websockets.discard(task)
+
+    def drain(self) -> None:
+        """From now on, responses close their connection; WebSockets close."""
+        self.draining = True
+        for task in list(self._websockets):
+            task.cancel()
+
+    async def finished(self) -> None:
+        await self._idle.wait()

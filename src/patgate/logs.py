@@ -215,10 +215,6 @@ class AccessLog:
         finally:
             self._captured = None
 
-    def write(self, fields: Mapping[str, Any]) -> None:
-        """One line of ``fields`` (those of :meth:`request`; others are ignored)."""
-        self.request(**{key: fields[key] for key in _ACCESS_FIELDS if key in fields})
-
     def request(
         self,
         method: str | None = None,
@@ -299,20 +295,6 @@ class AccessLog:
             stream.flush()
         except (OSError, ValueError):
             pass  # stderr closed: an access line is not worth a crash
-
-
-_ACCESS_FIELDS = (
-    "method",
-    "path",
-    "status",
-    "route",
-    "token_id",
-    "user",
-    "reason",
-    "client",
-    "duration_ms",
-    "pid",
-)
 
 
 def _text(value: object) -> str:

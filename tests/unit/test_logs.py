@@ -149,15 +149,15 @@ def test_console_rendering_is_redacted_too():
 # The access log's fast lane
 
 
-def access_fields(path: str = "/api/x") -> dict[str, object]:
-    return {"method": "GET", "path": path, "status": 200, "token_id": "AbCd1234"}
+def write_line(access: AccessLog, path: str = "/api/x") -> None:
+    access.request("GET", path, 200, token_id="AbCd1234")
 
 
 def test_access_lines_are_json_with_the_common_shape_and_a_redacted_path():
     out = io.StringIO()
     access = AccessLog(out)
     leaked = "pgt_" + "A" * 46
-    access.write(access_fields(f"/api/{leaked}/x"))
+    write_line(access, f"/api/{leaked}/x")
     access.flush()
     (line,) = out.getvalue().splitlines()
     record = json.loads(line)
@@ -208,7 +208,7 @@ async def test_access_lines_are_batched_then_flushed_soon():
     out = io.StringIO()
     access = AccessLog(out, flush_delay=0.01)
     for _ in range(3):
-        access.write(access_fields())
+        write_line(access)
     assert out.getvalue() == ""  # nothing written per request
     await asyncio.sleep(0.05)
     assert len(out.getvalue().splitlines()) == 3
@@ -224,7 +224,7 @@ def test_each_write_is_whole_lines_within_an_atomic_pipe_write():
 
     access = AccessLog(Recorder())
     for index in range(200):
-        access.write(access_fields(f"/api/{index}"))
+        write_line(access, f"/api/{index}")
     access.flush()
     assert len(writes) > 1
     for text in writes:

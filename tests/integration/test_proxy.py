@@ -391,3 +391,36 @@ async def test_read_timeout_is_silence_not_the_length_of_the_exchange(impatient)
         ) as downloaded:
             assert downloaded.status == 200
             assert len(await downloaded.read()) == 262144  # 4 chunks over ~1 s
+
+
+async def test_a_small_body_cut_short_by_the_upstream_is_a_502(make_gateway, store_url):
+    """Nothing is sent before the whole small body is in: a short one is a 502."""
+
+    async def short_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(short_body, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        routes = (
+            "  - name: api\n"
+            "    prefix: /api/\n"
+            f"    upstream: http://127.0.0.1:{port}\n"
+            "    methods: {GET: api:read}\n"
+        )
+        gateway = await make_gateway(store_url, routes)
+        token = await gateway.token("alice", scopes=["api:read"])
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(
+                gateway.url + "/api/x", headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            assert response.status == 502
+            assert (await response.json())["error"] == "bad_gateway"
+    finally:
+        server.close()
+        await server.wait_closed()

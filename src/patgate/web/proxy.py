@@ -3,7 +3,8 @@
 What is checked is what is sent: the path is canonicalised once
 (``patgate.paths``), matched, authorised, and that same string is forwarded
 with ``URL(..., encoded=True)`` so nothing re-decodes it on the way.
-Bodies stream both ways in chunks; nothing is buffered whole.
+Bodies stream both ways in chunks; only a response body of known length up
+to ``CHUNK`` is read whole, to leave with its headers in one write.
 """
 
 from __future__ import annotations
@@ -328,22 +329,23 @@ class ProxyHandler:
                 # route has others: a per-request timeout costs on every call.
                 timeout=target.timeout or sentinel,
             )
-        except TimeoutError:
-            return error_response(504, "gateway_timeout", style=style)
-        except (ClientError, OSError):
-            return error_response(502, "bad_gateway", style=style)
+        except (TimeoutError, ClientError, OSError) as exc:
+            return _upstream_failed(exc, style)
         async with upstream:
             length = upstream.headers.get(hdrs.CONTENT_LENGTH)
-            if length is not None and length.isdigit():
-                size = int(length)
-                if size <= CHUNK and _has_body(request.method, upstream.status):
-                    return await _small_response(upstream, style)
+            size = int(length) if length is not None and length.isdigit() else None
+            if (
+                size is not None
+                and size <= CHUNK
+                and _has_body(request.method, upstream.status)
+            ):
+                return await _small_response(upstream, style)
             response = web.StreamResponse(
                 status=upstream.status, reason=upstream.reason
             )
             copy_response_headers(upstream.headers, response.headers)
-            if length is not None and length.isdigit():
-                response.content_length = int(length)
+            if size is not None:
+                response.content_length = size
             if self.in_flight.draining:
                 response.force_close()
             exchange.response = response
@@ -461,13 +463,18 @@ async def _small_response(upstream: ClientResponse, style: str) -> web.StreamRes
     """
     try:
         body = await upstream.read()
-    except TimeoutError:
-        return error_response(504, "gateway_timeout", style=style)
-    except (ClientError, OSError):
-        return error_response(502, "bad_gateway", style=style)
+    except (TimeoutError, ClientError, OSError) as exc:
+        return _upstream_failed(exc, style)
     response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
     copy_response_headers(upstream.headers, response.headers)
     return response
+
+
+def _upstream_failed(exc: BaseException, style: str) -> web.StreamResponse:
+    """Before anything was sent: too slow is a 504, anything else a 502."""
+    if isinstance(exc, TimeoutError):
+        return error_response(504, "gateway_timeout", style=style)
+    return error_response(502, "bad_gateway", style=style)
 
 
 def _has_body(method: str, status: int) -> bool:

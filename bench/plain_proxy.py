@@ -13,14 +13,13 @@ timeout. Upstream unreachable → 502. uvloop when installed; no access log.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from upstream import run_fast, serve  # the same serving loop as the upstream's
 
 HOP_BY_HOP = frozenset(
     name.lower()
@@ -134,34 +133,6 @@ def create_app(upstream: str) -> web.Application:
     app.cleanup_ctx.append(client_session)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
-
-
-async def serve(app: web.Application, listen: str, loop_name: str) -> None:
-    """Serve until SIGTERM or SIGINT, then close cleanly."""
-    host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host or "127.0.0.1", int(port), backlog=1024).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    event = {"event": "listening", "listen": listen, "loop": loop_name}
-    print(json.dumps(event), flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
-def run_fast(main: Callable[[str], Coroutine[object, object, None]]) -> None:
-    """Run ``main(loop_name)`` on uvloop when it is installed, else on asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main("asyncio"))
-    else:
-        uvloop.run(main("uvloop"))
 
 
 def main() -> None:

@@ -14,9 +14,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATGATE_CONFIG=/etc/patgate/gateway.yaml
 
 WORKDIR /src
+# Dependencies from the lock, in their own layer, before the source.
+COPY requirements/run.lock ./requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/run.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir ".[fast]" \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --system --home-dir /var/lib/patgate --create-home patgate \
     && mkdir -p /etc/patgate \
     && rm -rf /src

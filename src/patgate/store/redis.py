@@ -372,7 +372,7 @@ class RedisStore:
             raise
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def take_rate(
         self, key: str, limit: int, window: int, now: float

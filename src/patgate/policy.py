@@ -333,7 +333,7 @@ def describe_scopes(scopes: EffectiveScopes) -> str:
     """The effective scopes, comma-joined, for ``X-Patgate-Scopes``."""
     nodes = (
         f"node:{node.path}:{'r' if node.read else ''}{'w' if node.write else ''}"
-        for node in scopes.nodes
+        for node in scopes.nodes or ()
         if node.read or node.write
     )
     return ",".join((*scopes.plain, *nodes))

@@ -7,6 +7,16 @@ Grammar:
   ``@files-rw``              a scope set from the config, expanded when granted
   ``node:/dav/alpha:rw``     a subtree of paths; ``r`` = safe methods, ``w`` = the rest
 
+Node scopes confine; they never grant a path. A token with node scopes acts
+only inside them, and a user with node scopes, and every token of that user,
+only inside the user's: at request time the two confinements intersect
+(:func:`effective_scopes`), so no change to the owner can lift a confinement
+the token carries itself. The plain scopes of a token count while the owner
+holds them; ``*`` (and a token whose only scopes are node scopes) means the
+owner's plain scopes as they are now.
+
+A ``node:`` scope that cannot be read confines its token to nothing.
+
 Pure: no I/O.
 """
 
@@ -21,13 +31,14 @@ from patgate.errors import UsageError
 
 ALL = "*"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
+NODE_PREFIX = "node:"
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*(:\*)?$")
 _NODE = re.compile(r"^node:(/[^\s:]*):(rw|r|w)$")
 
 
 @dataclass(frozen=True, slots=True)
 class NodeScope:
-    """A subtree grant: ``path`` and below, for reading and/or writing."""
+    """A subtree confinement: ``path`` and below, for reading and/or writing."""
 
     path: str
     read: bool
@@ -45,6 +56,21 @@ class NodeScope:
             and (self.write or not other.write)
         )
 
+    def meet(self, other: NodeScope) -> NodeScope | None:
+        """Where both allow: the deeper subtree with the modes both hold."""
+        if path_within(self.path, other.path):
+            inner = self.path
+        elif path_within(other.path, self.path):
+            inner = other.path
+        else:
+            return None
+        read, write = self.read and other.read, self.write and other.write
+        return NodeScope(inner, read, write) if read or write else None
+
+
+# Confines to nothing: the form of a node scope that cannot be read.
+NOWHERE = NodeScope(path="/\x00", read=False, write=False)
+
 
 def path_within(path: str, root: str) -> bool:
     """True when ``path`` is ``root`` or below it (segment-wise, not by prefix)."""
@@ -54,10 +80,26 @@ def path_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+def is_node_scope(scope: str) -> bool:
+    return scope.startswith(NODE_PREFIX)
+
+
 def parse_node_scope(scope: str) -> NodeScope | None:
+    """The node scope ``scope`` names; None for a scope that is not one.
+
+    A ``node:`` scope that cannot be read is :data:`NOWHERE`: whatever it was
+    meant to allow, it allows nothing.
+    """
+    if not is_node_scope(scope):
+        return None
+    return _parse_node(scope)
+
+
+@lru_cache(maxsize=4096)
+def _parse_node(scope: str) -> NodeScope:
     match = _NODE.match(scope)
     if not match:
-        return None
+        return NOWHERE
     mode = match.group(2)
     path = match.group(1).rstrip("/") or "/"
     return NodeScope(path=path, read="r" in mode, write="w" in mode)
@@ -65,9 +107,9 @@ def parse_node_scope(scope: str) -> NodeScope | None:
 
 def validate_scope(scope: str) -> None:
     """Raise UsageError unless ``scope`` is well-formed."""
-    if scope == ALL or parse_node_scope(scope) is not None:
+    if scope == ALL or _NODE.match(scope):
         return
-    if scope.startswith("node:"):
+    if is_node_scope(scope):
         raise UsageError(
             f"invalid node scope {scope!r}: expected node:/path:r, :w or :rw"
         )
@@ -110,18 +152,20 @@ def scope_covers(held: str, wanted: str) -> bool:
 
 
 def covered_by(wanted: str, held: Iterable[str]) -> bool:
-    """True when any of ``held`` grants ``wanted`` (node scopes included)."""
+    """True when ``held`` may grant ``wanted`` (the subset rule, node scopes too).
+
+    A node scope only narrows a token, so an owner confined to no node may
+    grant any; an owner confined to nodes may grant one inside them.
+    """
     wanted_node = parse_node_scope(wanted)
-    for scope in held:
-        if scope == ALL:
-            return True
-        if wanted_node is not None:
-            held_node = parse_node_scope(scope)
-            if held_node is not None and held_node.covers(wanted_node):
-                return True
-        elif scope_covers(scope, wanted):
-            return True
-    return False
+    if wanted_node is None:
+        return any(
+            scope_covers(scope, wanted) for scope in held if not is_node_scope(scope)
+        )
+    if wanted_node == NOWHERE:
+        return False
+    owner_nodes = [node for s in held if (node := parse_node_scope(s)) is not None]
+    return not owner_nodes or any(node.covers(wanted_node) for node in owner_nodes)
 
 
 def uncovered(wanted: Iterable[str], held: Sequence[str]) -> list[str]:
@@ -134,11 +178,12 @@ class EffectiveScopes:
     """What a token may do right now, after its owner's scopes are applied.
 
     ``plain`` are the non-node scopes (``*`` expanded to the owner's);
-    ``nodes`` restrict the token to subtrees when not empty.
+    ``nodes`` is None when the token may act on every path, else the subtrees
+    it may act in (empty: none).
     """
 
     plain: tuple[str, ...]
-    nodes: tuple[NodeScope, ...]
+    nodes: tuple[NodeScope, ...] | None
 
     def grants(self, wanted: str | None) -> bool:
         if wanted is None:
@@ -146,7 +191,7 @@ class EffectiveScopes:
         return _any_covers(self.plain, wanted)
 
     def allows_path(self, path: str, method: str) -> bool:
-        if not self.nodes:
+        if self.nodes is None:
             return True
         return any(node.allows(path, method) for node in self.nodes)
 
@@ -162,29 +207,45 @@ def effective_scopes(
 ) -> EffectiveScopes:
     """Apply the subset rule at request time.
 
-    ``*`` on the token means the owner's scopes as they are now; any other
-    token scope counts only while the owner still holds it. A token whose only
-    scopes are node scopes holds ``*`` (of the owner) inside those nodes.
+    ``*`` on the token means the owner's plain scopes as they are now; any
+    other plain scope counts only while the owner still holds it. A token
+    whose only scopes are node scopes holds ``*`` (of the owner) inside those
+    nodes. The token acts only where both its own node scopes and its owner's
+    allow (each side without node scopes allows every path).
     """
-    nodes: list[NodeScope] = []
+    owner_plain, owner_nodes = _split(owner_scopes)
+    token_plain, token_nodes = _split(token_scopes)
     plain: list[str] = []
-    for scope in token_scopes:
-        node = parse_node_scope(scope)
-        if node is not None:
-            if covered_by(scope, owner_scopes):
-                nodes.append(node)
-        elif scope == ALL:
-            plain.extend(s for s in owner_scopes if parse_node_scope(s) is None)
-            nodes.extend(
-                n for s in owner_scopes if (n := parse_node_scope(s)) is not None
-            )
-        elif covered_by(scope, owner_scopes):
+    for scope in token_plain:
+        if scope == ALL:
+            plain.extend(owner_plain)
+        elif covered_by(scope, owner_plain):
             plain.append(scope)
-    has_node_scope = any(parse_node_scope(s) for s in token_scopes)
-    if has_node_scope and not any(parse_node_scope(s) is None for s in token_scopes):
-        plain.extend(s for s in owner_scopes if parse_node_scope(s) is None)
-        if not nodes:
-            # SECURITY: node scopes the owner no longer holds must not widen the
-            # token to every path; it keeps an empty, impossible subtree instead.
-            nodes.append(NodeScope(path="/\x00", read=False, write=False))
-    return EffectiveScopes(plain=tuple(dict.fromkeys(plain)), nodes=tuple(nodes))
+    if token_nodes is not None and not token_plain:
+        plain.extend(owner_plain)
+    # SECURITY: scope narrowing; a token's own node scopes always confine it,
+    # whatever its owner holds now, and the owner's confine every token.
+    return EffectiveScopes(
+        plain=tuple(dict.fromkeys(plain)), nodes=_confine(token_nodes, owner_nodes)
+    )
+
+
+def _split(
+    scopes: Sequence[str],
+) -> tuple[tuple[str, ...], tuple[NodeScope, ...] | None]:
+    plain = tuple(s for s in scopes if not is_node_scope(s))
+    nodes = tuple(_parse_node(s) for s in scopes if is_node_scope(s))
+    return plain, (nodes or None)
+
+
+def _confine(
+    first: tuple[NodeScope, ...] | None, second: tuple[NodeScope, ...] | None
+) -> tuple[NodeScope, ...] | None:
+    """The subtrees both confinements allow (None: no confinement)."""
+    if first is None or second is None:
+        confined = second if first is None else first
+        if confined is None:
+            return None
+        return tuple(dict.fromkeys(n for n in confined if n.read or n.write))
+    met = (a.meet(b) for a in first for b in second)
+    return tuple(dict.fromkeys(node for node in met if node is not None))

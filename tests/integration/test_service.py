@@ -242,8 +242,15 @@ async def test_subset_rule_names_the_missing_scopes(service, people):
     assert str(caught.value) == (
         "token scopes exceed what alice holds: admin:write, env:*"
     )
-    with pytest.raises(PermissionDeniedError, match="node:/dav:rw"):
-        await service.create_token(ADMIN, "alice", scopes=("node:/dav:rw",))
+    # A node scope only narrows a token: an owner confined to no node may
+    # grant one (this used to be refused); one confined to nodes only inside.
+    await service.create_token(ADMIN, "alice", scopes=("node:/dav:rw",))
+    await service.add_user(ADMIN, "carol", scopes=("files:*", "node:/dav/c:r"))
+    with pytest.raises(PermissionDeniedError, match="node:/dav/d:r"):
+        await service.create_token(ADMIN, "carol", scopes=("node:/dav/d:r",))
+    with pytest.raises(PermissionDeniedError, match="node:/dav/c/x:rw"):
+        await service.create_token(ADMIN, "carol", scopes=("node:/dav/c/x:rw",))
+    await service.create_token(ADMIN, "carol", scopes=("node:/dav/c/x:r",))
     # a set the owner holds all of, and '*' (whatever the owner holds) pass
     await service.create_token(ALICE, "alice", scopes=("@files-rw",))
     await service.create_token(ALICE, "alice", scopes=("@everything",))

@@ -2,6 +2,8 @@ import pytest
 
 from patgate.errors import UsageError
 from patgate.scopes import (
+    NOWHERE,
+    NodeScope,
     covered_by,
     effective_scopes,
     expand_scopes,
@@ -38,7 +40,9 @@ def test_bad_scopes_are_refused(scope):
         ("node:/dav/a/b:r", ["node:/dav/a:rw"], True),
         ("node:/dav/a:rw", ["node:/dav/a:r"], False),
         ("node:/dav/ab:r", ["node:/dav/a:rw"], False),
-        ("node:/dav:r", ["files:*"], False),
+        # A node scope only narrows: an owner confined to no node grants any.
+        ("node:/dav:r", ["files:*"], True),
+        ("node:/dav/b:r", ["files:*", "node:/dav/a:rw"], False),
     ],
 )
 def test_subset_rule(wanted, held, ok):
@@ -69,6 +73,45 @@ def test_node_scope_owner_no_longer_holds_grants_nothing():
     scopes = effective_scopes(["node:/dav/alpha:rw"], ["node:/dav/beta:rw"])
     assert not scopes.allows_path("/dav/alpha/x", "GET")
     assert not scopes.allows_path("/dav/beta/x", "GET")
+
+
+def test_token_node_scopes_confine_whatever_the_owner_holds():
+    token = ["node:/dav/carol:rw", "files:read", "files:write"]
+    for owner in (["*"], ["files:read", "files:write"], ["files:*"]):
+        scopes = effective_scopes(token, owner)
+        assert scopes.allows_path("/dav/carol/x", "PUT")
+        assert not scopes.allows_path("/dav/bob/secret", "GET")
+        assert not scopes.allows_path("/dav/bob/secret", "PUT")
+
+
+def test_owner_node_scopes_confine_every_token_and_the_two_intersect():
+    owner = ["files:*", "node:/dav/a:rw", "node:/dav/b:r"]
+    explicit = effective_scopes(["files:read"], owner)
+    assert explicit.nodes == effective_scopes(["*"], owner).nodes
+    assert explicit.allows_path("/dav/a/x", "PUT")
+    assert not explicit.allows_path("/dav/b/x", "PUT")
+    assert not explicit.allows_path("/dav/c", "GET")
+    both = effective_scopes(["node:/dav:rw", "node:/dav/a/deep:r"], owner)
+    assert both.nodes == (
+        NodeScope("/dav/a", True, True),
+        NodeScope("/dav/b", True, False),
+        NodeScope("/dav/a/deep", True, False),
+    )
+    assert not effective_scopes(["node:/dav/c:rw"], owner).allows_path("/dav/c", "GET")
+
+
+def test_unconfined_means_none_and_confined_to_nothing_means_empty():
+    assert effective_scopes(["files:read"], ["*"]).nodes is None
+    assert effective_scopes(["node:/a:r"], ["node:/b:r"]).nodes == ()
+    assert effective_scopes(["node:/a:r"], ["node:/a:w"]).nodes == ()
+
+
+def test_a_stored_node_scope_that_cannot_be_read_confines_to_nothing():
+    for stored in ("node:/dav/a b:r", "node:dav:rw", "node:/dav:x"):
+        assert parse_node_scope(stored) == NOWHERE
+        scopes = effective_scopes(["files:read", stored], ["*"])
+        assert scopes.nodes == ()
+        assert not scopes.allows_path("/dav/a b/f", "GET")
 
 
 def test_parse_node_scope():

@@ -15,7 +15,12 @@ the token carries itself. The plain scopes of a token count while the owner
 holds them; ``*`` (and a token whose only scopes are node scopes) means the
 owner's plain scopes as they are now.
 
-A ``node:`` scope that cannot be read confines its token to nothing.
+A node path is granted in canonical form only (:func:`canonical_scope`):
+segments of letters, digits, ``-._~!$&'()+@`` and percent-escapes, no ``.``
+or ``..`` segment, no trailing slash. Nothing that separates list elements or
+parameters in a header (``,`` ``;`` ``=`` ``"`` ``:`` white space) can be
+granted. A stored node scope that is not canonical (granted before this rule)
+confines its token to nothing.
 
 Pure: no I/O.
 """
@@ -26,14 +31,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 from patgate.errors import UsageError
+from patgate.paths import PathError, normalise_path
 
 ALL = "*"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 NODE_PREFIX = "node:"
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*(:\*)?$")
-_NODE = re.compile(r"^node:(/[^\s:]*):(rw|r|w)$")
+_NODE = re.compile(r"node:(.*):(rw|r|w)", re.DOTALL)
+# SECURITY: node paths are listed in X-Patgate-Scopes; a "," or white space
+# in one would forge list elements there ("node:/dav/x,*,admin:rw").
+_NODE_PATH = re.compile(r"(?:/(?:[A-Za-z0-9._~!$&'()+@-]|%[0-9A-Fa-f]{2})*)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +94,28 @@ def is_node_scope(scope: str) -> bool:
     return scope.startswith(NODE_PREFIX)
 
 
+def canonical_node_path(path: str) -> str:
+    """The canonical form of a node path, or UsageError if it cannot be granted."""
+    if not _NODE_PATH.fullmatch(path):
+        raise UsageError(
+            f"invalid node path {path!r}: use '/'-separated names of letters,"
+            " digits, '-._~!$&'()+@' and %XX escapes (no ',', ';', ':', '=',"
+            " '*' or white space)"
+        )
+    if any(unquote(part) in (".", "..") for part in path.split("/")):
+        raise UsageError(f"invalid node path {path!r}: no '.' or '..' segments")
+    try:
+        canonical = normalise_path(path)
+    except PathError as exc:
+        raise UsageError(f"invalid node path {path!r}: {exc}") from None
+    return canonical.rstrip("/") or "/"
+
+
 def parse_node_scope(scope: str) -> NodeScope | None:
     """The node scope ``scope`` names; None for a scope that is not one.
 
-    A ``node:`` scope that cannot be read is :data:`NOWHERE`: whatever it was
-    meant to allow, it allows nothing.
+    A ``node:`` scope that is not canonical (see :func:`canonical_scope`) is
+    :data:`NOWHERE`: whatever it was meant to allow, it allows nothing.
     """
     if not is_node_scope(scope):
         return None
@@ -97,33 +124,44 @@ def parse_node_scope(scope: str) -> NodeScope | None:
 
 @lru_cache(maxsize=4096)
 def _parse_node(scope: str) -> NodeScope:
-    match = _NODE.match(scope)
+    match = _NODE.fullmatch(scope)
     if not match:
         return NOWHERE
+    try:
+        path = canonical_node_path(match.group(1))
+    except UsageError:
+        return NOWHERE
     mode = match.group(2)
-    path = match.group(1).rstrip("/") or "/"
     return NodeScope(path=path, read="r" in mode, write="w" in mode)
 
 
-def validate_scope(scope: str) -> None:
-    """Raise UsageError unless ``scope`` is well-formed."""
-    if scope == ALL or _NODE.match(scope):
-        return
+def canonical_scope(scope: str) -> str:
+    """``scope`` in the one form it is stored in; UsageError if malformed.
+
+    Node paths are canonicalised (``node:/dav/a/:rw`` → ``node:/dav/a:rw``,
+    ``%7e`` → ``~``, escapes in upper case).
+    """
+    if scope == ALL:
+        return scope
     if is_node_scope(scope):
-        raise UsageError(
-            f"invalid node scope {scope!r}: expected node:/path:r, :w or :rw"
-        )
+        match = _NODE.fullmatch(scope)
+        if not match:
+            raise UsageError(
+                f"invalid node scope {scope!r}: expected node:/path:r, :w or :rw"
+            )
+        return f"{NODE_PREFIX}{canonical_node_path(match.group(1))}:{match.group(2)}"
     if not _PLAIN.match(scope):
         raise UsageError(
             f"invalid scope {scope!r}: use letters, digits, '.', '_', '-' and ':'"
             " (e.g. files:read, files:*, *)"
         )
+    return scope
 
 
 def expand_scopes(
     requested: Iterable[str], scope_sets: Mapping[str, Sequence[str]]
 ) -> tuple[str, ...]:
-    """Expand ``@set`` names, validate every scope, drop duplicates (order kept)."""
+    """Expand ``@set`` names, canonicalise every scope, drop duplicates (order kept)."""
     result: list[str] = []
     for scope in requested:
         scope = scope.strip()
@@ -136,9 +174,9 @@ def expand_scopes(
         else:
             members = (scope,)
         for member in members:
-            validate_scope(member)
-            if member not in result:
-                result.append(member)
+            canonical = canonical_scope(member)
+            if canonical not in result:
+                result.append(canonical)
     return tuple(result) if result else (ALL,)
 
 

@@ -595,6 +595,15 @@ def test_duplicate_route_names_and_prefixes():
     assert len(config.routes) == 2
 
 
+def test_node_scopes_in_scope_sets_are_stored_canonical():
+    config = parse(
+        "scope_sets:\n  team: ['node:/dav//team/%7eshared/:rw', files:read]\n"
+    )
+    assert config.scope_sets["team"] == ("node:/dav/team/~shared:rw", "files:read")
+    message = error_of("scope_sets:\n  team: ['node:/dav/x,*,admin:rw']\n")
+    assert message.startswith("scope_sets.team[0]: invalid node path '/dav/x,*,admin'")
+
+
 def test_duplicate_method_keys_are_refused():
     message = error_of(
         "routes:\n"

@@ -4,6 +4,7 @@ from patgate.errors import UsageError
 from patgate.scopes import (
     NOWHERE,
     NodeScope,
+    canonical_scope,
     covered_by,
     effective_scopes,
     expand_scopes,
@@ -106,12 +107,59 @@ def test_unconfined_means_none_and_confined_to_nothing_means_empty():
     assert effective_scopes(["node:/a:r"], ["node:/a:w"]).nodes == ()
 
 
-def test_a_stored_node_scope_that_cannot_be_read_confines_to_nothing():
-    for stored in ("node:/dav/a b:r", "node:dav:rw", "node:/dav:x"):
+def test_a_stored_node_scope_that_is_not_canonical_confines_to_nothing():
+    for stored in ("node:/dav/x,*,admin:rw", "node:/dav/a b:r", "node:/dav/*:rw"):
         assert parse_node_scope(stored) == NOWHERE
         scopes = effective_scopes(["files:read", stored], ["*"])
         assert scopes.nodes == ()
-        assert not scopes.allows_path("/dav/a b/f", "GET")
+        assert not scopes.allows_path("/dav/x,*,admin/f", "GET")
+
+
+@pytest.mark.parametrize(
+    ("scope", "canonical"),
+    [
+        ("*", "*"),
+        ("files:read", "files:read"),
+        ("node:/dav/a/:rw", "node:/dav/a:rw"),
+        ("node:/dav//a//b:r", "node:/dav/a/b:r"),
+        ("node:/dav/%7e%41:w", "node:/dav/~A:w"),
+        ("node:/dav/caf%c3%a9:r", "node:/dav/caf%C3%A9:r"),
+        ("node:/:rw", "node:/:rw"),
+        ("node://:rw", "node:/:rw"),
+        ("node:/a(1)+b@c!$&'~:r", "node:/a(1)+b@c!$&'~:r"),
+    ],
+)
+def test_canonical_scope(scope, canonical):
+    assert canonical_scope(scope) == canonical
+    assert canonical_scope(canonical) == canonical
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "node:/dav/x,*,admin:rw",
+        "node:/dav/a b:r",
+        "node:/dav/a;b:r",
+        "node:/dav/a=b:r",
+        "node:/dav/a:b:r",
+        "node:/dav/*:r",
+        'node:/dav/"a":r',
+        "node:/dav/a\nb:r",
+        "node:/dav/./a:r",
+        "node:/dav/%2e%2E/a:r",
+        "node:/dav/a%2fb:r",
+        "node:/dav/a%00:r",
+        "node:/dav/%:r",
+        "node:dav:r",
+        "node:/dav:x",
+        "node:/dav/\u00e9:r",
+    ],
+)
+def test_node_paths_with_separators_cannot_be_granted(scope):
+    with pytest.raises(UsageError, match="invalid node"):
+        canonical_scope(scope)
+    with pytest.raises(UsageError):
+        expand_scopes([scope], SETS)
 
 
 def test_parse_node_scope():

@@ -20,7 +20,7 @@ import yaml
 
 from patgate.durations import parse_duration
 from patgate.errors import ConfigError, UsageError
-from patgate.scopes import validate_scope
+from patgate.scopes import canonical_scope
 
 T = TypeVar("T")
 
@@ -248,8 +248,8 @@ def is_ip(text: str, version: int) -> bool:
 
 
 def check_scope(scope: str, where: str) -> str:
+    """``scope`` in canonical form (node paths too), or a ConfigError."""
     try:
-        validate_scope(scope)
+        return canonical_scope(scope)
     except UsageError as exc:
         raise error_at(where, str(exc)) from None
-    return scope

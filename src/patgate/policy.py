@@ -4,7 +4,7 @@
 and host: the longest prefix wins, matched segment by segment, and a route
 bound to a host beats a host-less one with the same prefix. The query never
 takes part. :class:`CompiledRoute` precompiles the route's scope rules so that
-:meth:`CompiledRoute.required_scope` is cheap on every request.
+:meth:`CompiledRoute.required_scopes` is cheap on every request.
 
 :func:`decide` takes the decision for one request from the route, the cached
 grant (token + owner) and the request's path, method, client address and
@@ -12,22 +12,31 @@ time. It is pure and is taken per request; it is never cached by path.
 Every 401 looks the same outside (``invalid_token``); only ``reason``, which
 goes to the log, says why.
 
-``paths`` patterns are globs on the canonical path, matched whole: ``*``
-matches any run of characters **including** ``/`` (so
-``/1.0/environment/*`` covers ``/1.0/environment/control/rest/getenvinfo``);
-no other character is special.
+Upstreams read one path under several spellings, and a rule must not be
+dodged by any (SECURITY: "StopEnv", "stopenv/", "stopenv%3Bx" are "stopenv"
+to many upstreams). A path is looked at as sent, in lower case (unless the
+route is ``case_sensitive``) and, when it holds escapes, decoded as
+:func:`patgate.paths.decode_text` decodes it; a trailing slash never counts.
+Prefixes match in any of them; when two spellings would go to two routes,
+no route is chosen (404). ``paths`` rules: the request needs the scopes of
+the first rule each spelling meets, so it can only ever need more than the
+path as sent. In a pattern, ``*`` matches any run of characters
+**including** ``/`` (so ``/1.0/environment/*`` covers
+``/1.0/environment/control/rest/getenvinfo``) and a final ``/*`` also matches
+the bare parent (``/api/admin/*`` covers ``/api/admin``); no other character
+is special.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from patgate.config import RouteConfig
 from patgate.models import TokenGrant, TokenStatus
+from patgate.paths import Glob, PathPattern, decode_text
 from patgate.scopes import SAFE_METHODS, EffectiveScopes, effective_scopes
 from patgate.tokens import hashes_match
 
@@ -40,6 +49,9 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Scopes = tuple[str, ...]
+NO_SCOPE: Scopes = ()
+Rule = str | Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +62,9 @@ class Decision:
     ``insufficient_scope``, ``forbidden``, ...); ``reason`` is precise and
     for logs only (``unknown_token``, ``hash_mismatch``, ``revoked``,
     ``expired``, ``owner_disabled``, ``login_mismatch``, ``ip_not_allowed``,
-    ``scope``, ``node``). ``scope`` is the scope that was needed (for the 403
-    challenge). ``scopes_header`` is the token's effective scopes,
-    comma-joined, for the identity header.
+    ``scope``, ``node``). ``scope`` is what was needed, space-separated when
+    more than one scope (for the 403 challenge). ``scopes_header`` is the
+    token's effective scopes, comma-joined, for the identity header.
     """
 
     allowed: bool
@@ -75,75 +87,123 @@ PUBLIC = Decision(allowed=True, status=200, reason="public")
 
 @dataclass(frozen=True, slots=True)
 class _PathRule:
-    literal: str | None
-    pattern: re.Pattern[str] | None
-    scope: str | None
-    methods: Mapping[str, str]
+    spellings: tuple[Glob, Glob, Glob]  # as sent, folded, decoded
+    scope: Scopes | None
+    methods: Mapping[str, Scopes]
 
     @classmethod
-    def compile(cls, glob: str, rule: str | Mapping[str, str]) -> _PathRule:
-        literal = glob if "*" not in glob else None
-        pattern = None
-        if literal is None:
-            pattern = re.compile(".*".join(re.escape(part) for part in glob.split("*")))
+    def compile(cls, glob: str, rule: Rule, case_sensitive: bool) -> _PathRule:
+        pattern = PathPattern.compile(glob, case_sensitive=case_sensitive)
+        spellings = (pattern.as_sent, pattern.folded, pattern.decoded)
         if isinstance(rule, str):
-            return cls(literal, pattern, rule, {})
-        return cls(literal, pattern, None, dict(rule))
-
-    def matches(self, path: str) -> bool:
-        if self.pattern is None:
-            return path == self.literal
-        return self.pattern.fullmatch(path) is not None
+            return cls(spellings, (rule,), {})
+        return cls(spellings, None, {m: (s,) for m, s in rule.items()})
 
 
 class CompiledRoute:
-    """A route ready for the hot path: matching, required scope, upstream path."""
+    """A route ready for the hot path: matching, required scopes, upstream path."""
 
-    __slots__ = ("_by_method", "_fallback", "_rules", "config", "host", "root")
+    __slots__ = (
+        "_by_method",
+        "_depth",
+        "_fallback",
+        "_merged",
+        "_mixed_case",
+        "_rules",
+        "case_sensitive",
+        "config",
+        "host",
+        "prefix",
+        "root",
+    )
 
     def __init__(self, config: RouteConfig) -> None:
         self.config = config
         self.host = config.host.lower().rstrip(".") if config.host else None
         self.root = config.prefix.rstrip("/")
-        self._rules = tuple(_PathRule.compile(g, r) for g, r in config.paths)
-        self._by_method = {m: s for m, s in config.methods.items() if m != "*"}
-        self._fallback = config.methods.get("*", config.scope)
+        self.case_sensitive = config.case_sensitive
+        self.prefix = PathPattern.compile(
+            self.root + "/*", case_sensitive=self.case_sensitive
+        )
+        self._depth = self.root.count("/")
+        self._rules = tuple(
+            _PathRule.compile(glob, rule, self.case_sensitive)
+            for glob, rule in config.paths
+        )
+        # A pattern in capitals meets a path in small letters only folded.
+        self._mixed_case = not self.case_sensitive and any(
+            glob != glob.lower() for glob, _ in config.paths
+        )
+        self._by_method: dict[str, Scopes] = {
+            m: (s,) for m, s in config.methods.items() if m != "*"
+        }
+        fallback = config.methods.get("*", config.scope)
+        self._fallback: Scopes = (fallback,) if fallback else NO_SCOPE
+        self._merged: dict[tuple[Scopes, Scopes], Scopes] = {}
 
-    def matches(self, path: str) -> bool:
-        """True when ``path`` is the prefix or below it, segment-wise."""
-        root = self.root
-        if not root or path == root:
-            return True
-        return path.startswith(root) and path[len(root) : len(root) + 1] == "/"
-
-    def required_scope(self, path: str, method: str) -> str | None:
-        """The scope a request needs (SPEC §6): ``paths``, ``methods``, ``scope``.
+    def required_scopes(self, path: str, method: str) -> Scopes:
+        """The scopes a request needs, all of them (SPEC §6): ``paths``,
+        ``methods``, ``scope``; empty when any valid token passes.
 
         A ``paths`` entry whose value is a method map that names neither the
-        method nor ``"*"`` does not decide; the search goes on.
+        method nor ``"*"`` does not decide; the search goes on. The search is
+        made for every spelling of the path (as sent, in any letter case,
+        decoded) and the request needs what each of them needs.
         """
         if not method.isupper():
             # SECURITY: "pUT" must not slip past a "PUT:" rule into a weaker
             # fallback at an upstream that reads methods case-insensitively.
             method = method.upper()
+        if self._rules:
+            return self._need(path, method)
+        return self._by_method.get(method, self._fallback)  # the common case
+
+    def _need(self, path: str, method: str) -> Scopes:
+        # SECURITY: "StopEnv", "stopenv%3Bx" are "stopenv" to many upstreams;
+        # the first rule each spelling meets counts, not only the one as sent.
+        needed = self._lookup(path, 0, method)
+        if not self.case_sensitive:
+            folded = path.lower()
+            if folded != path or self._mixed_case:
+                needed = self._with(needed, self._lookup(folded, 1, method))
+        if "%" in path:
+            decoded = decode_text(path, case_sensitive=self.case_sensitive)
+            needed = self._with(needed, self._lookup(decoded, 2, method))
+        return needed
+
+    def _lookup(self, key: str, spelling: int, method: str) -> Scopes:
+        """The scopes of the first rule that ``key`` meets in that spelling."""
         for rule in self._rules:
-            if not rule.matches(path):
-                continue
-            if rule.scope is not None:
-                return rule.scope
-            found = rule.methods.get(method) or rule.methods.get("*")
-            if found is not None:
-                return found
+            if rule.spellings[spelling].matches(key):
+                found = rule.scope or rule.methods.get(method) or rule.methods.get("*")
+                if found is not None:
+                    return found
         return self._by_method.get(method, self._fallback)
+
+    def _with(self, first: Scopes, second: Scopes) -> Scopes:
+        if first == second:
+            return first
+        merged = self._merged.get((first, second))
+        if merged is None:
+            merged = tuple(dict.fromkeys((*first, *second)))
+            self._merged[(first, second)] = merged  # bounded: pairs of rules
+        return merged
 
     def upstream_path(self, path: str) -> str:
         """The path sent upstream (always starting with ``/``).
 
         The forwarded URL is ``config.upstream.rstrip("/")`` + this path.
+        With ``strip_prefix``, as many segments as the prefix has are taken
+        off, whatever their spelling.
         """
         if not self.config.strip_prefix:
             return path
-        rest = path[len(self.root) :]
+        root = self.root
+        if path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+            rest = path[len(root) :]
+        else:
+            parts = path.split("/", self._depth + 1)
+            rest = parts[self._depth + 1] if len(parts) > self._depth + 1 else ""
         return rest if rest.startswith("/") else "/" + rest
 
     def __repr__(self) -> str:
@@ -166,13 +226,48 @@ class Router:
         return cls(CompiledRoute(route) for route in routes)
 
     def match(self, host: str | None, path: str) -> CompiledRoute | None:
-        """The route for a canonical ``path`` (no query) and ``Host`` header."""
+        """The route for a canonical ``path`` (no query) and ``Host`` header.
+
+        A prefix matches in any letter case unless its route is
+        case-sensitive. None when no route matches, or when two spellings of
+        the path (as sent, in another case, decoded) would go to two routes.
+        """
         # Most configs bind no route to a host: skip parsing Host then.
         name = _host_name(host) if self._any_host else None
+        folded = path.lower()
+        route = self._first(name, path, folded)
+        if folded == path and "%" not in path:
+            return route  # the common case: one spelling
+        found = {route, self._first(name, path, None)}
+        if "%" in path:
+            found.add(self._first_decoded(name, path))
+        found.discard(None)
+        # SECURITY: "/API/x" or "/api%3Bx/y" would reach a catch-all route's
+        # upstream, which may serve it as "/api/x": neither route is safe.
+        return found.pop() if len(found) == 1 else None
+
+    def _first(
+        self, name: str | None, path: str, folded: str | None
+    ) -> CompiledRoute | None:
+        """The route ``path`` takes as sent, or (``folded``) in any case."""
         for route in self.routes:
             if route.host is not None and route.host != name:
                 continue
-            if route.matches(path):
+            if folded is None or route.case_sensitive:
+                if route.prefix.as_sent.matches(path):
+                    return route
+            elif route.prefix.folded.matches(folded):
+                return route
+        return None
+
+    def _first_decoded(self, name: str | None, path: str) -> CompiledRoute | None:
+        keys = {False: decode_text(path), True: ""}
+        for route in self.routes:
+            if route.host is not None and route.host != name:
+                continue
+            if route.case_sensitive and not keys[True]:
+                keys[True] = decode_text(path, case_sensitive=True)
+            if route.prefix.decoded.matches(keys[route.case_sensitive]):
                 return route
         return None
 
@@ -253,15 +348,20 @@ def _check_scopes(
     token = grant.token
     scopes, header = _effective(token.scopes, grant.owner.scopes)
     method = method if method.isupper() else method.upper()
-    needed = route.required_scope(path, method)
+    needed = route.required_scopes(path, method)
     if not scopes.allows_path(path, method):
         mode = "r" if method in SAFE_METHODS else "w"
         return _insufficient(
             "node", f"node:{path}:{mode}", token.id, token.owner, header
         )
-    if not scopes.grants(needed):
-        return _insufficient("scope", needed, token.id, token.owner, header)
-    return _allowed(token.id, token.owner, needed, header)
+    for scope in needed:
+        if not scopes.grants(scope):
+            return _insufficient(
+                "scope", " ".join(needed), token.id, token.owner, header
+            )
+    # More than one scope: another spelling of the path adds its rule's.
+    described = needed[0] if len(needed) == 1 else (" ".join(needed) or None)
+    return _allowed(token.id, token.owner, described, header)
 
 
 @lru_cache(maxsize=16384)

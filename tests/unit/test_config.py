@@ -264,6 +264,7 @@ def test_route_defaults():
     assert route.methods == {}
     assert route.paths == ()
     assert route.scope is None
+    assert route.case_sensitive is False
 
 
 def test_warnings():
@@ -557,6 +558,31 @@ BASE = "name: paas, prefix: /1.0/, upstream: 'http://127.0.0.1:8082'"
             f"{{{BASE}, websocket: 1}}",
             "routes[0] (paas).websocket: expected true or false, got a number",
         ),
+        (
+            f"{{{BASE}, case_sensitive: yes please}}",
+            "routes[0] (paas).case_sensitive: expected true or false",
+        ),
+        (
+            f"{{{BASE}, paths: {{'/1.0/a;b': x}}}}",
+            "routes[0] (paas).paths./1.0/a;b: request path holds ';'",
+        ),
+        (
+            f"{{{BASE}, paths: {{/1.0/a%3Bb: x}}}}",
+            "routes[0] (paas).paths./1.0/a%3Bb: a path pattern cannot hold an"
+            " encoded ';', '?' or '#'",
+        ),
+        (
+            f"{{{BASE}, paths: {{/1.0/a%3F: x}}}}",
+            "routes[0] (paas).paths./1.0/a%3F: a path pattern cannot hold",
+        ),
+        (
+            "{name: a, prefix: /a%23/, upstream: 'http://a'}",
+            "routes[0] (a).prefix: a prefix cannot hold an encoded ';', '?' or '#'",
+        ),
+        (
+            "{name: a, prefix: '/a;b/', upstream: 'http://a'}",
+            "routes[0] (a).prefix: request path holds ';'",
+        ),
     ],
 )
 def test_route_errors(route_yaml, message):
@@ -593,6 +619,42 @@ def test_duplicate_route_names_and_prefixes():
         "  - {name: b, prefix: /a/, upstream: 'http://x', host: a.example.com}\n"
     )
     assert len(config.routes) == 2
+
+
+def test_prefixes_differing_only_in_case_are_one_prefix_unless_both_say_so():
+    routes = (
+        "routes:\n"
+        "  - {name: a, prefix: /api/, upstream: 'http://x', case_sensitive: %s}\n"
+        "  - {name: b, prefix: /API, upstream: 'http://x', case_sensitive: %s}\n"
+    )
+    for first, second in (("false", "false"), ("true", "false"), ("false", "true")):
+        assert error_of(routes % (first, second)) == (
+            "routes[1] (b): prefix '/API' is already routed by routes[0] (a)"
+        )
+    config = parse(routes % ("true", "true"))
+    assert [route.case_sensitive for route in config.routes] == [True, True]
+
+
+def test_patterns_that_are_one_path_are_warned_about():
+    config = parse(
+        "routes:\n"
+        "  - name: a\n"
+        "    prefix: /a/\n"
+        "    upstream: 'http://x'\n"
+        "    paths: {/a/Admin: x, /a/admin/: y, /a/b: z}\n"
+        "  - name: b\n"
+        "    prefix: /b/\n"
+        "    upstream: 'http://x'\n"
+        "    case_sensitive: true\n"
+        "    paths: {/b/Admin: x, /b/admin: y, /b/admin/: z}\n"
+    )
+    assert config.warnings == (
+        "routes[0] (a).paths./a/admin/: '/a/Admin' above is the same path in"
+        " another letter case; a request for it needs the scopes of both (or set"
+        " case_sensitive: true)",
+        "routes[1] (b).paths./b/admin/: never matches, '/b/admin' above matches the"
+        " same paths (a trailing slash does not count)",
+    )
 
 
 def test_node_scopes_in_scope_sets_are_stored_canonical():

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from patgate.errors import UsageError
-from patgate.paths import PathError, normalise_path
+from patgate.paths import PathError, decode_text, fold_case, normalise_path
 from patgate.scopes import path_within
 
 
@@ -35,7 +35,7 @@ from patgate.scopes import path_within
         ("/a%23b", "/a%23b"),
         ("/dav/file#1.txt", "/dav/file%231.txt"),
         ("/dav/a b[1].txt", "/dav/a%20b%5B1%5D.txt"),
-        ("/a;b=c/d:e@f!$&'()*+,=", "/a;b=c/d:e@f!$&'()*+,="),
+        ("/a%3Bb=c/d:e@f!$&'()*+,=", "/a%3Bb=c/d:e@f!$&'()*+,="),
         ("/...", "/..."),
         ("/a/.../b", "/a/.../b"),
         ("/.well-known/x", "/.well-known/x"),
@@ -93,6 +93,11 @@ def test_canonical_form(raw, canonical):
         "/public/%2e%2e;/admin",
         "/public/..%3b/admin",
         "/a?b",
+        # A raw ";" starts a path parameter to servlet containers: refused.
+        "/a;b=c/d",
+        "/stopenv;jsessionid=1",
+        "/api/x;",
+        "/;/x",
     ],
 )
 def test_ambiguous_paths_are_refused(raw):
@@ -202,3 +207,44 @@ def test_what_is_checked_is_what_the_upstream_sees(raw):
     assert upstream_view == resolve_reference(unquote(raw, errors="replace"))
     assert resolve_reference(upstream_view) == upstream_view
     assert path_within(canonical, "/public") == path_within(upstream_view, "/public")
+
+
+# --------------------------------------------------------------------------
+# The decoded spelling
+
+
+@pytest.mark.parametrize(
+    ("path", "decoded"),
+    [
+        ("/a/B/", "/a/b/"),
+        ("/x/stopenv%3Bjsessionid=1", "/x/stopenv"),
+        ("/a%3Bp/b/", "/a/b/"),
+        ("/%3Bp/b", "/b"),
+        ("/a%3F/b", "/a"),
+        ("/a%23x/b", "/a"),
+        ("/CAF%C3%89/", "/caf\u00e9/"),
+        ("/adm%C4%B1n", "/admin"),  # dotless i
+        ("/%C5%BFtop", "/stop"),  # long s
+        ("/%E2%84%AAey", "/key"),  # Kelvin sign
+        ("/%C4%B0d", "/id"),  # dotted capital I
+        ("/stra%C3%9Fe", "/stra\u00dfe"),  # no "ss": not a simple mapping
+        ("/a%20b", "/a b"),
+        ("/a%FFb", "/a\udcffb"),
+    ],
+)
+def test_decoded_spelling(path, decoded):
+    assert decode_text(path) == decoded
+
+
+def test_case_sensitive_decoding_keeps_the_case():
+    assert decode_text("/A%3Bx/B", case_sensitive=True) == "/A/B"
+
+
+@given(hostile.map(lambda s: "/" + s))
+def test_the_decoded_spelling_ignores_case(raw):
+    try:
+        canonical = normalise_path(raw)
+    except PathError:
+        return
+    assert decode_text(canonical.upper()) == decode_text(canonical)
+    assert fold_case(decode_text(canonical)) == decode_text(canonical)

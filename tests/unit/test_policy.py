@@ -117,12 +117,44 @@ def test_longest_prefix_wins():
         ("/davx/y", False),
         ("/da", False),
         ("/", False),
-        ("/DAV/x", False),
+        ("/DAV/x", True),
+        ("/Dav", True),
+        ("/DAVX/y", False),
     ],
 )
 def test_prefix_matching_is_segment_aware(path, matched):
     router = Router.from_config([RouteConfig("dav", "/dav/", "http://b")])
     assert (router.match(None, path) is not None) is matched
+
+
+def test_case_sensitive_route_matches_its_prefix_as_written():
+    router = Router.from_config(
+        [RouteConfig("dav", "/dav/", "http://b", case_sensitive=True)]
+    )
+    assert router.match(None, "/dav/x") is not None
+    assert router.match(None, "/dav/") is not None
+    assert router.match(None, "/DAV/x") is None
+
+
+def test_spellings_routed_to_two_routes_match_none():
+    router = Router.from_config(
+        [
+            RouteConfig("root", "/", "http://a"),
+            RouteConfig("api", "/api/", "http://b"),
+            RouteConfig("pub", "/public/", "http://c", auth="none"),
+        ]
+    )
+    assert router.match(None, "/api/x").config.name == "api"
+    assert router.match(None, "/Other/X").config.name == "root"
+    assert router.match(None, "/caf%C3%A9").config.name == "root"
+    # As sent, the catch-all; in another case or decoded, another route.
+    assert router.match(None, "/API/x") is None
+    assert router.match(None, "/PUBLIC/x") is None
+    assert router.match(None, "/public%3Bx/y") is None
+    assert router.match(None, "/ap%C4%B1/x") is None  # dotless i
+    without_root = Router(r for r in router.routes if r.config.name != "root")
+    assert without_root.match(None, "/API/x").config.name == "api"
+    assert without_root.match(None, "/api%3Bx/y").config.name == "api"
 
 
 def test_prefix_without_trailing_slash_matches_the_same_paths():
@@ -210,6 +242,11 @@ def test_encoded_escapes_from_public_are_refused(raw):
         ("/dav", True, "/dav/a%23b/", "/a%23b/"),
         ("/", True, "/a", "/a"),
         ("/", True, "/", "/"),
+        # Matched under another spelling: as many segments go as the prefix has.
+        ("/dav/", True, "/DAV/a/b", "/a/b"),
+        ("/dav/", True, "/Dav", "/"),
+        ("/a/b/", True, "/A/B/c", "/c"),
+        ("/kpi/", True, "/%E2%84%AApi/x", "/x"),
     ],
 )
 def test_upstream_path(prefix, strip, path, upstream):
@@ -238,7 +275,7 @@ def test_upstream_path(prefix, strip, path, upstream):
     ],
 )
 def test_files_route_scope_by_method(method, scope):
-    assert route_named("files").required_scope("/dav/x", method) == scope
+    assert route_named("files").required_scopes("/dav/x", method) == (scope,)
 
 
 @pytest.mark.parametrize(
@@ -248,13 +285,16 @@ def test_files_route_scope_by_method(method, scope):
         ("/1.0/environment/control/rest/getenvinfo", "env:read"),
         ("/1.0/environment/x", "env:read"),
         ("/1.0/environment/", "env:read"),
-        ("/1.0/environment/control/rest/stopenv/", "env:read"),
-        ("/1.0/environment", None),
+        # A trailing slash is the same endpoint (it used to fall to env:read).
+        ("/1.0/environment/control/rest/stopenv/", "env:control"),
+        # "/1.0/environment/*" covers the bare parent too (it used to be None).
+        ("/1.0/environment", "env:read"),
         ("/1.0/users/account/rest/getuserinfo", None),
     ],
 )
 def test_paas_route_scope_by_path_first_match_wins(path, scope):
-    assert route_named("paas").required_scope(path, "POST") == scope
+    expected = (scope,) if scope else ()
+    assert route_named("paas").required_scopes(path, "POST") == expected
 
 
 def test_path_rule_with_method_map_and_fallthrough():
@@ -271,31 +311,81 @@ def test_path_rule_with_method_map_and_fallthrough():
         methods={"GET": "api:read"},
         scope="api:any",
     )
-    assert compiled.required_scope("/api/admin/x", "GET") == "admin:read"
-    assert compiled.required_scope("/api/admin/x", "POST") == "admin:write"
-    assert compiled.required_scope("/api/items/1", "DELETE") == "items:delete"
+    assert compiled.required_scopes("/api/admin/x", "GET") == ("admin:read",)
+    assert compiled.required_scopes("/api/admin/x", "POST") == ("admin:write",)
+    assert compiled.required_scopes("/api/items/1", "DELETE") == ("items:delete",)
     # The items map does not name GET: the search goes on to methods.
-    assert compiled.required_scope("/api/items/1", "GET") == "api:read"
-    assert compiled.required_scope("/api/items/special", "PUT") == "special"
-    assert compiled.required_scope("/api/other", "PUT") == "api:any"
+    assert compiled.required_scopes("/api/items/1", "GET") == ("api:read",)
+    assert compiled.required_scopes("/api/items/special", "PUT") == ("special",)
+    assert compiled.required_scopes("/api/other", "PUT") == ("api:any",)
 
 
 def test_glob_star_crosses_segments_and_nothing_else_is_special():
     compiled = route(
         paths=(("/a/*/c", "x"), ("/b.?[z]", "y"), ("/lit", "z")),
     )
-    assert compiled.required_scope("/a/b/b/c", "GET") == "x"
-    assert compiled.required_scope("/a//c", "GET") == "x"
-    assert compiled.required_scope("/a/b/cd", "GET") is None
-    assert compiled.required_scope("/b.?[z]", "GET") == "y"
-    assert compiled.required_scope("/bx?z", "GET") is None
-    assert compiled.required_scope("/lit/", "GET") is None
+    assert compiled.required_scopes("/a/b/b/c", "GET") == ("x",)
+    assert compiled.required_scopes("/a//c", "GET") == ("x",)
+    assert compiled.required_scopes("/a/b/cd", "GET") == ()
+    assert compiled.required_scopes("/b.?[z]", "GET") == ("y",)
+    assert compiled.required_scopes("/bx?z", "GET") == ()
+    # A trailing slash is the same path (it used to match no rule).
+    assert compiled.required_scopes("/lit/", "GET") == ("z",)
+
+
+@pytest.mark.parametrize(
+    ("path", "scopes"),
+    [
+        ("/api/admin", {"admin"}),
+        ("/api/admin/", {"admin"}),
+        ("/api/admin/x/", {"admin"}),
+        ("/api/administrator", {"api"}),
+        # Other spellings: what each meets (as sent, folded, decoded) counts.
+        ("/api/ADMIN/users", {"admin", "api"}),
+        ("/API/Admin", {"admin", "api"}),
+        ("/api/admin%3Bx=1/users", {"admin", "api"}),
+        ("/api/adm%C4%B1n", {"admin", "api"}),
+        ("/api/LIT", {"lit"}),
+        ("/api/Lit/", {"lit", "api"}),
+        ("/api/lit", {"lit", "api"}),
+        ("/api/lit/x", {"api"}),
+    ],
+)
+def test_rules_match_every_spelling_segment_wise(path, scopes):
+    compiled = route(
+        prefix="/api/",
+        paths=(("/api/admin/*", "admin"), ("/api/LIT/", "lit")),
+        scope="api",
+    )
+    assert set(compiled.required_scopes(normalise_path(path), "GET")) == scopes
+
+
+def test_a_request_needs_the_rule_of_each_spelling_of_its_path():
+    compiled = route_named("paas")
+    stop = "/1.0/environment/control/rest/stopenv"
+    assert compiled.required_scopes(stop, "POST") == ("env:control",)
+    assert compiled.required_scopes(stop + "/", "POST") == ("env:control",)
+    for spelling in (stop.replace("stopenv", "StopEnv"), stop + "%3Bjsessionid=1"):
+        assert set(compiled.required_scopes(spelling, "POST")) == {
+            "env:read",
+            "env:control",
+        }
+
+
+def test_case_sensitive_route_matches_rules_as_written():
+    compiled = route(
+        prefix="/api/", paths=(("/api/admin/*", "admin"),), scope="api",
+        case_sensitive=True,
+    )  # fmt: skip
+    assert compiled.required_scopes("/api/admin/", "GET") == ("admin",)
+    assert compiled.required_scopes("/api/admin%3Bx", "GET") == ("api", "admin")
+    assert compiled.required_scopes("/api/Admin/x", "GET") == ("api",)
 
 
 def test_route_scope_is_the_last_resort_and_none_means_any_token():
-    assert route(scope="api:any").required_scope("/x", "GET") == "api:any"
-    assert route().required_scope("/x", "GET") is None
-    assert route(methods={"GET": "r"}).required_scope("/x", "PUT") is None
+    assert route(scope="api:any").required_scopes("/x", "GET") == ("api:any",)
+    assert route().required_scopes("/x", "GET") == ()
+    assert route(methods={"GET": "r"}).required_scopes("/x", "PUT") == ()
 
 
 # --------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class RouteConfig:
 
     ``paths`` keeps the file's order (first match wins); a value is a scope or
     a method map. Forward to ``upstream.rstrip("/") + upstream path``.
+    ``case_sensitive`` says the upstream tells ``/Admin`` from ``/admin``, so
+    the prefix and ``paths`` patterns need not match other letter cases.
     """
 
     name: str
@@ -113,6 +115,7 @@ class RouteConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
     websocket: bool = True
+    case_sensitive: bool = False
 
     def __post_init__(self) -> None:
         if not self.realm:

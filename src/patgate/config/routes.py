@@ -2,15 +2,16 @@
 
 :class:`RouteContext` parses each route with what it needs from the rest of
 the file (environment, scope sets, identity headers) and collects warnings:
-names and prefixes are unique, prefixes and path patterns canonical, methods
-upper case, required scopes single and valid, injected header values free of
-control characters.
+names and prefixes are unique (in every letter case, unless a route is
+``case_sensitive``), prefixes and path patterns canonical and free of encoded
+delimiters, methods upper case, required scopes single and valid, injected
+header values free of control characters.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -48,7 +49,7 @@ from patgate.config.reader import (
     take,
 )
 from patgate.paths import PathError, normalise_path
-from patgate.scopes import parse_node_scope, path_within
+from patgate.scopes import is_node_scope, path_within
 
 _ROUTE_KEYS = field_names(RouteConfig)
 # fmt: off
@@ -61,6 +62,10 @@ _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
 _QUERY_PARAM = re.compile(r"[A-Za-z0-9_.~-]+")
 _REALM = re.compile(r"[^\"\\\x00-\x1f\x7f]+")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# SECURITY: an encoded ";", "?" or "#" in a prefix or pattern is a delimiter
+# to an upstream behind a decoding hop; requests are matched as if it were
+# (paths.decode_text), so a rule holding one could never be met as written.
+_ENCODED_DELIMITER = re.compile(r"%(?:3B|3F|23)", re.IGNORECASE)
 
 
 @dataclass
@@ -127,6 +132,7 @@ class RouteContext:
             connect_timeout=take(data, "connect_timeout", where, read_seconds, 5.0),
             read_timeout=take(data, "read_timeout", where, read_seconds, 300.0),
             websocket=take(data, "websocket", where, read_bool, True),
+            case_sensitive=take(data, "case_sensitive", where, read_bool, False),
         )
         self._warn_about(route, where)
         return route
@@ -149,7 +155,7 @@ class RouteContext:
                 f"{'scope set' if known else 'unknown scope set'} {scope!r}: a route"
                 " requires one scope; sets are for granting",
             )
-        if parse_node_scope(scope) is not None:
+        if is_node_scope(scope):
             raise error_at(
                 where, "node scopes restrict tokens; a route cannot require one"
             )
@@ -206,14 +212,41 @@ class RouteContext:
             self.warnings.append(
                 f"{where}: auth: none on prefix '/' makes every path public"
             )
-        root = route.prefix.rstrip("/")
+        fold = _folder(route.case_sensitive)
+        root = fold(route.prefix.rstrip("/"))
         for pattern, _ in route.paths:
-            head = pattern.split("*", 1)[0]
+            head = fold(pattern.split("*", 1)[0])
             if not (path_within(head, root) or (root + "/").startswith(head)):
                 self.warnings.append(
                     f"{where}.paths.{pattern}: never matches, it is outside the"
                     f" prefix {route.prefix!r}"
                 )
+        self.warnings.extend(_same_paths(route, where))
+
+
+def _same_paths(route: RouteConfig, where: str) -> list[str]:
+    """Warnings for patterns that name a path an earlier one names already."""
+    warnings: list[str] = []
+    written: dict[str, str] = {}
+    folded: dict[str, str] = {}
+    for pattern, _ in route.paths:
+        if "*" in pattern:
+            continue
+        key = pattern.rstrip("/") or "/"
+        if key in written:
+            warnings.append(
+                f"{where}.paths.{pattern}: never matches, {written[key]!r} above"
+                " matches the same paths (a trailing slash does not count)"
+            )
+        elif not route.case_sensitive and key.lower() in folded:
+            warnings.append(
+                f"{where}.paths.{pattern}: {folded[key.lower()]!r} above is the"
+                " same path in another letter case; a request for it needs the"
+                " scopes of both (or set case_sensitive: true)"
+            )
+        written.setdefault(key, pattern)
+        folded.setdefault(key.lower(), pattern)
+    return warnings
 
 
 def _route_label(index: int, item: object) -> str:
@@ -221,6 +254,10 @@ def _route_label(index: int, item: object) -> str:
     if isinstance(item, dict) and isinstance(item.get("name"), str):
         label += f" ({item['name']})"
     return label
+
+
+def _folder(case_sensitive: bool) -> Callable[[str], str]:
+    return (lambda text: text) if case_sensitive else str.lower
 
 
 def _check_unique(
@@ -231,7 +268,9 @@ def _check_unique(
             raise error_at(
                 label, f"name {route.name!r} is already used by {other_label}"
             )
-        same_prefix = other.prefix.rstrip("/") == route.prefix.rstrip("/")
+        # A case-insensitive route's prefix takes every letter case of itself.
+        fold = _folder(route.case_sensitive and other.case_sensitive)
+        same_prefix = fold(other.prefix.rstrip("/")) == fold(route.prefix.rstrip("/"))
         if same_prefix and other.host == route.host:
             on_host = f" on host {route.host!r}" if route.host else ""
             raise error_at(
@@ -262,6 +301,8 @@ def _parse_prefix(value: object, where: str) -> str:
         raise error_at(where, str(exc)) from None
     if canonical != prefix:
         raise error_at(where, f"write the prefix in canonical form: {canonical!r}")
+    if _ENCODED_DELIMITER.search(prefix):
+        raise error_at(where, "a prefix cannot hold an encoded ';', '?' or '#'")
     if prefix != "/" and path_within(prefix.rstrip("/"), "/_patgate"):
         raise error_at(where, "/_patgate/ is reserved for patgate's own endpoints")
     return prefix
@@ -279,6 +320,8 @@ def _check_pattern(pattern: str, where: str) -> None:
         raise error_at(
             where, "write the pattern in canonical form (no '//', '.', '..')"
         )
+    if _ENCODED_DELIMITER.search(pattern):
+        raise error_at(where, "a path pattern cannot hold an encoded ';', '?' or '#'")
 
 
 def _parse_upstream(value: object, where: str) -> str:

@@ -25,6 +25,9 @@ path as sent. In a pattern, ``*`` matches any run of characters
 ``/1.0/environment/control/rest/getenvinfo``) and a final ``/*`` also matches
 the bare parent (``/api/admin/*`` covers ``/api/admin``); no other character
 is special.
+
+HEAD needs what GET needs as well as its own rule: frameworks answer HEAD
+with the GET handler.
 """
 
 from __future__ import annotations
@@ -155,8 +158,16 @@ class CompiledRoute:
             # fallback at an upstream that reads methods case-insensitively.
             method = method.upper()
         if self._rules:
-            return self._need(path, method)
-        return self._by_method.get(method, self._fallback)  # the common case
+            needed = self._need(path, method)
+        else:  # the common case: one dict look-up
+            needed = self._by_method.get(method, self._fallback)
+        if method != "HEAD":
+            return needed
+        # SECURITY: HEAD runs the GET handler in most frameworks; a map that
+        # names only GET must not let HEAD through to a weaker rule.
+        if self._rules:
+            return self._with(needed, self._need(path, "GET"))
+        return self._with(needed, self._by_method.get("GET", self._fallback))
 
     def _need(self, path: str, method: str) -> Scopes:
         # SECURITY: "StopEnv", "stopenv%3Bx" are "stopenv" to many upstreams;
@@ -359,7 +370,7 @@ def _check_scopes(
             return _insufficient(
                 "scope", " ".join(needed), token.id, token.owner, header
             )
-    # More than one scope: another spelling of the path adds its rule's.
+    # More than one scope: another spelling of the path, or GET's for a HEAD.
     described = needed[0] if len(needed) == 1 else (" ".join(needed) or None)
     return _allowed(token.id, token.owner, described, header)
 

@@ -382,6 +382,36 @@ def test_case_sensitive_route_matches_rules_as_written():
     assert compiled.required_scopes("/api/Admin/x", "GET") == ("api",)
 
 
+@pytest.mark.parametrize(
+    ("methods", "paths", "scope", "head"),
+    [
+        ({"GET": "export"}, (), "read", ("read", "export")),
+        ({"GET": "export", "*": "write"}, (), None, ("write", "export")),
+        ({"GET": "export", "HEAD": "read"}, (), None, ("read", "export")),
+        ({"GET": "read", "HEAD": "read"}, (), None, ("read",)),
+        ({"*": "x"}, (), None, ("x",)),
+        ({}, (("/p", MappingProxyType({"GET": "private"})),), "read",
+         ("read", "private")),
+        ({"GET": "g"}, (("/p", MappingProxyType({"HEAD": "h"})),), None,
+         ("h", "g")),
+        ({}, (), None, ()),
+    ],
+)  # fmt: skip
+def test_head_needs_its_own_rule_and_what_get_needs(methods, paths, scope, head):
+    compiled = route(methods=methods, paths=paths, scope=scope)
+    assert compiled.required_scopes("/p", "HEAD") == head
+    assert compiled.required_scopes("/p", "head") == head
+
+
+def test_refusal_names_every_scope_needed():
+    compiled = route(methods={"GET": "api:export"}, scope="api:read")
+    decision = check(compiled, "/x", "HEAD", grant(token_scopes=("api:read",)))
+    expect(decision, 403, "scope", "insufficient_scope")
+    assert decision.scope == "api:read api:export"
+    both = grant(token_scopes=("api:read", "api:export"))
+    assert check(compiled, "/x", "HEAD", both).allowed
+
+
 def test_route_scope_is_the_last_resort_and_none_means_any_token():
     assert route(scope="api:any").required_scopes("/x", "GET") == ("api:any",)
     assert route().required_scopes("/x", "GET") == ()

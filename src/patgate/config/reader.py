@@ -10,6 +10,7 @@ raises :class:`~patgate.errors.ConfigError` naming ``where``.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -235,9 +236,17 @@ def read_header_name(
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def fold_header(header: str) -> str:
-    """A header name as upstreams that fold '-' and '_' (WSGI, CGI) see it."""
-    return header.lower().replace("_", "-")
+    """A header name as the most lenient upstream reads it: case, '-', '_', '.' folded.
+
+    WSGI and CGI turn '-' into '_' (so ``X_Patgate_User`` is
+    ``X-Patgate-User`` to them) and PHP turns '.' into '_' as well
+    (``X.Patgate.User``). SECURITY: every decision to strip or keep a
+    header compares names folded by this one function (spoofed identity).
+    Cached: the gateway folds every header name of every request.
+    """
+    return header.lower().replace("_", "-").replace(".", "-")
 
 
 def is_ip(text: str, version: int) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from patgate.config.reader import fold_header
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -37,9 +39,8 @@ FORWARDED_HEADERS = frozenset(
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def header_key(name: str) -> str:
-    """A header name as WSGI/CGI upstreams see it: case and ``_``/``-`` folded."""
-    return name.lower().replace("_", "-")
+# The one name folding (case, "-", "_", ".") behind every strip decision.
+header_key = fold_header
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:

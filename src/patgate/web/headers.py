@@ -8,7 +8,9 @@ identity headers are added last, so no client header can remove or fake them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -41,6 +43,37 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The one name folding (case, "-", "_", ".") behind every strip decision.
 header_key = fold_header
+
+# name[:port], IPv4[:port] or [IPv6][:port]; the port may be empty (RFC 3986).
+_HOST = re.compile(
+    r"(?:(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[(?P<ip6>[0-9A-Fa-f:.]+)\])"
+    r"(?::(?P<port>[0-9]{0,5}))?"
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def valid_host(host: str) -> bool:
+    """True when ``host`` is ``host[:port]`` and nothing else.
+
+    SECURITY: a Host that is a list (``other, secure.example.com``), holds
+    spaces, userinfo, a path or a second port is one name to the router and
+    another to an upstream reading ``X-Forwarded-Host``: it would dodge a
+    host-bound route. Names are DNS-like labels; one trailing dot is the
+    same name (the router drops it too). Cached: Host rarely varies.
+    """
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    port = match.group("port")
+    if port and int(port) > 65535:
+        return False
+    literal = match.group("ip6")
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+    return True
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:

@@ -40,6 +40,7 @@ from patgate.web.headers import (
     is_trusted,
     parse_networks,
     upstream_headers,
+    valid_host,
 )
 from patgate.web.inflight import InFlight
 from patgate.web.ops import EXCHANGE, Exchange, Metrics
@@ -169,7 +170,13 @@ class ProxyHandler:
         except PathError as exc:
             exchange.reason = "bad_path"
             return error_response(400, "invalid_request", message=str(exc))
-        route = state.router.match(request.headers.get(hdrs.HOST), path)
+        host = request.headers.get(hdrs.HOST)
+        if host is not None and not valid_host(host):
+            exchange.reason = "bad_host"
+            return error_response(
+                400, "invalid_request", message="The Host header is not host[:port]."
+            )
+        route = state.router.match(host, path)
         if route is None:
             return error_response(404, "not_found")
         config = route.config

@@ -35,7 +35,11 @@ def php_view(upstream: RecordingUpstream) -> dict[str, list[str]]:
     return view
 
 
-IDENTITY_KEYS = ("HTTP_X_PATGATE_USER", "HTTP_X_PATGATE_TOKEN_ID", "HTTP_X_PATGATE_SCOPES")
+IDENTITY_KEYS = (
+    "HTTP_X_PATGATE_USER",
+    "HTTP_X_PATGATE_TOKEN_ID",
+    "HTTP_X_PATGATE_SCOPES",
+)
 DOTTED_SPELLINGS = [
     "X.Patgate.User",
     "x.patgate.user",

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from patgate.config.reader import fold_header
+from patgate.extract import carries_token
+from patgate.tokens import BODY_LENGTH
 
 HOP_BY_HOP = frozenset(
     {
@@ -116,31 +118,43 @@ def client_address(
     return peer
 
 
-def upstream_headers(
-    incoming: CIMultiDictProxy[str],
-    *,
-    drop: frozenset[str],
-    peer_trusted: bool,
-) -> CIMultiDict[str]:
-    """Copy the client's headers minus hop-by-hop, credentials and spoofed ones.
+def header_drops(names: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The folded names a route never forwards: from a trusted peer, from others.
 
-    ``drop`` holds folded names (``header_key``) of headers to remove: the
-    identity headers, the credential headers of this route.
+    ``names`` are the route's own (identity and credential headers, injected
+    ones); hop-by-hop and never-forwarded headers are added, and for an
+    untrusted peer the forwarding headers too. Computed once per config load.
+    """
+    trusted = frozenset({*HOP_BY_HOP, *NOT_FORWARDED, *map(header_key, names)})
+    return trusted, trusted | FORWARDED_HEADERS
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str], *, drop: frozenset[str], token_prefix: str
+) -> CIMultiDict[str]:
+    """Copy the client's headers minus ``drop``, Connection-named and token ones.
+
+    ``drop`` holds folded names (``header_key``), see :func:`header_drops`.
+    One pass: each name is folded once, and only a name or value long
+    enough to hold a token is searched for one.
     """
     dropped = connection_named(incoming)
+    shortest = len(token_prefix) + 1 + BODY_LENGTH
     result: CIMultiDict[str] = CIMultiDict()
     # aiohttp's client keeps repeats of a name only when they are spelled
     # alike (X-A and x-a would leave just the last value): spell them alike.
     spelling: dict[str, str] = {}
     for name, value in incoming.items():
         key = header_key(name)
-        if key in HOP_BY_HOP or key in NOT_FORWARDED or key in dropped:
+        # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams,
+        # X.Patgate.User to PHP; X-Forwarded-* from an untrusted client.
+        if key in drop or key in dropped:
             continue
-        # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams.
-        if key in drop:
-            continue
-        # SECURITY: X-Forwarded-* from an untrusted client is a spoof.
-        if key in FORWARDED_HEADERS and not peer_trusted:
+        # SECURITY: a token where the route did not read it (a second
+        # Authorization, X_API_Key, "Token ...", a cookie) leaks upstream.
+        if (len(value) >= shortest and carries_token(value, token_prefix)) or (
+            len(name) >= shortest and carries_token(name, token_prefix)
+        ):
             continue
         if not is_utf8(value):
             continue

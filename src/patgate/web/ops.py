@@ -125,7 +125,6 @@ class Exchange:
     decision: Decision | None = None
     reason: str | None = None  # why a request was refused before any decision
     auth_seconds: float | None = None
-    drop_headers: frozenset[str] = frozenset()  # see proxy._without_patgate_tokens
     response: web.StreamResponse | None = None  # a streamed one, once prepared
 
 

@@ -21,20 +21,20 @@ from yarl import URL
 
 from patgate.config import Config, RouteConfig
 from patgate.extract import (
-    Credential,
     CredentialError,
     extract_credential,
     strip_query_params,
+    strip_token_pairs,
 )
 from patgate.gate import Gate, RequestView
 from patgate.paths import PathError, normalise_path
 from patgate.policy import CompiledRoute, Decision, Router
-from patgate.tokens import parse_token
 from patgate.web.errors import error_response, refusal_response
 from patgate.web.headers import (
     add_forwarding,
     client_address,
     copy_response_headers,
+    header_drops,
     header_key,
     identity_values,
     is_trusted,
@@ -58,7 +58,8 @@ class RouteTarget:
     base: str  # upstream origin + base path, no trailing slash
     origin: URL
     timeout: ClientTimeout | None  # None: the session's DEFAULT_TIMEOUT
-    drop: frozenset[str]  # folded header names never forwarded on this route
+    drop: frozenset[str]  # folded header names never forwarded from a trusted peer
+    drop_untrusted: frozenset[str]  # ... from any other peer
     inject: tuple[tuple[str, str], ...]
 
 
@@ -92,15 +93,16 @@ def _identity_names(config: Config) -> tuple[str, str, str]:
 
 def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
     upstream = URL(route.upstream)
-    drop = set(identity)
+    names = set(identity)
     if route.auth != "none":
-        drop.add("authorization")
+        names.add("authorization")
         if "header" in route.credentials and route.api_key_header:
-            drop.add(header_key(route.api_key_header))
+            names.add(route.api_key_header)
     inject = tuple(
         (name, secret_text(value)) for name, value in route.upstream_headers.items()
     )
-    drop.update(header_key(name) for name, _ in inject)
+    names.update(name for name, _ in inject)
+    drop, drop_untrusted = header_drops(names)
     timeout = ClientTimeout(
         total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
     )
@@ -108,7 +110,8 @@ def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
         base=str(upstream).rstrip("/"),
         origin=upstream.origin(),
         timeout=None if timeout == DEFAULT_TIMEOUT else timeout,
-        drop=frozenset(drop),
+        drop=drop,
+        drop_untrusted=drop_untrusted,
         inject=inject,
     )
 
@@ -219,10 +222,10 @@ class ProxyHandler:
             if "query" in config.credentials and raw_query:
                 # SECURITY: the token never travels on in the forwarded URL.
                 raw_query = strip_query_params(raw_query, config.query_params)
-        else:
-            raw_query = _without_patgate_tokens(
-                request, exchange, route, raw_query, state.config.token_prefix
-            )
+        if raw_query:
+            # SECURITY: nor does any other token, in a parameter this route
+            # does not read (a public route, a route without "query").
+            raw_query = strip_token_pairs(raw_query, state.config.token_prefix)
         return await self._forward(
             request, exchange, route, path, raw_query, view, decision, peer_trusted
         )
@@ -241,11 +244,10 @@ class ProxyHandler:
         state = self.state
         config = route.config
         target = state.targets[config.name]
-        drop = target.drop
-        if exchange.drop_headers:
-            drop = drop | exchange.drop_headers
         headers = upstream_headers(
-            request.headers, drop=drop, peer_trusted=peer_trusted
+            request.headers,
+            drop=target.drop if peer_trusted else target.drop_untrusted,
+            token_prefix=state.config.token_prefix,
         )
         add_forwarding(
             headers,
@@ -495,37 +497,3 @@ def _wants_websocket(request: web.Request) -> bool:
 
 def _clean_query(raw_query: str) -> bool:
     return raw_query.isascii() and raw_query.isprintable()
-
-
-def _without_patgate_tokens(
-    request: web.Request,
-    exchange: Exchange,
-    route: CompiledRoute,
-    raw_query: str,
-    prefix: str,
-) -> str:
-    """The query of a public request minus patgate tokens; marks such headers.
-
-    SECURITY: a token sent to an ``auth: none`` route by mistake must not
-    leak to that route's upstream. Only values that pass the token checksum
-    are removed, so an upstream's own credentials still pass.
-    """
-    config = route.config
-    drop: set[str] = set()
-    authorization = request.headers.get(hdrs.AUTHORIZATION)
-    if authorization is not None:
-        found = extract_credential((authorization,), (), "", ("bearer", "basic"), ())
-        if isinstance(found, Credential) and parse_token(found.value, prefix):
-            drop.add(hdrs.AUTHORIZATION)
-    api_key = request.headers.get(config.api_key_header)
-    if api_key is not None and parse_token(api_key.strip(), prefix):
-        drop.add(config.api_key_header)
-    if drop:
-        exchange.drop_headers = frozenset(header_key(name) for name in drop)
-    if raw_query:
-        found = extract_credential((), (), raw_query, ("query",), config.query_params)
-        if isinstance(found, CredentialError) or (
-            isinstance(found, Credential) and parse_token(found.value, prefix)
-        ):
-            raw_query = strip_query_params(raw_query, config.query_params)
-    return raw_query

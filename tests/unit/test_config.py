@@ -669,3 +669,27 @@ def test_load_config_errors_name_the_file(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match=r"binary.yaml: cannot read"):
         load_config(str(binary), env={})
+
+
+def test_pass_headers_are_stored_folded_and_default_to_none():
+    (route,) = parse(MINIMAL_ROUTE).routes
+    assert route.pass_headers == ()
+    (route,) = parse(
+        f"routes: [{{{BASE}, pass_headers: [X-HTTP-Method-Override,"
+        " X_Original_URL, x-http-method-override]}]"
+    ).routes
+    assert route.pass_headers == ("x-http-method-override", "x-original-url")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[X-Patgate-User]", "pass_headers[0]: 'X-Patgate-User' is not a header"),
+        ("[X-Real-IP]", "pass_headers[0]: 'X-Real-IP' is not a header"),
+        ("[X-Original-URL, Cookie]", "pass_headers[1]: 'Cookie' is not a header"),
+        ("X-Original-URL", "pass_headers: expected a list"),
+    ],
+)
+def test_pass_headers_only_name_override_headers(value, message):
+    error = route_error(f"{{{BASE}, pass_headers: {value}}}")
+    assert error.startswith(f"routes[0] (paas).{message}"), error

@@ -17,6 +17,17 @@ from patgate.tokens import DEFAULT_PREFIX
 
 CREDENTIAL_SOURCES = ("bearer", "basic", "query", "header")
 DEFAULT_QUERY_PARAMS = ("access_token", "session")
+# Folded names (``reader.fold_header``) of headers that make an upstream act
+# on another path or method than the one the gateway authorised (IIS,
+# Symfony, Zend: X-Original-URL; Rails, Laravel, Express: the method
+# overrides). Never forwarded unless a route lists them in ``pass_headers``.
+# fmt: off
+OVERRIDE_HEADERS = frozenset((
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-envoy-original-path",
+    "x-http-method-override", "x-http-method", "x-method-override",
+    "x-original-method",
+))
+# fmt: on
 
 MethodMap = Mapping[str, str]
 T = TypeVar("T")
@@ -113,6 +124,7 @@ class RouteConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
     websocket: bool = True
+    pass_headers: tuple[str, ...] = ()  # folded names out of OVERRIDE_HEADERS
 
     def __post_init__(self) -> None:
         if not self.realm:

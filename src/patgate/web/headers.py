@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from patgate.config.model import OVERRIDE_HEADERS
 from patgate.config.reader import fold_header
 from patgate.extract import carries_token
 from patgate.tokens import BODY_LENGTH
@@ -36,9 +37,19 @@ HOP_BY_HOP = frozenset(
 # Never forwarded upstream: the client already got its 100-continue, and the
 # upstream's Host comes from the upstream URL.
 NOT_FORWARDED = frozenset({"host", "expect", "content-length"})
-FORWARDED_HEADERS = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
-)
+# What only a proxy in trusted_proxies may tell an upstream: who the client
+# is, which host and scheme it used. Any other X-Forwarded-* name too (by its
+# prefix, see upstream_headers): an upstream may read whichever it likes.
+# fmt: off
+TRUSTED_ONLY = frozenset((
+    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+    "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+    "x-cluster-client-ip", "client-ip", "fastly-client-ip", "x-originating-ip",
+    "x-remote-ip", "x-remote-addr", "x-host", "x-original-host",
+    "x-http-host-override", "x-scheme", "x-url-scheme", "front-end-https",
+))
+# fmt: on
+_FORWARDED_PREFIX = "x-forwarded-"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -118,19 +129,29 @@ def client_address(
     return peer
 
 
-def header_drops(names: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+def header_drops(
+    names: Iterable[str], passed: Iterable[str] = ()
+) -> tuple[frozenset[str], frozenset[str]]:
     """The folded names a route never forwards: from a trusted peer, from others.
 
     ``names`` are the route's own (identity and credential headers, injected
-    ones); hop-by-hop and never-forwarded headers are added, and for an
-    untrusted peer the forwarding headers too. Computed once per config load.
+    ones); hop-by-hop, never-forwarded and override headers (minus the
+    route's ``passed``) are added, and for an untrusted peer
+    :data:`TRUSTED_ONLY` too. Computed once per config load.
     """
-    trusted = frozenset({*HOP_BY_HOP, *NOT_FORWARDED, *map(header_key, names)})
-    return trusted, trusted | FORWARDED_HEADERS
+    overrides = OVERRIDE_HEADERS - set(passed)
+    trusted = frozenset(
+        {*HOP_BY_HOP, *NOT_FORWARDED, *overrides, *map(header_key, names)}
+    )
+    return trusted, trusted | TRUSTED_ONLY
 
 
 def upstream_headers(
-    incoming: CIMultiDictProxy[str], *, drop: frozenset[str], token_prefix: str
+    incoming: CIMultiDictProxy[str],
+    *,
+    drop: frozenset[str],
+    peer_trusted: bool,
+    token_prefix: str,
 ) -> CIMultiDict[str]:
     """Copy the client's headers minus ``drop``, Connection-named and token ones.
 
@@ -139,6 +160,7 @@ def upstream_headers(
     enough to hold a token is searched for one.
     """
     dropped = connection_named(incoming)
+    untrusted = not peer_trusted
     shortest = len(token_prefix) + 1 + BODY_LENGTH
     result: CIMultiDict[str] = CIMultiDict()
     # aiohttp's client keeps repeats of a name only when they are spelled
@@ -147,8 +169,12 @@ def upstream_headers(
     for name, value in incoming.items():
         key = header_key(name)
         # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams,
-        # X.Patgate.User to PHP; X-Forwarded-* from an untrusted client.
+        # X.Patgate.User to PHP; X-Original-URL and X-HTTP-Method-Override
+        # change what the upstream does; X-Real-IP, X-Forwarded-* from an
+        # untrusted client are spoofs.
         if key in drop or key in dropped:
+            continue
+        if untrusted and key.startswith(_FORWARDED_PREFIX):
             continue
         # SECURITY: a token where the route did not read it (a second
         # Authorization, X_API_Key, "Token ...", a cookie) leaks upstream.

@@ -102,7 +102,7 @@ def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
         (name, secret_text(value)) for name, value in route.upstream_headers.items()
     )
     names.update(name for name, _ in inject)
-    drop, drop_untrusted = header_drops(names)
+    drop, drop_untrusted = header_drops(names, route.pass_headers)
     timeout = ClientTimeout(
         total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
     )
@@ -247,6 +247,7 @@ class ProxyHandler:
         headers = upstream_headers(
             request.headers,
             drop=target.drop if peer_trusted else target.drop_untrusted,
+            peer_trusted=peer_trusted,
             token_prefix=state.config.token_prefix,
         )
         add_forwarding(

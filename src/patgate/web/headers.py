@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -241,8 +242,49 @@ def copy_response_headers(
 def identity_values(
     names: Mapping[str, str], user: str, token_id: str, scopes: str
 ) -> list[tuple[str, str]]:
+    """The identity headers; ``scopes`` as ``policy.describe_scopes`` joins them."""
     return [
         (names["user"], user),
         (names["token_id"], token_id),
-        (names["scopes"], scopes),
+        (names["scopes"], encode_scopes(scopes)),
     ]
+
+
+# Characters an element of X-Patgate-Scopes keeps as they are; every other
+# one is percent-encoded (UTF-8), so no element can hold a "," or a space.
+_SCOPE_SAFE = ":/*"
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_scopes(joined: str) -> str:
+    """``X-Patgate-Scopes``: the scopes comma-separated, each percent-encoded.
+
+    SECURITY: a node path holding ``,`` (``node:/dav/x,*,admin:rw``) would
+    read as three scopes to an upstream splitting at commas. Each element
+    keeps ``A-Z a-z 0-9 - . _ ~ : / *`` and has every other character
+    percent-encoded (``%2C``, ``%25``, ``%20``); an upstream splits at ``,``
+    and percent-decodes each element. Ordinary scopes are unchanged.
+    Cached: a handful of distinct scope sets serve every request.
+    """
+    return ",".join(quote(scope, safe=_SCOPE_SAFE) for scope in split_scopes(joined))
+
+
+def split_scopes(joined: str) -> list[str]:
+    """The scopes that ``policy.describe_scopes`` joined with ``,``.
+
+    Plain scopes never hold ``,`` and never start with ``node:``; a node
+    scope is ``node:PATH:MODE`` whose path never holds ``:``, so its end is
+    the first ``,`` after the second ``:`` (``scopes`` grammar).
+    """
+    scopes: list[str] = []
+    at = 0
+    while at < len(joined):
+        start = at
+        if joined.startswith("node:", at):
+            mode = joined.find(":", at + 5)
+            at = mode if mode != -1 else len(joined)
+        end = joined.find(",", at)
+        end = len(joined) if end == -1 else end
+        scopes.append(joined[start:end])
+        at = end + 1
+    return scopes

@@ -31,6 +31,8 @@ from urllib.parse import unquote
 from patgate.tokens import BODY_LENGTH, token_id_of
 
 __all__ = [
+    "ASCII_ESCAPE",
+    "MAX_ENCODING_LAYERS",
     "SOURCES",
     "Credential",
     "CredentialError",
@@ -237,7 +239,7 @@ def strip_query_params(raw_query: str, names: Collection[str]) -> str:
 
 # A percent-escape of an ASCII character: the only ones that can spell a
 # token's characters (or the "%" of a deeper escape).
-_ASCII_ESCAPE = re.compile(r"%[0-7][0-9A-Fa-f]")
+ASCII_ESCAPE = re.compile(r"%[0-7][0-9A-Fa-f]")
 # More layers of percent-encoding than any real client sends: a value still
 # encoded after these is treated as carrying a token (fail closed).
 MAX_ENCODING_LAYERS = 8
@@ -249,7 +251,7 @@ def _unescape(match: re.Match[str]) -> str:
 
 def unquote_ascii(text: str) -> str:
     """``text`` with its ASCII percent-escapes decoded once (``%5F`` → ``_``)."""
-    return _ASCII_ESCAPE.sub(_unescape, text)
+    return ASCII_ESCAPE.sub(_unescape, text)
 
 
 def carries_token(text: str, prefix: str) -> bool:

@@ -37,6 +37,7 @@ from patgate.logs import ACCESS_LOG
 from patgate.store import open_store
 from patgate.web.app import CONFIG, IN_FLIGHT, create_app, reload_config
 from patgate.web.ops import AccessLogger, route_library_logs
+from patgate.web.protocol import GatewayRunner
 
 log = structlog.get_logger("patgate.server")
 
@@ -253,7 +254,7 @@ async def _serve_one(
     store = open_store(config.store)
     app = create_app(config, store)
     in_flight = app[IN_FLIGHT]
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,

@@ -259,7 +259,11 @@ class ProxyHandler:
         )
         if request.content_length is not None and request.body_exists:
             headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
-        refused = await self._rewrite_webdav(request, route, target, headers, view)
+        refused = None
+        if "Destination" in request.headers or "If" in request.headers:
+            refused = await self._rewrite_webdav(
+                request, route, target, headers, view, peer_trusted
+            )
         if refused is not None:
             return refused
         if decision is not None:
@@ -380,22 +384,36 @@ class ProxyHandler:
         target: RouteTarget,
         headers: CIMultiDict[str],
         view: RequestView | None,
+        peer_trusted: bool,
     ) -> web.StreamResponse | None:
         """Point ``Destination`` and ``If`` URLs at the upstream; authorise the target.
 
         SECURITY: a MOVE or COPY writes at its destination, so the token must
         hold that path too (node scopes), and it must stay on this route.
+        Only URLs naming this gateway, as the client reaches it, are
+        rewritten; one naming another server is a 502 (RFC 4918, 9.9.4),
+        never rewritten into one on this upstream.
         """
+        style = route.config.error_style
+        origin = _ClientOrigin.of(request, peer_trusted)
         destination = request.headers.get("Destination")
         if destination is not None:
             rewritten = await self._rewrite_url(
-                request, route, target, destination, view
+                request, route, target, destination, view, origin
             )
             if isinstance(rewritten, web.StreamResponse):
                 return rewritten
             headers["Destination"] = rewritten
         if_header = request.headers.get("If")
         if if_header is not None and "<" in if_header:
+            tagged = _IF_URL.findall(if_header)
+            if any(_names_other_server(url, origin) for url in tagged):
+                return error_response(
+                    502,
+                    "bad_gateway",
+                    style=style,
+                    message="An If header URL names another server.",
+                )
             headers["If"] = _IF_URL.sub(
                 lambda m: (
                     "<" + self._map_if_url(request, route, target, m.group(1)) + ">"
@@ -411,6 +429,7 @@ class ProxyHandler:
         target: RouteTarget,
         value: str,
         view: RequestView | None,
+        origin: _ClientOrigin,
     ) -> str | web.StreamResponse:
         style = route.config.error_style
         try:
@@ -418,6 +437,13 @@ class ProxyHandler:
         except ValueError:
             return error_response(
                 400, "invalid_request", style=style, message="Destination is not a URL."
+            )
+        if _names_other_server(value, origin):
+            return error_response(
+                502,
+                "bad_gateway",
+                style=style,
+                message="The Destination names another server.",
             )
         try:
             path = normalise_path(url.raw_path or "/")
@@ -450,6 +476,7 @@ class ProxyHandler:
         target: RouteTarget,
         value: str,
     ) -> str:
+        """The upstream URL for an If header URL of this route; others as they are."""
         try:
             url = URL(value, encoded=True)
             if not url.is_absolute():
@@ -457,11 +484,70 @@ class ProxyHandler:
             path = normalise_path(url.raw_path or "/")
         except (ValueError, PathError):
             return value
-        if url.host != request.url.host or not path.startswith(
-            route.config.prefix.rstrip("/")
-        ):
+        if not path.startswith(route.config.prefix.rstrip("/")):
             return value
         return target.base + route.upstream_path(path)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientOrigin:
+    """The scheme and the host[:port] names by which the client reached us."""
+
+    scheme: str
+    authorities: tuple[tuple[str, int | None], ...]
+
+    @classmethod
+    def of(cls, request: web.Request, peer_trusted: bool) -> _ClientOrigin:
+        """From Host, and X-Forwarded-Host/-Proto when a trusted proxy sent them."""
+        scheme = request.scheme
+        names = [request.headers.get(hdrs.HOST, "")]
+        if peer_trusted:
+            forwarded = request.headers.get("X-Forwarded-Host", "")
+            names.append(forwarded.split(",", 1)[0].strip())
+            proto = request.headers.get("X-Forwarded-Proto", "")
+            scheme = proto.split(",", 1)[0].strip().lower() or scheme
+        port = _DEFAULT_PORTS.get(scheme)
+        authorities = tuple(
+            (host, explicit or port)
+            for host, explicit in map(_split_authority, names)
+            if host
+        )
+        return cls(scheme, authorities)
+
+
+def _split_authority(value: str) -> tuple[str, int | None]:
+    """``(name, port)`` of a Host value (already checked by ``valid_host``)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        digits = rest[1:]
+    else:
+        host, _, digits = value.partition(":")
+    return host.lower().rstrip("."), int(digits) if digits.isdigit() else None
+
+
+def _names_other_server(value: str, origin: _ClientOrigin) -> bool:
+    """Whether the URL ``value`` names a server (host, port, scheme) but not us.
+
+    A path (``/dav/x``) or a URI without a host (a lock token such as
+    ``opaquelocktoken:...``) names no server. Userinfo is never ours.
+    """
+    try:
+        url = URL(value, encoded=True)
+        host = url.host
+        port = url.port
+    except ValueError:
+        return True
+    if host is None:
+        return False
+    scheme = url.scheme.lower() or origin.scheme
+    if scheme != origin.scheme or url.raw_user is not None:
+        return True
+    if not url.scheme:
+        port = url.explicit_port or _DEFAULT_PORTS.get(scheme)
+    return (host.lower().rstrip("."), port) not in origin.authorities
 
 
 async def _small_response(upstream: ClientResponse, style: str) -> web.StreamResponse:

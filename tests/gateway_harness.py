@@ -227,7 +227,12 @@ async def start_gateway(
         scope_sets=config.scope_sets,
     )
     app = create_app(config, store)
-    runner = GatewayRunner(app, access_log_class=AccessLogger, shutdown_timeout=5)
+    runner = GatewayRunner(
+        app,
+        header_timeout=config.limits.header_timeout,
+        access_log_class=AccessLogger,
+        shutdown_timeout=5,
+    )
     await runner.setup()
     site = web.SockSite(runner, bound_socket())
     await site.start()

@@ -124,10 +124,11 @@ def shapes(token: str) -> list[bytes]:
         b"GET /nowhere/" + spell(token, "%255F").encode() + b"/x HTTP/1.1" + end,
         b"GET /api/" + spell(token, "all").encode() + b" HTTP/1.1" + end,
         t + b" /nowhere HTTP/1.1" + end,
+        b"PUT /api/x HTTP/1.1\r\nExpect: " + t + b"\r\nContent-Length: 5" + end,
     ]
 
 
-@pytest.mark.parametrize("index", range(16))
+@pytest.mark.parametrize("index", range(17))
 async def test_refused_or_logged_request_never_echoes_its_token(
     gateway: Gateway, served_log: io.StringIO, index: int
 ) -> None:

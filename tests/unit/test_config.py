@@ -693,3 +693,14 @@ def test_pass_headers_are_stored_folded_and_default_to_none():
 def test_pass_headers_only_name_override_headers(value, message):
     error = route_error(f"{{{BASE}, pass_headers: {value}}}")
     assert error.startswith(f"routes[0] (paas).{message}"), error
+
+
+def test_header_timeout_is_a_positive_duration():
+    assert parse("limits: {header_timeout: 5s}").limits.header_timeout == 5.0
+    assert parse("limits: {header_timeout: 0.5}").limits.header_timeout == 0.5
+    assert error_of("limits: {header_timeout: 0}").startswith(
+        "limits.header_timeout: must be > 0"
+    )
+    assert error_of("limits: {header_timeout: soon}").startswith(
+        "limits.header_timeout: invalid duration"
+    )

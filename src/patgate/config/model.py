@@ -94,6 +94,8 @@ class Limits:
     max_url_bytes: int = 8190
     max_body_bytes: int | None = None
     failed_auth_per_minute: int = 30
+    # Seconds a client has to send a request's headers (slowloris).
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,4 +204,7 @@ def parse_limits(value: object, where: str) -> Limits:
         failed_auth_per_minute=take(
             data, keys[3], where, lambda v, w: read_integer(v, w, 0), 30
         ),
+        header_timeout=take(
+            data, "header_timeout", where, read_seconds, default.header_timeout
+        ),
     )

@@ -26,7 +26,8 @@ from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
 from patgate.web.inflight import InFlight
 from patgate.web.ops import Metrics, healthz, metrics_handler, readyz_handler
-from patgate.web.proxy import ProxyHandler, ProxyState
+from patgate.web.protocol import set_server_header
+from patgate.web.proxy import ProxyHandler, ProxyState, answer_expect
 from patgate.web.streams import StreamRegistry
 from patgate.web.upstream import open_upstream_session
 
@@ -97,7 +98,11 @@ def create_app(
 
     setup_management(app)
     # [\s\S], not ".": a path with %0A must reach the proxy (and its 400) too.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
+    # The proxy answers Expect itself, once the request is authorised.
+    app.router.add_route(
+        "*", r"/{tail:[\s\S]*}", _dispatch, expect_handler=answer_expect
+    )
+    app.on_response_prepare.append(set_server_header)
     return app
 
 

@@ -14,7 +14,15 @@ import re
 import time
 from dataclasses import dataclass
 
-from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout, hdrs, web
+from aiohttp import (
+    ClientError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    HttpVersion11,
+    hdrs,
+    web,
+)
 from aiohttp.helpers import sentinel
 from multidict import CIMultiDict
 from yarl import URL
@@ -152,7 +160,14 @@ class ProxyHandler:
             raise
         finally:
             in_flight.leave()
-        if in_flight.draining:
+        if in_flight.draining or (
+            request.body_exists
+            and not request.content.is_eof()
+            and not response.prepared
+            and _expects_continue(request)
+        ):
+            # A refused upload that waits for its 100 Continue: its body
+            # will never come, so the connection cannot carry another request.
             response.force_close()
         return response
 
@@ -281,6 +296,10 @@ class ProxyHandler:
                 headers[name] = value
         for name, value in target.inject:
             headers[name] = value
+        if request.body_exists and _expects_continue(request):
+            # SECURITY: only now, authorised, may the client send its body.
+            await request.writer.write(_CONTINUE)
+            request.writer.output_size = 0  # the answer's own bytes come next
         url = target.base + route.upstream_path(path)
         if raw_query:
             url += "?" + raw_query
@@ -576,6 +595,32 @@ def _upstream_failed(exc: BaseException, style: str) -> web.StreamResponse:
 def _has_body(method: str, status: int) -> bool:
     """Whether the upstream's Content-Length is that of a body on the wire."""
     return method != "HEAD" and status >= 200 and status not in (204, 304)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def answer_expect(request: web.Request) -> web.StreamResponse | None:
+    """The catch-all route's ``expect_handler``: no ``100 Continue`` here.
+
+    SECURITY: aiohttp's default sends ``100 Continue`` at once, before the
+    request is authorised, so a client without a token starts its upload;
+    and it quotes an unknown expectation in its 417 body. The proxy sends
+    ``100 Continue`` once it has authorised the request (``_forward``); an
+    expectation other than ``100-continue`` is a 417 that quotes nothing.
+    """
+    if request.version != HttpVersion11 or _expects_continue(request):
+        return None
+    response = error_response(417, "expectation_failed")
+    response.force_close()  # the body, if any, is not read
+    return response
+
+
+def _expects_continue(request: web.Request) -> bool:
+    return (
+        request.version == HttpVersion11
+        and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+    )
 
 
 def _wants_websocket(request: web.Request) -> bool:

@@ -256,6 +256,7 @@ async def _serve_one(
     in_flight = app[IN_FLIGHT]
     runner = GatewayRunner(
         app,
+        header_timeout=config.limits.header_timeout,
         handle_signals=False,
         access_log_class=AccessLogger,
         # What is left once InFlight waited SHUTDOWN_TIMEOUT: cut it short.

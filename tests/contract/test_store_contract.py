@@ -542,6 +542,37 @@ async def test_take_rate_counts_a_fixed_window(store):
     assert (await store.take_rate("token:A", 3, 60, window_start + 60)).allowed
 
 
+# settings
+
+
+async def test_a_setting_is_absent_until_claimed(store):
+    assert await store.get_setting("pepper_fingerprint") is None
+    assert await store.claim_setting("pepper_fingerprint", "abc") == "abc"
+    assert await store.get_setting("pepper_fingerprint") == "abc"
+
+
+async def test_the_first_claim_of_a_setting_wins(store, store_url):
+    other = open_store(store_url)
+    try:
+        claims = await asyncio.gather(
+            *(
+                (store if i % 2 else other).claim_setting("fingerprint", f"v{i}")
+                for i in range(10)
+            )
+        )
+        assert len(set(claims)) == 1
+        assert await store.claim_setting("fingerprint", "later") == claims[0]
+        assert await other.get_setting("fingerprint") == claims[0]
+    finally:
+        await other.close()
+
+
+async def test_settings_are_apart_from_each_other(store):
+    await store.claim_setting("a", "1")
+    assert await store.claim_setting("b", "2") == "2"
+    assert await store.get_setting("a") == "1"
+
+
 # durability and failure
 
 

@@ -58,7 +58,9 @@ def test_empty_file_gives_defaults_and_warnings():
     assert config.limits == Limits()
     assert config.routes == ()
     assert config.api is True
-    assert any("pepper is empty" in w for w in config.warnings)
+    # No pepper is no warning here: an SQLite store gets a pepper file
+    # (patgate.pepper, tests/integration/test_pepper.py).
+    assert not any("pepper" in w for w in config.warnings)
     assert any("no routes" in w for w in config.warnings)
 
 
@@ -660,8 +662,8 @@ def test_load_config_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(str(broken), env={})
     assert str(caught.value) == (
-        f"{broken}: cache.ttl: invalid duration '30x': expected a number and a"
-        " unit s, m, h, d or w (e.g. 90s, 20d)"
+        f"{broken}: cache.ttl: invalid duration '30x': expected seconds or a number"
+        " and a unit s, m, h, d or w (e.g. 3600, 90s, 20d)"
     )
     with pytest.raises(ConfigError, match=r"cannot read"):
         load_config(str(tmp_path), env={})

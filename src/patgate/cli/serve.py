@@ -10,9 +10,10 @@ import sys
 from typing import Any
 
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf
-from patgate.config import Config, load_config
+from patgate.config import Config, load_config, parse_store
 from patgate.errors import UsageError
 from patgate.logs import configure_logging
+from patgate.pepper import empty_pepper_warning, pepper_file, with_file_pepper
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -29,13 +30,15 @@ def serve_command(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         changes: dict[str, Any] = {}
         if args.store:
-            changes["store"] = args.store
+            changes["store"] = parse_store(args.store, "--store", os.getcwd())
         if args.listen:
             host, port = parse_listen(args.listen)
             changes.update(listen_host=host, listen_port=port)
         if args.workers:
             changes["workers"] = args.workers
-        return dataclasses.replace(config, **changes) if changes else config
+        if changes:
+            config = dataclasses.replace(config, **changes)
+        return with_file_pepper(config)
 
     return serve(load)
 
@@ -59,11 +62,27 @@ def add_serve_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
 
 def config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = _hide_password(args.store or config.store)
-    print(f"ok: {len(config.routes)} routes, store {store}")
+    if args.store:
+        config = dataclasses.replace(
+            config, store=parse_store(args.store, "--store", os.getcwd())
+        )
+    config = with_file_pepper(config)
+    print(f"ok: {len(config.routes)} routes, store {_hide_password(config.store)}")
+    print(f"pepper: {_describe_pepper(config)}")
     for warning in config.warnings:
         print(f"warning: {warning}")
+    if not config.pepper.value and pepper_file(config) is None:
+        print(f"warning: {empty_pepper_warning(config)}")
     return EXIT_OK
+
+
+def _describe_pepper(config: Config) -> str:
+    if config.pepper.value:
+        return f"from {config.pepper_origin}"
+    path = pepper_file(config)
+    if path is not None:
+        return f"none yet; a new store generates one into {path}"
+    return "none"
 
 
 def _hide_password(url: str) -> str:

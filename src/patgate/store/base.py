@@ -60,6 +60,18 @@ class Store(Protocol):
         """Release connections; later calls raise StoreUnavailableError and
         ``changes()`` iterators end."""
 
+    # settings: facts about the store itself, such as the pepper fingerprint
+    async def get_setting(self, name: str) -> str | None:
+        """The value stored under ``name``, or None."""
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        """Store ``value`` under ``name`` unless a value is there already.
+
+        Returns what is stored afterwards: ``value`` if this call set it, else
+        the earlier value (atomic: of two processes claiming at once, one wins).
+        """
+        ...
+
     # users
     async def create_user(self, user: User) -> None:
         """Store a new user; ConflictError if the login is taken."""

@@ -7,6 +7,7 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
     patgate:u:{<login>}:tokens    set      the user's token ids (the user's slot)
     patgate:users                 set      every login
     patgate:rl:{<key>}:<start>    string   a fixed-window rate counter with a TTL
+    patgate:setting:<name>        string   a fact about the store (pepper fingerprint)
     patgate:changes               channel  change notices: token:<id>, user:<login>
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
@@ -158,6 +159,10 @@ def user_tokens_key(login: str) -> str:
     return f"{user_key(login)}:tokens"
 
 
+def setting_key(name: str) -> str:
+    return f"{KEY_PREFIX}setting:{name}"
+
+
 def rate_key(key: str, window: int, window_start: int) -> str:
     """The counter of ``key`` for one window; limits with other windows stay apart."""
     return f"{KEY_PREFIX}rl:{{{key}}}:{window}:{window_start}"
@@ -253,6 +258,21 @@ class RedisStore:
         self._closed = True
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
+
+    async def get_setting(self, name: str) -> str | None:
+        with self._errors():
+            value = await self._client.get(setting_key(name))
+        return None if value is None else str(value)
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        with self._errors():
+            # SET NX and GET are one round trip each; SET ... NX GET (Redis
+            # 7) would be one, but 6.2 servers are still common.
+            await self._client.set(setting_key(name), value, nx=True)
+            stored = await self._client.get(setting_key(name))
+        if stored is None:
+            raise StoreUnavailableError(f"{self._label}: setting {name} vanished")
+        return str(stored)
 
     async def create_user(self, user: User) -> None:
         fields = _user_fields(user)

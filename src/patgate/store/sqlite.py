@@ -97,6 +97,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at REAL NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ),
 )
 
 USER_COLUMNS = (
@@ -366,6 +372,15 @@ class SQLiteStore:
             await loop.run_in_executor(self._executor, close_connection)
         self._executor.shutdown(wait=False)
 
+    async def get_setting(self, name: str) -> str | None:
+        rows = await self._run(
+            _fetch, "SELECT value FROM settings WHERE name = ?", name
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        return await self._write(_claim_setting, name, value)
+
     async def create_user(self, user: User) -> None:
         await self._write(self._create_user, user)
 
@@ -510,6 +525,14 @@ def _changes_after(conn: sqlite3.Connection, seq: int) -> list[tuple[int, str, s
     return conn.execute(
         "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (seq,)
     ).fetchall()
+
+
+def _claim_setting(conn: sqlite3.Connection, name: str, value: str) -> str:
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, value)
+    )
+    stored = conn.execute("SELECT value FROM settings WHERE name = ?", (name,))
+    return str(stored.fetchone()[0])
 
 
 def _record_usage(conn: sqlite3.Connection, params: list[dict[str, Any]]) -> None:

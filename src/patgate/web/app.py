@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -132,7 +133,7 @@ async def _change_listener(app: web.Application) -> AsyncIterator[None]:
     await stop_task(task)
 
 
-async def stop_task(task: asyncio.Task[None]) -> None:
+async def stop_task(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for its end, cancelling again if it shrugs one off.
 
     On Python 3.11 ``asyncio.wait_for`` (redis-py connects with it) swallows a

@@ -7,11 +7,12 @@ import dataclasses
 import os
 import re
 import sys
+import urllib.request
 from typing import Any
 
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf
 from patgate.config import Config, load_config, parse_store
-from patgate.errors import UsageError
+from patgate.errors import PatgateError, UsageError
 from patgate.logs import configure_logging
 from patgate.pepper import empty_pepper_warning, pepper_file, with_file_pepper
 
@@ -50,7 +51,32 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def healthcheck_command(args: argparse.Namespace) -> int:
+    """Ask the local gateway's healthz (a container's HEALTHCHECK); 0 if healthy."""
+    config = load_config(args.config)
+    host = config.listen_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if host != "::" else "::1"
+    url = f"http://{_url_host(host)}:{config.listen_port}/_patgate/healthz"
+    try:
+        # A 4xx/5xx answer raises HTTPError, an OSError.
+        with urllib.request.urlopen(url, timeout=args.timeout):
+            return EXIT_OK
+    except (OSError, ValueError) as exc:
+        raise PatgateError(f"unhealthy: {url}: {exc}") from None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def add_serve_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
+    check = add_leaf(
+        commands, "healthcheck", healthcheck_command, "ask the local gateway's healthz"
+    )
+    check.add_argument(
+        "--timeout", type=float, default=2.0, metavar="SECONDS", help="default 2"
+    )
     serve = add_leaf(commands, "serve", serve_command, "run the gateway")
     serve.add_argument(
         "--listen", metavar="HOST:PORT", help="override the config's listen address"

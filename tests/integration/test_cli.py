@@ -417,6 +417,7 @@ def test_subset_rule_refusal_is_clear(cli, alice):
         (2, ["token", "frobnicate"], "invalid choice"),
         (2, ["--bogus", "token", "list"], "unrecognized arguments"),
         (1, ["user", "disable", "nobody"], "no user nobody"),
+        (2, ["serve", "--workers", "0"], "expected 1 to 1024, not '0'"),
     ],
 )
 def test_errors_are_one_clear_line(cli, alice, code, args, expected):

@@ -231,6 +231,13 @@ def test_known_store_url_options_pass_through():
     assert parse(f"store: '{url}'").store == url
 
 
+def test_zero_durations_are_zero_in_any_spelling_where_zero_is_allowed():
+    for spelling in ("0", "0s", "'0'", "0m"):
+        assert parse(f"cache: {{negative_ttl: {spelling}}}").cache.negative_ttl == 0.0
+    assert "must be > 0" in error_of("cache: {ttl: 0}")
+    assert "greater than zero" in error_of("cache: {ttl: 0s}")
+
+
 def test_max_stale_defaults_to_at_least_the_ttl():
     assert parse("cache: {ttl: 2m}").cache.max_stale == 120.0
     assert parse("cache: {ttl: 10s}").cache.max_stale == 60.0

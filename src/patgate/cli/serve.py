@@ -44,6 +44,12 @@ def serve_command(args: argparse.Namespace) -> int:
     return serve(load)
 
 
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"expected 1 to 1024, not {text!r}")
+    return int(text)
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -82,7 +88,10 @@ def add_serve_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
         "--listen", metavar="HOST:PORT", help="override the config's listen address"
     )
     serve.add_argument(
-        "--workers", type=int, metavar="N", help="override the config's workers"
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="override the config's workers (1-1024)",
     )
 
 

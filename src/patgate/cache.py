@@ -97,11 +97,23 @@ class GrantCache:
             oldest, evicted = self._entries.popitem(last=False)
             self._unindex(oldest, evicted)
 
-    def replace_grant(self, token_hash: bytes, grant: TokenGrant) -> None:
-        """Swap in an updated grant (a slid expiry) without changing its age."""
+    def slide_expiry(self, token_hash: bytes, version: int, expires_at: float) -> None:
+        """Move the cached token's expiry forward (a use of a sliding token).
+
+        Only if the entry still holds settings ``version``, the one the move
+        was computed from: a request decided on a grant read before an edit
+        may finish after the edit's notice and a fresh fetch, and must not
+        put the old settings' expiry on the new grant. The age is kept.
+        """
         entry = self._entries.get(token_hash)
-        if entry is not None and entry.grant is not None:
-            entry.grant = grant
+        if entry is None or entry.grant is None:
+            return
+        token = entry.grant.token
+        if token.version != version or token.expires_at is None:
+            return
+        if expires_at > token.expires_at:
+            moved = token.with_changes(expires_at=expires_at)
+            entry.grant = TokenGrant(moved, entry.grant.owner)
 
     def expire_all(self) -> None:
         """Make every entry stale: ask the store again, keep the outage fallback.

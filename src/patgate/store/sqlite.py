@@ -103,6 +103,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL
         )""",
     ),
+    (
+        # Bumped by every update_token; usage writes check it (models.Usage).
+        "ALTER TABLE tokens ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 USER_COLUMNS = (
@@ -136,6 +140,7 @@ TOKEN_COLUMNS = (
     "status",
     "previous_hash",
     "previous_hash_until",
+    "version",
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
@@ -155,14 +160,16 @@ _INSERT_USER = (
 )
 _UPDATE_TOKEN = (
     f"UPDATE tokens SET {', '.join(f'{c} = :{c}' for c in TOKEN_SETTINGS)}"  # noqa: S608
-    " WHERE id = :id"
+    ", version = version + 1 WHERE id = :id"
 )
 _UPDATE_USER = (
     f"UPDATE users SET {', '.join(f'{c} = :{c}' for c in USER_COLUMNS[1:])}"  # noqa: S608
     " WHERE login = :login"
 )
 # SET expressions all see the row as it was, so last_used_ip is decided on the
-# old last_used_at. A NULL expires_at (never expires) is never given an end.
+# old last_used_at. A NULL expires_at (never expires) is never given an end,
+# and the expiry moves only if no management write came since the version
+# the move was computed from (SECURITY: a shortened expiry stays short).
 _RECORD_USAGE = """
 UPDATE tokens SET
     use_count = use_count + :count,
@@ -171,7 +178,7 @@ UPDATE tokens SET
     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < :used_at
         THEN :used_at ELSE last_used_at END,
     expires_at = CASE WHEN :expires_at IS NOT NULL AND expires_at < :expires_at
-        THEN :expires_at ELSE expires_at END
+        AND version = :version THEN :expires_at ELSE expires_at END
 WHERE id = :id
 """
 
@@ -460,6 +467,7 @@ class SQLiteStore:
                 "used_at": usage.used_at,
                 "ip": usage.ip,
                 "expires_at": usage.expires_at,
+                "version": usage.version,
             }
             for usage in usages
         ]

@@ -182,6 +182,9 @@ async def _apply_change(
 ) -> None:
     if change.kind is ChangeKind.TOKEN:
         cache.drop_token(change.key)
+        # SECURITY: a pending slide computed from the old settings would undo
+        # a shortened expiry (the store also refuses it by version).
+        gate.usage.discard_expiry(change.key)
     else:
         cache.drop_owner(change.key)
     affected = streams.affected(change)

@@ -165,6 +165,7 @@ class Gate:
             asyncio.get_running_loop().create_future()
         )
         self._inflight[token_hash] = future
+        generation = self.cache.generation
         try:
             grant = await self.store.resolve(token_id)
         except StoreUnavailableError as exc:
@@ -177,7 +178,7 @@ class Gate:
             self._inflight.pop(token_hash, None)
         if grant is not None and not _hash_known(grant, token_hash):
             grant = None
-        self.cache.put(token_hash, grant)
+        self.cache.put(token_hash, grant, generation)
         future.set_result(grant)
         return grant
 

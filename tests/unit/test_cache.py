@@ -1,7 +1,9 @@
 """The grant cache after an edit: no old settings come back into it.
 
-A slid expiry computed from the old grant must not land on the new one.
-The clock is an object the test moves.
+Two ways the old record could return after a change notice dropped it: a
+slid expiry computed from the old grant put on the new one, and a fetch that
+read the store before the edit finishing after the notice. The clock is an
+object the test moves.
 """
 
 from __future__ import annotations
@@ -76,3 +78,28 @@ def test_no_slide_on_a_negative_or_missing_entry():
     entry = cache.fresh(HASH)
     assert entry is not None
     assert entry.grant is None
+
+
+def test_a_fetch_that_began_before_a_change_notice_is_not_cached():
+    cache = new_cache(Clock())
+    for notice in (
+        lambda: cache.drop_token("SlideTok"),
+        lambda: cache.drop_owner("alice"),
+        lambda: cache.drop_token("OtherTok"),  # any notice: the guard is global
+        cache.suspend,
+        cache.expire_all,
+        cache.clear,
+    ):
+        cache.resume()
+        began = cache.generation
+        notice()
+        cache.put(HASH, sliding_grant(1, NOW + 3600), began)
+        assert cache.fresh(HASH) is None
+        assert cache.stale(HASH) is None
+
+
+def test_a_fetch_without_a_notice_in_between_is_cached():
+    cache = new_cache(Clock())
+    began = cache.generation
+    cache.put(HASH, sliding_grant(1, NOW + 3600), began)
+    assert cached_expiry(cache) == NOW + 3600

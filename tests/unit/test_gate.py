@@ -7,6 +7,7 @@ step by step, so each step of the race can be placed where the test wants it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -134,3 +135,18 @@ async def test_a_failed_flush_retried_after_an_edit_cannot_extend_the_token(
     clock.now += 10
     decision = await gate.authorize(ANY_TOKEN, view(value))
     assert (decision.allowed, decision.reason) == (False, "expired")
+
+
+async def test_a_fetch_racing_a_change_notice_serves_its_request_only(store):
+    """The store may have been read before the edit whose notice comes in
+    while the read is on its way back: the grant is not cached, or the old
+    record would be served for a whole ttl after the notice."""
+    gate = new_gate(store, Clock())
+    record, value = await sliding_token(store)
+    request = asyncio.create_task(gate.authorize(ANY_TOKEN, view(value)))
+    await asyncio.sleep(0)  # the request now waits on store.resolve
+    notice(gate, record.id)
+    assert (await request).allowed  # concurrent with the edit: either is right
+    assert len(gate.cache) == 0
+    assert (await gate.authorize(ANY_TOKEN, view(value))).allowed
+    assert len(gate.cache) == 1

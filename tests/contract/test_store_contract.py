@@ -657,6 +657,40 @@ async def test_take_rate_counts_a_fixed_window(store):
     assert (await store.take_rate("token:A", 3, 60, window_start + 60)).allowed
 
 
+async def test_take_rate_keeps_windows_of_different_lengths_apart(store):
+    now = 1_800_000_000 + 10.0
+    assert (await store.take_rate("ip:192.0.2.1", 1, 60, now)).allowed
+    assert not (await store.take_rate("ip:192.0.2.1", 1, 60, now)).allowed
+    hourly = await store.take_rate("ip:192.0.2.1", 1, 3600, now)
+    assert hourly.allowed
+    refused = await store.take_rate("ip:192.0.2.1", 1, 3600, now)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(3600 - now % 3600)
+
+
+async def test_take_rate_is_shared_by_every_store_instance(store, store_url):
+    """Two instances are two processes (SQLite) or two replicas (Redis)."""
+    now = 1_800_000_000 + 30.0
+    other = open_store(store_url)
+    try:
+        verdicts = [
+            await (store if i % 2 else other).take_rate("token:S", 5, 60, now)
+            for i in range(12)
+        ]
+        # Concurrent hits from both are counted once each, none lost.
+        racing = await asyncio.gather(
+            *(
+                (store if i % 2 else other).take_rate("token:R", 7, 60, now)
+                for i in range(30)
+            )
+        )
+    finally:
+        await other.close()
+    assert [v.allowed for v in verdicts] == [True] * 5 + [False] * 7
+    assert sum(v.allowed for v in racing) == 7
+    assert all(v.retry_after == pytest.approx(30.0) for v in racing if not v.allowed)
+
+
 # settings
 
 
@@ -803,8 +837,29 @@ async def test_sqlite_prunes_old_change_rows(tmp_path):
     assert rows == [("user", "alice")]
 
 
+async def test_sqlite_prunes_ended_rate_windows(tmp_path):
+    from patgate.store.sqlite import RATE_PRUNE_INTERVAL, SQLiteStore
+
+    path = tmp_path / "patgate.db"
+    opened = SQLiteStore(path)
+    now = 1_800_000_000 + 1.0
+    try:
+        for i in range(50):
+            await opened.take_rate(f"ip:192.0.2.{i}", 5, 60, now)
+        await opened.take_rate("token:live", 5, 3600, now)
+        later = now + RATE_PRUNE_INTERVAL
+        await opened.take_rate("token:new", 5, 60, later)
+    finally:
+        await opened.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT key FROM rates ORDER BY key").fetchall()
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert rows == [("token:live",), ("token:new",)]
+    assert synchronous == 2  # FULL: the store's own writes stay durable
+
+
 async def test_sqlite_upgrades_a_version_2_file_in_place(tmp_path):
-    """A file from before migration 3 gets the version column."""
+    """A file from before migration 3 gets the version column and the rate table."""
     from patgate.store.sqlite import MIGRATIONS, SQLiteStore
 
     path = tmp_path / "patgate.db"
@@ -824,6 +879,7 @@ async def test_sqlite_upgrades_a_version_2_file_in_place(tmp_path):
         await opened.create_token(record)
         await opened.update_token(record.with_changes(name="renamed"))
         assert (await stored(opened, record.id)).version == 1
+        assert (await opened.take_rate("token:x", 1, 60, NOW)).allowed
     finally:
         await opened.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:

@@ -138,7 +138,9 @@ class Store(Protocol):
         """Count one hit against ``limit`` per ``window`` seconds for ``key``.
 
         Fixed windows aligned on multiples of ``window`` since the epoch;
-        a refusal's ``retry_after`` is the time left in the window. Shared by
-        every replica on Redis, counted in this process on SQLite.
+        a refusal's ``retry_after`` is the time left in the window. Refused
+        hits count too. Atomic, and shared by every process on SQLite and
+        every replica on Redis; counters with different windows are apart.
+        A general counter: any ``key`` (``token:<id>``, ``ip:<address>``).
         """
         ...

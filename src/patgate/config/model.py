@@ -140,6 +140,8 @@ class Config:
     store: str = field(default="sqlite:///./patgate.db", repr=False)
     pepper: Secret = Secret(b"")
     pepper_env: str = "PATGATE_PEPPER"
+    # Where the pepper came from ("$PATGATE_PEPPER", a pepper file), for messages.
+    pepper_origin: str = ""
     token_prefix: str = DEFAULT_PREFIX
     workers: int = 1
     cache: CacheConfig = CacheConfig()

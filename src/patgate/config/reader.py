@@ -148,9 +148,14 @@ def read_integer(value: object, where: str, low: int, high: int | None = None) -
     return value
 
 
+_ZERO_DURATION = re.compile(r"\s*0+\s*[smhdw]?\s*")
+
+
 def read_seconds(value: object, where: str, *, zero_ok: bool = False) -> float:
     """A duration (``30s``, ``5m``) or a plain number of seconds."""
     if isinstance(value, str):
+        if zero_ok and _ZERO_DURATION.fullmatch(value):
+            return 0.0  # "0s" as well as 0: zero is allowed here
         try:
             return float(parse_duration(value))
         except UsageError as exc:

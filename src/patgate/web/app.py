@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -137,7 +138,7 @@ async def _change_listener(app: web.Application) -> AsyncIterator[None]:
     await stop_task(task)
 
 
-async def stop_task(task: asyncio.Task[None]) -> None:
+async def stop_task(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for its end, cancelling again if it shrugs one off.
 
     On Python 3.11 ``asyncio.wait_for`` (redis-py connects with it) swallows a
@@ -186,6 +187,9 @@ async def _apply_change(
 ) -> None:
     if change.kind is ChangeKind.TOKEN:
         cache.drop_token(change.key)
+        # SECURITY: a pending slide computed from the old settings would undo
+        # a shortened expiry (the store also refuses it by version).
+        gate.usage.discard_expiry(change.key)
     else:
         cache.drop_owner(change.key)
     affected = streams.affected(change)

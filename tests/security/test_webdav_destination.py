@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from patgate.logs import ACCESS_LOG
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import (
     NO_THROTTLE,
@@ -64,8 +65,10 @@ async def move(
 async def test_destination_on_another_server_is_a_502(
     gateway: Gateway, upstream: RecordingUpstream, destination: str
 ) -> None:
-    assert await move(gateway, destination) == 502
+    with ACCESS_LOG.capture() as lines:
+        assert await move(gateway, destination) == 502
     assert upstream.requests == []
+    assert [line["reason"] for line in lines] == ["foreign_destination"]
 
 
 @pytest.mark.parametrize(

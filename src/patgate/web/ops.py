@@ -230,11 +230,11 @@ class AccessLogger(AbstractAccessLogger):
             )
             route = exchange.route or None
             decision = exchange.decision
-            if decision is None:
-                reason = exchange.reason
-            else:
+            # A refusal after the decision (a WebDAV Destination) says why.
+            reason = exchange.reason
+            if decision is not None:
                 token_id, user = decision.token_id, decision.user
-                reason = decision.reason
+                reason = reason or decision.reason
         if not ACCESS_LOG.enabled:
             return
         ACCESS_LOG.request(

@@ -280,20 +280,11 @@ class ProxyHandler:
                 request, route, target, headers, view, peer_trusted
             )
         if refused is not None:
+            if refused.status == 502:
+                exchange.reason = "foreign_destination"
             return refused
         if decision is not None:
-            names = state.config.identity_headers
-            for name, value in identity_values(
-                {
-                    "user": names.user,
-                    "token_id": names.token_id,
-                    "scopes": names.scopes,
-                },
-                decision.user or "",
-                decision.token_id or "",
-                decision.scopes_header,
-            ):
-                headers[name] = value
+            _add_identity(headers, state.config, decision)
         for name, value in target.inject:
             headers[name] = value
         if request.body_exists and _expects_continue(request):
@@ -567,6 +558,20 @@ def _names_other_server(value: str, origin: _ClientOrigin) -> bool:
     if not url.scheme:
         port = url.explicit_port or _DEFAULT_PORTS.get(scheme)
     return (host.lower().rstrip("."), port) not in origin.authorities
+
+
+def _add_identity(
+    headers: CIMultiDict[str], config: Config, decision: Decision
+) -> None:
+    """The gateway's identity headers, set last (no client header can fake them)."""
+    names = config.identity_headers
+    for name, value in identity_values(
+        {"user": names.user, "token_id": names.token_id, "scopes": names.scopes},
+        decision.user or "",
+        decision.token_id or "",
+        decision.scopes_header,
+    ):
+        headers[name] = value
 
 
 async def _small_response(upstream: ClientResponse, style: str) -> web.StreamResponse:

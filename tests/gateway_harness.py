@@ -23,6 +23,7 @@ from patgate.service import Actor, TokenService
 from patgate.store import Store, open_store
 from patgate.web.app import create_app
 from patgate.web.ops import AccessLogger
+from patgate.web.protocol import GatewayRunner
 
 ADMIN = Actor(login="admin", admin=True)
 
@@ -226,7 +227,12 @@ async def start_gateway(
         scope_sets=config.scope_sets,
     )
     app = create_app(config, store)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, shutdown_timeout=5)
+    runner = GatewayRunner(
+        app,
+        header_timeout=config.limits.header_timeout,
+        access_log_class=AccessLogger,
+        shutdown_timeout=5,
+    )
     await runner.setup()
     site = web.SockSite(runner, bound_socket())
     await site.start()

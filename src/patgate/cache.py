@@ -9,6 +9,9 @@ tokens does not become a burst of store lookups.
 Change notices drop entries by token id or owner login. While the change
 feed is down no entry is trusted alone (``suspend``), and when it is back
 every entry must be confirmed again (``resume``): notices may have been missed.
+Each of these moves :attr:`GrantCache.generation` on; a grant fetched across
+such a move is used for its request but not cached, since it may have been
+read before the change the notice announced.
 
 Pure: the clock is a parameter.
 """
@@ -58,6 +61,7 @@ class GrantCache:
         self.hits = 0
         self.misses = 0
         self._suspended = False
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -86,8 +90,21 @@ class GrantCache:
             return None
         return entry.grant
 
-    def put(self, token_hash: bytes, grant: TokenGrant | None) -> None:
-        """Remember a grant, or (None) that this hash is not a live token."""
+    def put(
+        self,
+        token_hash: bytes,
+        grant: TokenGrant | None,
+        generation: int | None = None,
+    ) -> None:
+        """Remember a grant, or (None) that this hash is not a live token.
+
+        ``generation`` is :attr:`generation` when the fetch began; if a change
+        notice came since, the grant may predate that change: not kept.
+        """
+        if generation is not None and generation != self.generation:
+            # SECURITY: a fetch racing an edit or revocation must not put the
+            # old record back for a whole ttl after the notice dropped it.
+            return
         self._forget(token_hash)
         self._entries[token_hash] = CacheEntry(grant, self._clock())
         if grant is not None:
@@ -97,17 +114,30 @@ class GrantCache:
             oldest, evicted = self._entries.popitem(last=False)
             self._unindex(oldest, evicted)
 
-    def replace_grant(self, token_hash: bytes, grant: TokenGrant) -> None:
-        """Swap in an updated grant (a slid expiry) without changing its age."""
+    def slide_expiry(self, token_hash: bytes, version: int, expires_at: float) -> None:
+        """Move the cached token's expiry forward (a use of a sliding token).
+
+        Only if the entry still holds settings ``version``, the one the move
+        was computed from: a request decided on a grant read before an edit
+        may finish after the edit's notice and a fresh fetch, and must not
+        put the old settings' expiry on the new grant. The age is kept.
+        """
         entry = self._entries.get(token_hash)
-        if entry is not None and entry.grant is not None:
-            entry.grant = grant
+        if entry is None or entry.grant is None:
+            return
+        token = entry.grant.token
+        if token.version != version or token.expires_at is None:
+            return
+        if expires_at > token.expires_at:
+            moved = token.with_changes(expires_at=expires_at)
+            entry.grant = TokenGrant(moved, entry.grant.owner)
 
     def expire_all(self) -> None:
         """Make every entry stale: ask the store again, keep the outage fallback.
 
         Used after the change feed reconnects, when notices may have been lost.
         """
+        self.generation += 1
         cutoff = self._clock() - self.ttl
         for entry in self._entries.values():
             entry.fetched_at = min(entry.fetched_at, cutoff)
@@ -118,6 +148,7 @@ class GrantCache:
         Every lookup then goes to the store, so a revocation is seen the moment
         the store answers again; entries stay only as the outage fallback.
         """
+        self.generation += 1
         self._suspended = True
 
     def resume(self) -> None:
@@ -126,14 +157,17 @@ class GrantCache:
         self._suspended = False
 
     def drop_token(self, token_id: str) -> None:
+        self.generation += 1
         for token_hash in self._by_token.pop(token_id, set()).copy():
             self._forget(token_hash)
 
     def drop_owner(self, login: str) -> None:
+        self.generation += 1
         for token_hash in self._by_owner.pop(login, set()).copy():
             self._forget(token_hash)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
         self._by_token.clear()
         self._by_owner.clear()

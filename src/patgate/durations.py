@@ -1,5 +1,8 @@
 """Durations and dates as people type them: ``90s``, ``20d``, ``2027-01-31``.
 
+A bare number is seconds (``3600``), as the file-server CLI that users come
+from takes ``-a``.
+
 Pure; ``now`` is always a parameter (epoch seconds, UTC).
 """
 
@@ -11,19 +14,19 @@ from datetime import UTC, date, datetime
 from patgate.errors import UsageError
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*([smhdw]?)\s*$")
 MAX_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in ``text`` (``90s``, ``15m``, ``1h``, ``20d``, ``2w``)."""
+    """Seconds in ``text`` (``3600``, ``90s``, ``15m``, ``1h``, ``20d``, ``2w``)."""
     match = _DURATION.match(text)
     if not match:
         raise UsageError(
-            f"invalid duration {text!r}: expected a number and a unit s, m, h, d or w"
-            " (e.g. 90s, 20d)"
+            f"invalid duration {text!r}: expected seconds or a number and a unit"
+            " s, m, h, d or w (e.g. 3600, 90s, 20d)"
         )
-    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
     if seconds <= 0:
         raise UsageError(f"invalid duration {text!r}: must be greater than zero")
     if seconds > MAX_SECONDS:

@@ -9,6 +9,12 @@ that cannot be parsed. It never picks "the first" of two.
 :func:`strip_query_params` removes the query tokens from the forwarded query
 and from log lines, leaving every other byte as the client sent it.
 
+:func:`carries_token` tells whether any text (a header name or value, a query
+pair) holds a well-formed token of this gateway, plain, percent-encoded to
+any depth, or inside Basic credentials; :func:`strip_token_pairs` removes
+such pairs from a query. They keep tokens from reaching an upstream in a
+place that was not read as the credential.
+
 Pure: no I/O. Works on plain strings so any HTTP layer can feed it.
 """
 
@@ -22,13 +28,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
+from patgate.tokens import BODY_LENGTH, token_id_of
+
 __all__ = [
+    "ASCII_ESCAPE",
+    "MAX_ENCODING_LAYERS",
     "SOURCES",
     "Credential",
     "CredentialError",
     "CredentialSource",
+    "carries_token",
     "extract_credential",
     "strip_query_params",
+    "strip_token_pairs",
+    "unquote_ascii",
 ]
 
 CredentialSource = Literal["bearer", "basic", "query", "header"]
@@ -219,6 +232,97 @@ def strip_query_params(raw_query: str, names: Collection[str]) -> str:
         return raw_query
     pairs = raw_query.split("&")
     kept = [pair for pair in pairs if _param_name(pair.partition("=")[0]) not in names]
+    if len(kept) == len(pairs):
+        return raw_query
+    return "&".join(kept)
+
+
+# A percent-escape of an ASCII character: the only ones that can spell a
+# token's characters (or the "%" of a deeper escape).
+ASCII_ESCAPE = re.compile(r"%[0-7][0-9A-Fa-f]")
+# More layers of percent-encoding than any real client sends: a value still
+# encoded after these is treated as carrying a token (fail closed).
+MAX_ENCODING_LAYERS = 8
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return chr(int(match.group()[1:], 16))
+
+
+def unquote_ascii(text: str) -> str:
+    """``text`` with its ASCII percent-escapes decoded once (``%5F`` → ``_``)."""
+    return ASCII_ESCAPE.sub(_unescape, text)
+
+
+def carries_token(text: str, prefix: str) -> bool:
+    """Whether ``text`` holds a well-formed token with ``prefix`` anywhere.
+
+    Plain (``Token pgt_...``, ``a=1; s=pgt_...``), percent-encoded to any
+    depth (``pgt%5F...``, ``pgt%255F...``, every character escaped), or in
+    Basic credentials (login or password). "Well-formed" is the shape and
+    the checksum, so an upstream's own credentials that merely look alike
+    still pass. Cheap on text without the marker, ``%`` or ``Basic``.
+    """
+    marker = prefix + "_"
+    if marker in text and _holds_token(text, marker, prefix):
+        return True
+    if "%" in text and _encoded_token(text, marker, prefix):
+        return True
+    return _basic_token(text, marker, prefix)
+
+
+def _holds_token(text: str, marker: str, prefix: str) -> bool:
+    size = len(marker) + BODY_LENGTH
+    at = text.find(marker)
+    while at != -1:
+        if token_id_of(text[at : at + size], prefix) is not None:
+            return True
+        at = text.find(marker, at + 1)
+    return False
+
+
+def _encoded_token(text: str, marker: str, prefix: str) -> bool:
+    layer = text
+    for _ in range(MAX_ENCODING_LAYERS):
+        decoded = unquote_ascii(layer)
+        if decoded == layer:
+            return False
+        if marker in decoded and _holds_token(decoded, marker, prefix):
+            return True
+        layer = decoded
+    # SECURITY: an attacker nesting escapes deeper than we decode.
+    return True
+
+
+def _basic_token(text: str, marker: str, prefix: str) -> bool:
+    head = text.lstrip(" \t")
+    if head[:5].lower() != "basic" or head[5:6] not in (" ", "\t"):
+        return False
+    encoded = head[5:].strip(" \t")
+    try:
+        # Lenient like many upstreams: missing padding is supplied.
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    decoded = raw.decode("latin-1")
+    if marker in decoded and _holds_token(decoded, marker, prefix):
+        return True
+    return "%" in decoded and _encoded_token(decoded, marker, prefix)
+
+
+def strip_token_pairs(raw_query: str, prefix: str) -> str:
+    """``raw_query`` without the pairs that carry a token (see :func:`carries_token`).
+
+    Every other byte stays as the client sent it, as in
+    :func:`strip_query_params`. A query that cannot hold one is returned at
+    once: shorter than a token, or neither the marker nor ``%`` in it.
+    """
+    if len(raw_query) < len(prefix) + 1 + BODY_LENGTH or (
+        prefix + "_" not in raw_query and "%" not in raw_query
+    ):
+        return raw_query
+    pairs = raw_query.split("&")
+    kept = [pair for pair in pairs if not carries_token(pair, prefix)]
     if len(kept) == len(pairs):
         return raw_query
     return "&".join(kept)

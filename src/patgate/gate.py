@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from patgate.cache import GrantCache
 from patgate.errors import StoreUnavailableError
 from patgate.extract import Credential
-from patgate.models import ExpiryModel, TokenGrant
+from patgate.models import ExpiryModel, TokenGrant, TokenRecord
 from patgate.policy import CompiledRoute, Decision, decide
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
@@ -165,6 +165,7 @@ class Gate:
             asyncio.get_running_loop().create_future()
         )
         self._inflight[token_hash] = future
+        generation = self.cache.generation
         try:
             grant = await self.store.resolve(token_id)
         except StoreUnavailableError as exc:
@@ -177,7 +178,7 @@ class Gate:
             self._inflight.pop(token_hash, None)
         if grant is not None and not _hash_known(grant, token_hash):
             grant = None
-        self.cache.put(token_hash, grant)
+        self.cache.put(token_hash, grant, generation)
         future.set_result(grant)
         return grant
 
@@ -202,15 +203,23 @@ class Gate:
                 return refusal(
                     429, "rate_limited", "token_rate_limit", verdict.retry_after
                 )
-        slid = token.slid_expiry(now) if token.expiry is ExpiryModel.SLIDING else None
-        if slid is not None and token.expires_at is not None:
-            if slid - token.expires_at >= SLIDE_GRANULARITY:
-                moved = TokenGrant(token.with_changes(expires_at=slid), grant.owner)
-                self.cache.replace_grant(token_hash, moved)
-            else:
-                slid = None
-        self.usage.note(token.id, now, view.client_ip, slid)
+        slid = _slid_expiry(token, now)
+        if slid is not None:
+            # Both carry the version the move was computed from: an edit since
+            # then (a shorter window, a hard expiry) must win over this use.
+            self.cache.slide_expiry(token_hash, token.version, slid)
+        self.usage.note(token.id, now, view.client_ip, slid, token.version)
         return decision
+
+
+def _slid_expiry(token: TokenRecord, now: float) -> float | None:
+    """Where this use moves a sliding token's expiry; None below the granularity."""
+    if token.expiry is not ExpiryModel.SLIDING or token.expires_at is None:
+        return None
+    slid = token.slid_expiry(now)
+    if slid is None or slid - token.expires_at < SLIDE_GRANULARITY:
+        return None
+    return slid
 
 
 def _hash_known(grant: TokenGrant, token_hash: bytes) -> bool:

@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO, cast
@@ -24,6 +24,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from patgate.errors import UsageError
+from patgate.extract import ASCII_ESCAPE, MAX_ENCODING_LAYERS
 
 REDACTED = "[REDACTED]"
 
@@ -58,12 +59,82 @@ def is_sensitive_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every token-shaped substring replaced by ``[REDACTED]``."""
-    # Most log strings are short or have no "_": skip the regex for them
-    # (every access-log line passes here).
-    if len(text) < _SHORTEST_TOKEN or "_" not in text:
+    """``text`` with every token-shaped value replaced by ``[REDACTED]``.
+
+    Also a value that only some percent-decoding of ``text`` shows
+    (``pgt%5F...``, ``pgt%255F...``, every character escaped): the
+    characters it was spelled with are replaced, and every other byte of
+    ``text`` stays as it was. SECURITY: the access log writes the raw path,
+    where ``/public/pgt%5F...`` is a token to any upstream that decodes it.
+    """
+    # Most log strings are short, or have neither "_" nor "%": no regex
+    # for them (every access-log line passes here).
+    if len(text) < _SHORTEST_TOKEN:
         return text
-    return TOKEN_VALUE_PATTERN.sub(REDACTED, text)
+    if "%" not in text:
+        if "_" not in text:
+            return text
+        return TOKEN_VALUE_PATTERN.sub(REDACTED, text)
+    spans = _token_spans(text)
+    if not spans:
+        return text
+    return _replace_spans(text, spans)
+
+
+def _token_spans(text: str) -> list[tuple[int, int]]:
+    """Where ``text`` spells a token, as is or in any percent-decoding of it."""
+    spans = [match.span() for match in TOKEN_VALUE_PATTERN.finditer(text)]
+    layer = text
+    bounds: Sequence[int] = range(len(text) + 1)
+    for _ in range(MAX_ENCODING_LAYERS):
+        decoded = _decode_layer(layer, bounds)
+        if decoded is None or len(decoded[0]) < _SHORTEST_TOKEN:
+            return spans
+        layer, bounds = decoded
+        for match in TOKEN_VALUE_PATTERN.finditer(layer):
+            start, end = match.span()
+            spans.append((bounds[start], bounds[end]))
+    # SECURITY: nested deeper than any real encoding: hide all of it.
+    return [(0, len(text))]
+
+
+def _decode_layer(layer: str, bounds: Sequence[int]) -> tuple[str, list[int]] | None:
+    """``layer`` with its ASCII escapes decoded once, or None if it has none.
+
+    ``bounds[i]`` is where character ``i`` of ``layer`` starts in the logged
+    text (the last entry: its end); the decoded layer gets its own.
+    """
+    pieces: list[str] = []
+    new_bounds: list[int] = []
+    at = 0
+    for match in ASCII_ESCAPE.finditer(layer):
+        start = match.start()
+        pieces.append(layer[at:start])
+        pieces.append(chr(int(layer[start + 1 : start + 3], 16)))
+        new_bounds.extend(bounds[at : start + 1])
+        at = start + 3
+    if not pieces:
+        return None
+    pieces.append(layer[at:])
+    new_bounds.extend(bounds[at:])
+    return "".join(pieces), new_bounds
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each (merged) span replaced by one ``[REDACTED]``."""
+    pieces: list[str] = []
+    at = 0
+    for start, end in sorted(spans):
+        if end <= at:
+            continue
+        if start > at:
+            pieces.append(text[at:start])
+            pieces.append(REDACTED)
+        elif not pieces or pieces[-1] != REDACTED:
+            pieces.append(REDACTED)
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)
 
 
 def _redact_value(value: Any) -> Any:
@@ -185,7 +256,8 @@ class AccessLog:
 
     Every request writes one line, so this skips structlog's generic chain
     (contextvars, recursive redaction, a flush per line): the fields are
-    known, only ``path`` can carry client text and it is redacted, and lines
+    known, only ``method`` and ``path`` carry client text and they are
+    redacted (percent-decoded too, see :func:`redact_text`), and lines
     are gathered for at most ``flush_delay`` seconds. The lines have the same
     shape as every other log line (event, logger, level, timestamp).
     """
@@ -251,7 +323,8 @@ class AccessLog:
         # Hand-made JSON, with the key order json.dumps(dict) gave: a dict and
         # the generic encoder cost more than the rest of the line together.
         line = (
-            f'{{"method": {_text(method)}, "path": {_text(redact_text(path))}, '
+            f'{{"method": {_text(method and redact_text(method))}, '
+            f'"path": {_text(redact_text(path))}, '
             f'"status": {_number(status)}, "route": {_text(route)}, '
             f'"token_id": {_text(token_id)}, "user": {_text(user)}, '
             f'"reason": {_text(reason)}, "client": {_text(client)}, '

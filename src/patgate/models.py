@@ -57,6 +57,12 @@ class TokenRecord:
     it for that and derives expiry from ``expires_at`` (:meth:`status_at`).
     ``previous_hash`` keeps a regenerated-away value alive until
     ``previous_hash_until`` (the grace period), then it is dead.
+
+    ``version`` counts management writes: the store adds one on every
+    ``update_token`` (edit, regenerate, revoke, marked expired), whatever the
+    record passed in says. A usage write carries the version its slid expiry
+    was computed from, and the store moves ``expires_at`` only while the
+    token is still at that version.
     """
 
     id: str
@@ -80,6 +86,7 @@ class TokenRecord:
     status: TokenStatus = TokenStatus.ACTIVE
     previous_hash: bytes | None = field(default=None, repr=False)
     previous_hash_until: float | None = None
+    version: int = 0
 
     def lifetime_ends_at(self) -> float | None:
         """The hard cap of a sliding token (``created_at + max_lifetime``)."""
@@ -143,13 +150,19 @@ class TokenGrant:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """One coalesced usage write: the last use of a token in a flush interval."""
+    """One coalesced usage write: the last use of a token in a flush interval.
+
+    ``expires_at`` is where the uses slid a sliding token's expiry, computed
+    from the token's settings at ``version``; the store applies it only if the
+    token is still at that version (an edit since then wins).
+    """
 
     token_id: str
     used_at: float
     ip: str | None
     count: int
     expires_at: float | None = None
+    version: int = 0
 
 
 class ChangeKind(StrEnum):

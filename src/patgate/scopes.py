@@ -19,8 +19,9 @@ A node path is granted in canonical form only (:func:`canonical_scope`):
 segments of letters, digits, ``-._~!$&'()+@`` and percent-escapes, no ``.``
 or ``..`` segment, no trailing slash. Nothing that separates list elements or
 parameters in a header (``,`` ``;`` ``=`` ``"`` ``:`` white space) can be
-granted. A stored node scope that is not canonical (granted before this rule)
-confines its token to nothing.
+granted. A node scope stored before this rule keeps confining its token to its
+subtree as written (never to more); one that cannot be read at all confines
+it to nothing.
 
 Pure: no I/O.
 """
@@ -44,6 +45,8 @@ _NODE = re.compile(r"node:(.*):(rw|r|w)", re.DOTALL)
 # SECURITY: node paths are listed in X-Patgate-Scopes; a "," or white space
 # in one would forge list elements there ("node:/dav/x,*,admin:rw").
 _NODE_PATH = re.compile(r"(?:/(?:[A-Za-z0-9._~!$&'()+@-]|%[0-9A-Fa-f]{2})*)+")
+# What node paths were before they had to be canonical (still read, not granted).
+_LEGACY_NODE_PATH = re.compile(r"/[^\s:]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +117,9 @@ def canonical_node_path(path: str) -> str:
 def parse_node_scope(scope: str) -> NodeScope | None:
     """The node scope ``scope`` names; None for a scope that is not one.
 
-    A ``node:`` scope that is not canonical (see :func:`canonical_scope`) is
+    A stored node path that is not canonical (see :func:`canonical_scope`)
+    is read as written: a literal subtree, which only ever matches fewer
+    canonical request paths. A ``node:`` scope that cannot be read is
     :data:`NOWHERE`: whatever it was meant to allow, it allows nothing.
     """
     if not is_node_scope(scope):
@@ -127,11 +132,13 @@ def _parse_node(scope: str) -> NodeScope:
     match = _NODE.fullmatch(scope)
     if not match:
         return NOWHERE
+    path, mode = match.groups()
     try:
-        path = canonical_node_path(match.group(1))
+        path = canonical_node_path(path)
     except UsageError:
-        return NOWHERE
-    mode = match.group(2)
+        if not _LEGACY_NODE_PATH.fullmatch(path):
+            return NOWHERE
+        path = path.rstrip("/") or "/"
     return NodeScope(path=path, read="r" in mode, write="w" in mode)
 
 

@@ -5,6 +5,15 @@ pending usages every ``usage_flush_interval`` and writes them in one batch
 (``Store.record_usage``). If the write fails the batch is merged back, so
 counts are delayed, never lost, while the store is down.
 
+A use of a sliding token also carries where it slid the expiry and the
+settings ``version`` of the token it was computed from. Only moves computed
+from the newest version noted are kept: a token edited since (a shorter
+window, a hard expiry, a lower ``max_lifetime``) must never get back an
+expiry that its old settings allowed. A change notice for a token drops its
+pending move (:meth:`UsageRecorder.discard_expiry`); the store checks the
+version again when it writes, which covers a notice that comes late or not
+at all.
+
 Pure: no I/O; times are parameters.
 """
 
@@ -21,6 +30,25 @@ class _Pending:
     ip: str | None
     count: int
     expires_at: float | None
+    version: int
+    # Moves computed from versions below this were dropped by a change notice.
+    floor: int = 0
+
+    def merge_expiry(self, expires_at: float | None, version: int) -> None:
+        """Keep the furthest move of the newest version; older versions lose."""
+        if version < max(self.version, self.floor):
+            return
+        if version > self.version:
+            self.version, self.expires_at = version, expires_at
+        elif expires_at is not None and (
+            self.expires_at is None or expires_at > self.expires_at
+        ):
+            self.expires_at = expires_at
+
+    def merge_use(self, used_at: float, ip: str | None, count: int) -> None:
+        self.count += count
+        if used_at >= self.used_at:
+            self.used_at, self.ip = used_at, ip
 
 
 class UsageRecorder:
@@ -32,43 +60,69 @@ class UsageRecorder:
         return len(self._pending)
 
     def note(
-        self, token_id: str, now: float, ip: str | None, expires_at: float | None
+        self,
+        token_id: str,
+        now: float,
+        ip: str | None,
+        expires_at: float | None,
+        version: int = 0,
     ) -> None:
+        """One use at ``now``; ``expires_at`` is the slid expiry (or None),
+        computed from the token's settings at ``version``."""
+        self._merge(Usage(token_id, now, ip, 1, expires_at, version))
+
+    def discard_expiry(self, token_id: str) -> None:
+        """The token changed: forget its pending expiry move, keep its count.
+
+        Uses noted later from a grant read before the change (its version or
+        older) move nothing either.
+        """
         pending = self._pending.get(token_id)
-        if pending is None:
-            if len(self._pending) < self.max_tokens:
-                self._pending[token_id] = _Pending(now, ip, 1, expires_at)
-            return
-        pending.count += 1
-        if now >= pending.used_at:
-            pending.used_at = now
-            pending.ip = ip
-        if expires_at is not None and (
-            pending.expires_at is None or expires_at > pending.expires_at
-        ):
-            pending.expires_at = expires_at
+        if pending is not None:
+            pending.expires_at = None
+            pending.floor = pending.version + 1
+
+    def pending(self, token_id: str) -> Usage | None:
+        """What the next drain would write for ``token_id``."""
+        pending = self._pending.get(token_id)
+        return None if pending is None else _usage_of(token_id, pending)
 
     def drain(self) -> list[Usage]:
         """Everything noted since the last drain, one Usage per token."""
         pending, self._pending = self._pending, {}
-        return [
-            Usage(tid, p.used_at, p.ip, p.count, p.expires_at)
-            for tid, p in pending.items()
-        ]
+        return [_usage_of(tid, p) for tid, p in pending.items()]
 
     def restore(self, usages: list[Usage]) -> None:
-        """Merge back a batch whose write failed."""
+        """Merge back a batch whose write failed.
+
+        Its expiry moves compete with what was noted since by version, so a
+        batch computed before an edit cannot override one computed after it.
+        """
         for usage in usages:
-            pending = self._pending.get(usage.token_id)
-            if pending is None:
+            self._merge(usage)
+
+    def _merge(self, usage: Usage) -> None:
+        pending = self._pending.get(usage.token_id)
+        if pending is None:
+            if len(self._pending) < self.max_tokens:
                 self._pending[usage.token_id] = _Pending(
-                    usage.used_at, usage.ip, usage.count, usage.expires_at
+                    usage.used_at,
+                    usage.ip,
+                    usage.count,
+                    usage.expires_at,
+                    usage.version,
                 )
-                continue
-            pending.count += usage.count
-            if usage.used_at > pending.used_at:
-                pending.used_at, pending.ip = usage.used_at, usage.ip
-            if usage.expires_at is not None and (
-                pending.expires_at is None or usage.expires_at > pending.expires_at
-            ):
-                pending.expires_at = usage.expires_at
+            return
+        pending.merge_use(usage.used_at, usage.ip, usage.count)
+        pending.merge_expiry(usage.expires_at, usage.version)
+
+
+def _usage_of(token_id: str, pending: _Pending) -> Usage:
+    return Usage(
+        token_id,
+        pending.used_at,
+        pending.ip,
+        pending.count,
+        pending.expires_at,
+        pending.version,
+    )

@@ -224,6 +224,7 @@ async def test_update_token_writes_settings_and_keeps_usage(store):
         use_count=record.use_count + 5,
         last_used_at=NOW + 100,
         last_used_ip="192.0.2.7",
+        version=record.version + 1,  # every management write counts
     )
 
 
@@ -234,8 +235,35 @@ async def test_update_token_keeps_owner_and_creation(store):
     await store.update_token(
         record.with_changes(owner="mallory", created_at=0.0, created_by="mallory")
     )
-    assert await store.get_token(record.id) == record
+    assert await store.get_token(record.id) == record.with_changes(version=1)
     assert await store.list_tokens("mallory") == []
+
+
+async def test_every_update_token_adds_one_to_the_version_whatever_it_says(
+    store, store_url
+):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    other = open_store(store_url)  # another process edits too
+    try:
+        # The version in the record is ignored: a stale or forged one neither
+        # rewinds nor skips the count.
+        await store.update_token(record.with_changes(name="a", version=0))
+        await other.update_token(record.with_changes(name="b", version=99))
+        await asyncio.gather(
+            *(
+                (store if i % 2 else other).update_token(
+                    record.with_changes(name=f"{i}")
+                )
+                for i in range(8)
+            )
+        )
+    finally:
+        await other.close()
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert stored.version == 10
 
 
 async def test_update_missing_token_is_not_found_and_creates_nothing(store):
@@ -349,6 +377,93 @@ async def test_sliding_expiry_only_moves_forward(store):
     # A token that never expires is never given an end by a usage write.
     await store.record_usage([Usage(never.id, NOW + 3, None, 1, NOW + 300.0)])
     assert await expires_at(never.id) is None
+
+
+async def sliding_token(store: Store, expires_in: float = 100.0) -> TokenRecord:
+    await with_owner(store)
+    record, _ = make_token(
+        expiry=ExpiryModel.SLIDING,
+        expires_at=NOW + expires_in,
+        sliding_window=int(expires_in),
+    )
+    await store.create_token(record)
+    return record
+
+
+async def stored(store: Store, token_id: str) -> TokenRecord:
+    record = await store.get_token(token_id)
+    assert record is not None
+    return record
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"expiry": ExpiryModel.HARD, "expires_at": NOW + 10.0, "sliding_window": None},
+        {"expires_at": NOW + 10.0, "sliding_window": 10},
+        {"expires_at": NOW + 10.0, "max_lifetime": 10},
+        {"status": TokenStatus.REVOKED},
+        {"token_hash": b"\x02" * 32},
+        {"name": "renamed"},
+    ],
+    ids=["hard", "shorter-window", "max-lifetime", "revoke", "regenerate", "rename"],
+)
+async def test_usage_from_before_an_edit_never_moves_the_expiry(store, edit):
+    """A slide computed from the old settings is stale after any edit."""
+    record = await sliding_token(store)
+    edited = record.with_changes(**edit)
+    await store.update_token(edited)
+    await store.record_usage(
+        [Usage(record.id, NOW + 5, "192.0.2.9", 3, NOW + 3600.0, record.version)]
+    )
+    after = await stored(store, record.id)
+    assert after.expires_at == edited.expires_at
+    # The uses themselves still count.
+    assert (after.use_count, after.last_used_at) == (3, NOW + 5)
+    assert after.last_used_ip == "192.0.2.9"
+
+
+async def test_usage_at_the_current_version_moves_the_expiry(store):
+    record = await sliding_token(store)
+    await store.update_token(record.with_changes(expires_at=NOW + 10.0))
+    current = await stored(store, record.id)
+    await store.record_usage(
+        [
+            Usage(record.id, NOW + 5, None, 1, NOW + 3600.0, current.version - 1),
+            Usage(record.id, NOW + 6, None, 1, NOW + 15.0, current.version),
+        ]
+    )
+    assert (await stored(store, record.id)).expires_at == NOW + 15.0
+
+
+async def test_usage_writes_racing_edits_never_undo_an_edit(store, store_url):
+    """Edits from one instance, stale usage flushes from another, interleaved.
+
+    Whatever the order, the last expiry written is an edit's: a usage computed
+    at version 0 lands either before an edit (which overwrites it) or after
+    (and is refused).
+    """
+    record = await sliding_token(store)
+    other = open_store(store_url)
+    try:
+        await asyncio.gather(
+            *(
+                other.record_usage(
+                    [Usage(record.id, NOW + i, None, 1, NOW + 9000.0 + i, 0)]
+                )
+                for i in range(20)
+            ),
+            *(
+                store.update_token(record.with_changes(expires_at=NOW + 10.0 + i))
+                for i in range(10)
+            ),
+        )
+    finally:
+        await other.close()
+    after = await stored(store, record.id)
+    assert after.expires_at is not None
+    assert after.expires_at < NOW + 20.0
+    assert (after.use_count, after.version) == (20, 10)
 
 
 async def test_usage_of_an_unknown_token_leaves_no_ghost(store):
@@ -542,6 +657,71 @@ async def test_take_rate_counts_a_fixed_window(store):
     assert (await store.take_rate("token:A", 3, 60, window_start + 60)).allowed
 
 
+async def test_take_rate_keeps_windows_of_different_lengths_apart(store):
+    now = 1_800_000_000 + 10.0
+    assert (await store.take_rate("ip:192.0.2.1", 1, 60, now)).allowed
+    assert not (await store.take_rate("ip:192.0.2.1", 1, 60, now)).allowed
+    hourly = await store.take_rate("ip:192.0.2.1", 1, 3600, now)
+    assert hourly.allowed
+    refused = await store.take_rate("ip:192.0.2.1", 1, 3600, now)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(3600 - now % 3600)
+
+
+async def test_take_rate_is_shared_by_every_store_instance(store, store_url):
+    """Two instances are two processes (SQLite) or two replicas (Redis)."""
+    now = 1_800_000_000 + 30.0
+    other = open_store(store_url)
+    try:
+        verdicts = [
+            await (store if i % 2 else other).take_rate("token:S", 5, 60, now)
+            for i in range(12)
+        ]
+        # Concurrent hits from both are counted once each, none lost.
+        racing = await asyncio.gather(
+            *(
+                (store if i % 2 else other).take_rate("token:R", 7, 60, now)
+                for i in range(30)
+            )
+        )
+    finally:
+        await other.close()
+    assert [v.allowed for v in verdicts] == [True] * 5 + [False] * 7
+    assert sum(v.allowed for v in racing) == 7
+    assert all(v.retry_after == pytest.approx(30.0) for v in racing if not v.allowed)
+
+
+# settings
+
+
+async def test_a_setting_is_absent_until_claimed(store):
+    assert await store.get_setting("pepper_fingerprint") is None
+    assert await store.claim_setting("pepper_fingerprint", "abc") == "abc"
+    assert await store.get_setting("pepper_fingerprint") == "abc"
+
+
+async def test_the_first_claim_of_a_setting_wins(store, store_url):
+    other = open_store(store_url)
+    try:
+        claims = await asyncio.gather(
+            *(
+                (store if i % 2 else other).claim_setting("fingerprint", f"v{i}")
+                for i in range(10)
+            )
+        )
+        assert len(set(claims)) == 1
+        assert await store.claim_setting("fingerprint", "later") == claims[0]
+        assert await other.get_setting("fingerprint") == claims[0]
+    finally:
+        await other.close()
+
+
+async def test_settings_are_apart_from_each_other(store):
+    await store.claim_setting("a", "1")
+    assert await store.claim_setting("b", "2") == "2"
+    assert await store.get_setting("a") == "1"
+
+
 # durability and failure
 
 
@@ -655,6 +835,55 @@ async def test_sqlite_prunes_old_change_rows(tmp_path):
     with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT kind, key FROM changes").fetchall()
     assert rows == [("user", "alice")]
+
+
+async def test_sqlite_prunes_ended_rate_windows(tmp_path):
+    from patgate.store.sqlite import RATE_PRUNE_INTERVAL, SQLiteStore
+
+    path = tmp_path / "patgate.db"
+    opened = SQLiteStore(path)
+    now = 1_800_000_000 + 1.0
+    try:
+        for i in range(50):
+            await opened.take_rate(f"ip:192.0.2.{i}", 5, 60, now)
+        await opened.take_rate("token:live", 5, 3600, now)
+        later = now + RATE_PRUNE_INTERVAL
+        await opened.take_rate("token:new", 5, 60, later)
+    finally:
+        await opened.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT key FROM rates ORDER BY key").fetchall()
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert rows == [("token:live",), ("token:new",)]
+    assert synchronous == 2  # FULL: the store's own writes stay durable
+
+
+async def test_sqlite_upgrades_a_version_2_file_in_place(tmp_path):
+    """A file from before migration 3 gets the version column and the rate table."""
+    from patgate.store.sqlite import MIGRATIONS, SQLiteStore
+
+    path = tmp_path / "patgate.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for migration in MIGRATIONS[:2]:
+            for statement in migration:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO users VALUES ('alice', NULL, '[\"*\"]', 0, 0, 0.0, 0.0)"
+        )
+    opened = SQLiteStore(path)
+    try:
+        assert await opened.get_user("alice") is not None
+        record, _ = make_token()
+        await opened.create_token(record)
+        await opened.update_token(record.with_changes(name="renamed"))
+        assert (await stored(opened, record.id)).version == 1
+        assert (await opened.take_rate("token:x", 1, 60, NOW)).allowed
+    finally:
+        await opened.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 async def test_redis_outage_is_reported_and_recovered_without_reopening(

@@ -124,10 +124,20 @@ def closed_port() -> int:
 def test_config_check_reports_routes_store_and_warnings(cli, tmp_path):
     assert cli.ok("config", "check") == (
         f"ok: 1 routes, store sqlite:///{tmp_path}/patgate.db\n"
+        "pepper: from $PATGATE_PEPPER\n"
     )
     del cli.env["PATGATE_PEPPER"]
     out = cli.ok("config", "check")
-    assert "warning: pepper is empty" in out
+    assert out.splitlines()[1] == (
+        f"pepper: none yet; a new store generates one into {tmp_path}/patgate.db.pepper"
+    )
+    assert "warning" not in out
+    out = cli.ok("--store", "redis://127.0.0.1:6390/0", "config", "check")
+    assert out.splitlines()[1:] == [
+        "pepper: none",
+        "warning: no pepper: set $PATGATE_PEPPER to the same long random value for"
+        " every process before creating tokens (token hashes depend on it)",
+    ]
 
 
 def test_config_check_hides_a_redis_password(cli):
@@ -300,6 +310,17 @@ def test_token_edit(cli, alice):
         "--project", "beta", "--rate-limit", "9",
     )  # fmt: skip
     assert out.startswith(f"updated token {token_id}")
+    # Every changed field is echoed, old -> new; nothing else is.
+    echoed = {line.split(":")[0].strip() for line in out.splitlines()[1:]}
+    assert echoed == {
+        "name", "scopes", "project", "expiry", "expires_at", "sliding_window",
+        "max_lifetime", "allowed_cidrs", "rate_limit",
+    }  # fmt: skip
+    assert "  name:  -> renamed" in out.splitlines()
+    assert "  scopes: * -> files:read" in out.splitlines()
+    assert "  rate_limit: none -> 9" in out.splitlines()
+    renamed_again = cli.ok("token", "edit", token_id, "-n", "renamed")
+    assert renamed_again.splitlines()[1:] == []
     shown = cli.json("token", "show", token_id)
     assert shown["name"] == "renamed"
     assert shown["scopes"] == ["files:read"]
@@ -357,6 +378,9 @@ def test_token_revoke_one_or_many_or_none(cli, alice):
     )
     statuses = {t["id"]: t["status"] for t in cli.json("token", "list")}
     assert statuses == {first: "revoked", second: "revoked", third: "active"}
+    assert cli.ok("token", "revoke", second, third) == (
+        f"{second} was already revoked\nrevoked {third}\n"
+    )
     assert cli.fails(1, "token", "edit", first, "-n", "x") == (
         f"error: token {first} is revoked"
     )
@@ -393,6 +417,7 @@ def test_subset_rule_refusal_is_clear(cli, alice):
         (2, ["token", "frobnicate"], "invalid choice"),
         (2, ["--bogus", "token", "list"], "unrecognized arguments"),
         (1, ["user", "disable", "nobody"], "no user nobody"),
+        (2, ["serve", "--workers", "0"], "expected 1 to 1024, not '0'"),
     ],
 )
 def test_errors_are_one_clear_line(cli, alice, code, args, expected):
@@ -409,25 +434,29 @@ def test_a_pasted_token_value_is_not_echoed(cli, alice):
 
 def test_unreachable_redis_store_is_one_line(cli):
     url = f"redis://127.0.0.1:{closed_port()}/0"
-    line = cli.fails(1, "--store", url, "token", "list")
+    # Exit 3, apart from "refused or not found" (1): a script may retry.
+    line = cli.fails(3, "--store", url, "token", "list")
     assert line.startswith("error: store unavailable: ")
     cli.env["PATGATE_STORE"] = url
-    assert cli.fails(1, "user", "add", "bob").startswith("error: store unavailable")
+    assert cli.fails(3, "user", "add", "bob").startswith("error: store unavailable")
 
 
 def test_unwritable_sqlite_store_is_one_line(cli, tmp_path):
     url = f"sqlite:///{tmp_path}/no/such/dir/patgate.db"
-    assert "store unavailable" in cli.fails(1, "--store", url, "user", "list")
+    assert "store unavailable" in cli.fails(3, "--store", url, "user", "list")
 
 
-def test_empty_pepper_warns_once_on_stderr_after_success_only(cli, alice):
+def test_empty_pepper_warns_once_on_stderr_after_success_only(cli, redis_url):
+    # A Redis store has no pepper file: without $PATGATE_PEPPER, a warning.
     del cli.env["PATGATE_PEPPER"]
+    cli.env["PATGATE_STORE"] = redis_url
+    assert cli("user", "add", "alice").returncode == 0
     result = cli("token", "create", "-u", "alice", "-q")
     assert result.returncode == 0
     assert tokens.parse_token(result.stdout.strip(), "pgt") is not None
     warnings = result.stderr.splitlines()
     assert len(warnings) == 1
-    assert warnings[0].startswith("warning: the pepper is empty")
+    assert warnings[0].startswith("warning: no pepper: set $PATGATE_PEPPER")
     assert cli.fails(1, "token", "show", "Nope1234") == "error: no token Nope1234"
 
 

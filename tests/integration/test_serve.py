@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from tests.conftest import free_port
 from tests.gateway_harness import RecordingUpstream
 from tests.processes import (
     GatewayProcess,
@@ -25,6 +26,7 @@ from tests.processes import (
     poll,
     process_env,
     route_yaml,
+    run_cli,
 )
 
 
@@ -259,3 +261,20 @@ async def test_sigterm_closes_websockets_at_once(
     assert await gateway.wait(within=5) == 0
     access = [(line["path"], line["status"]) for line in gateway.events("request")]
     assert access == [("/api/ws", 101)]
+
+
+async def test_healthcheck_command_asks_the_configured_port(gateways, sqlite_url):
+    """``patgate healthcheck`` (the container's HEALTHCHECK) reads the config."""
+    port = free_port()
+    config = config_yaml(sqlite_url, route_yaml("api", "/api/", "http://127.0.0.1:9"))
+    config = config.replace("listen: 127.0.0.1:0", f"listen: 0.0.0.0:{port}")
+    gateway = await gateways.start(config)
+    healthy = run_cli(gateway.directory, "healthcheck")
+    assert (healthy.returncode, healthy.stdout, healthy.stderr) == (0, "", "")
+    await gateway.stop()
+    sick = run_cli(gateway.directory, "healthcheck", "--timeout", "1")
+    assert sick.returncode == 1
+    (line,) = sick.stderr.splitlines()
+    assert line.startswith(
+        f"error: unhealthy: http://127.0.0.1:{port}/_patgate/healthz"
+    )

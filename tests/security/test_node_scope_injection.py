@@ -156,10 +156,12 @@ async def test_node_paths_are_stored_canonical(
     assert config.scope_sets["s"] == (stored,)
 
 
-async def test_a_non_canonical_node_scope_already_stored_confines_to_nothing(
+async def test_a_node_scope_stored_before_the_rule_never_widens_its_token(
     gateway: Gateway, upstream: RecordingUpstream
 ) -> None:
-    # As if granted before the rule: written into the store directly.
+    # As if granted before the rule: written into the store directly. It
+    # still confines to its subtree as written, and nothing in it becomes
+    # an element of its own in X-Patgate-Scopes.
     await gateway.add_user("alice")
     record, value = await gateway.service.create_token(
         ADMIN, "alice", scopes=["files:read", "node:/dav/alice:r"]
@@ -169,19 +171,31 @@ async def test_a_non_canonical_node_scope_already_stored_confines_to_nothing(
     bobs = await gateway.token("bob")
     bob = await gateway.store.get_user("bob")
     assert bob is not None
-    await gateway.store.update_user(replace(bob, scopes=("*", "node:/dav/b,*:rw")))
+    await gateway.store.update_user(
+        replace(bob, scopes=("files:read", "node:/dav/b,*:rw", "node:/dav/a b:rw"))
+    )
     async with aiohttp.ClientSession() as client:
-        for token, path in (
-            (value, "/dav/alice/x,*,admin/f"),
-            (value, "/dav/alice/x"),
-            (value, "/dav/other"),
-            (bobs, "/dav/b,*/f"),
-            (bobs, "/dav/b"),
+        for token, path, expected in (
+            (value, "/dav/alice/x", 403),
+            (value, "/dav/other", 403),
+            (value, "/dav/alice/x,*,admin/f", 200),
+            (bobs, "/dav/b", 403),
+            (bobs, "/dav/a%20b/f", 403),
+            (bobs, "/dav/b,*/f", 200),
         ):
             headers = {"Authorization": f"Bearer {token}"}
             async with client.get(gateway.url + path, headers=headers) as response:
-                assert response.status == 403, path
-    assert upstream.requests == []
+                assert response.status == expected, path
+    assert [seen.raw_path for seen in upstream.requests] == [
+        "/dav/alice/x,*,admin/f",
+        "/dav/b,*/f",
+    ]
+    for seen in upstream.requests:
+        elements = seen.headers["X-Patgate-Scopes"].split(",")
+        assert elements[0] == "files:read"
+        assert len(elements) == 2
+        assert "*" not in elements
+        assert "admin:rw" not in elements
 
 
 # --------------------------------------------------------------------------

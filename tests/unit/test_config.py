@@ -58,7 +58,9 @@ def test_empty_file_gives_defaults_and_warnings():
     assert config.limits == Limits()
     assert config.routes == ()
     assert config.api is True
-    assert any("pepper is empty" in w for w in config.warnings)
+    # No pepper is no warning here: an SQLite store gets a pepper file
+    # (patgate.pepper, tests/integration/test_pepper.py).
+    assert not any("pepper" in w for w in config.warnings)
     assert any("no routes" in w for w in config.warnings)
 
 
@@ -123,7 +125,7 @@ store: redis://:pw@127.0.0.1:6379/2
 pepper_env: MY_PEPPER
 token_prefix: acme
 workers: 4
-cache: {ttl: 1m, negative_ttl: 0, max_entries: 10, max_stale: 2.5}
+cache: {ttl: 1m, negative_ttl: 0, max_entries: 10, max_stale: 90.5}
 identity_headers: {user: X-User, token_id: X-Token, scopes: X-Scopes}
 scope_sets:
   ro: [a:read]
@@ -162,7 +164,7 @@ routes:
     assert config.pepper.value == b"p"
     assert config.token_prefix == "acme"
     assert config.workers == 4
-    assert config.cache == CacheConfig(60.0, 0.0, 10, 2.5)
+    assert config.cache == CacheConfig(60.0, 0.0, 10, 90.5)
     assert config.identity_headers == IdentityHeaders("X-User", "X-Token", "X-Scopes")
     assert config.scope_sets["rw"] == ("a:read", "a:write")
     assert config.trusted_proxies == ("10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32")
@@ -219,6 +221,27 @@ def test_store_urls(store, resolved):
 
 def test_sqlite_file_of_a_resolved_url():
     assert sqlite_file(parse("").store) == "/srv/patgate/patgate.db"
+
+
+def test_known_store_url_options_pass_through():
+    url = (
+        "rediss://u:pw@h:6380/2?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+        "&socket_timeout=0.5&health_check_interval=10&socket_keepalive=true"
+    )
+    assert parse(f"store: '{url}'").store == url
+
+
+def test_zero_durations_are_zero_in_any_spelling_where_zero_is_allowed():
+    for spelling in ("0", "0s", "'0'", "0m"):
+        assert parse(f"cache: {{negative_ttl: {spelling}}}").cache.negative_ttl == 0.0
+    assert "must be > 0" in error_of("cache: {ttl: 0}")
+    assert "greater than zero" in error_of("cache: {ttl: 0s}")
+
+
+def test_max_stale_defaults_to_at_least_the_ttl():
+    assert parse("cache: {ttl: 2m}").cache.max_stale == 120.0
+    assert parse("cache: {ttl: 10s}").cache.max_stale == 60.0
+    assert parse("cache: {ttl: 10s, max_stale: 10s}").cache.max_stale == 10.0
 
 
 def test_store_env_overrides_the_file_and_resolves_the_same_way():
@@ -322,6 +345,30 @@ routes:
         ("store: 'redis://h:port/0'", "store: invalid store URL"),
         ("store: 'redis://h/x'", "store: the path of a redis URL is the database"),
         ("store: 'unix://'", "store: unix store URL needs a socket path"),
+        (
+            "store: 'redis://h:1/0?cluster=true'",
+            "store: unknown store URL option 'cluster' (known: db, socket_timeout",
+        ),
+        (
+            "store: 'redis://h:1/0?socket_timeout=soon'",
+            "store: store URL option 'socket_timeout' must be seconds",
+        ),
+        (
+            "store: 'redis://h:1/0?socket_timeout=1&socket_timeout=2'",
+            "store: store URL option 'socket_timeout' must be seconds",
+        ),
+        (
+            "store: 'redis://h:1/0?ssl_ca_certs=/ca.pem'",
+            "store: store URL option 'ssl_ca_certs' needs rediss://",
+        ),
+        (
+            "store: 'rediss://h:1/0?ssl_cert_reqs=maybe'",
+            "store: store URL option 'ssl_cert_reqs' must be none, optional",
+        ),
+        (
+            "cache: {max_stale: 8s}",
+            "cache.max_stale: 8s is shorter than cache.ttl (30s): a cached token",
+        ),
         ("pepper_env: 'MY-PEPPER'", "pepper_env: invalid variable name 'MY-PEPPER'"),
         ("token_prefix: PGT", "token_prefix: invalid prefix 'PGT'"),
         ("workers: 0", "workers: must be between 1 and 1024, got 0"),
@@ -731,8 +778,8 @@ def test_load_config_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(str(broken), env={})
     assert str(caught.value) == (
-        f"{broken}: cache.ttl: invalid duration '30x': expected a number and a"
-        " unit s, m, h, d or w (e.g. 90s, 20d)"
+        f"{broken}: cache.ttl: invalid duration '30x': expected seconds or a number"
+        " and a unit s, m, h, d or w (e.g. 3600, 90s, 20d)"
     )
     with pytest.raises(ConfigError, match=r"cannot read"):
         load_config(str(tmp_path), env={})
@@ -740,3 +787,38 @@ def test_load_config_errors_name_the_file(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match=r"binary.yaml: cannot read"):
         load_config(str(binary), env={})
+
+
+def test_pass_headers_are_stored_folded_and_default_to_none():
+    (route,) = parse(MINIMAL_ROUTE).routes
+    assert route.pass_headers == ()
+    (route,) = parse(
+        f"routes: [{{{BASE}, pass_headers: [X-HTTP-Method-Override,"
+        " X_Original_URL, x-http-method-override]}]"
+    ).routes
+    assert route.pass_headers == ("x-http-method-override", "x-original-url")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[X-Patgate-User]", "pass_headers[0]: 'X-Patgate-User' is not a header"),
+        ("[X-Real-IP]", "pass_headers[0]: 'X-Real-IP' is not a header"),
+        ("[X-Original-URL, Cookie]", "pass_headers[1]: 'Cookie' is not a header"),
+        ("X-Original-URL", "pass_headers: expected a list"),
+    ],
+)
+def test_pass_headers_only_name_override_headers(value, message):
+    error = route_error(f"{{{BASE}, pass_headers: {value}}}")
+    assert error.startswith(f"routes[0] (paas).{message}"), error
+
+
+def test_header_timeout_is_a_positive_duration():
+    assert parse("limits: {header_timeout: 5s}").limits.header_timeout == 5.0
+    assert parse("limits: {header_timeout: 0.5}").limits.header_timeout == 0.5
+    assert error_of("limits: {header_timeout: 0}").startswith(
+        "limits.header_timeout: must be > 0"
+    )
+    assert error_of("limits: {header_timeout: soon}").startswith(
+        "limits.header_timeout: invalid duration"
+    )

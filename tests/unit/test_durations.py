@@ -15,16 +15,27 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("1h", 3600), ("20d", 1_728_000), ("2w", 1_209_600)],
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("1h", 3600),
+        ("20d", 1_728_000),
+        ("2w", 1_209_600),
+        # Plain seconds, as the file-server CLI's -a takes them.
+        ("3600", 3600),
+        ("10", 10),
+    ],
 )
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10", "h", "1y", "-1d", "0s", "1.5h", "1 hour"])
+@pytest.mark.parametrize("text", ["", "0", "h", "1y", "-1d", "0s", "1.5h", "1 hour"])
 def test_bad_durations_say_what_is_expected(text):
-    with pytest.raises(UsageError, match=r"expected a number and a unit|zero"):
+    with pytest.raises(
+        UsageError, match=r"expected seconds or a number and a unit|zero"
+    ):
         parse_duration(text)
 
 

@@ -1,6 +1,7 @@
 """Credential extraction from headers and query, and query-token stripping."""
 
 import base64
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -10,9 +11,12 @@ from patgate.extract import (
     SOURCES,
     Credential,
     CredentialError,
+    carries_token,
     extract_credential,
     strip_query_params,
+    strip_token_pairs,
 )
+from patgate.tokens import new_token
 
 TOKEN = "pgt_AbCd12340123456789abcdefghijABCDEFGHIJkl08YpVI"
 OTHER = "pgt_00000000000000000000000000000000000000000UBqSV"
@@ -250,3 +254,64 @@ def test_strip_removes_the_token_and_keeps_the_rest_in_order(query, token):
     kept = [p for p in pairs if p.partition("=")[0] != "access_token"]
     if "%" not in query:
         assert stripped == "&".join(kept)
+
+
+# --------------------------------------------------------------------------
+# carries_token / strip_token_pairs: a token anywhere, in any encoding
+
+surround = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+
+
+def _percent_all(text: str) -> str:
+    return "".join(f"%{ord(c):02x}" for c in text)
+
+
+def _encodings(token: str) -> list[str]:
+    body = token.split("_", 1)[1]
+    return [
+        token,
+        _percent_all(token),
+        "pgt%5F" + body,
+        "pgt%255F" + body,
+        "%25%37%30gt_" + body,  # "%70" spelled with escapes: two layers
+        quote(quote(token, safe=""), safe="").replace("_", "%255F"),
+        "Basic " + base64.b64encode(f"alice:{token}".encode()).decode(),
+        "basic\t" + base64.b64encode(token.encode()).decode().rstrip("="),
+    ]
+
+
+@given(
+    st.builds(lambda: new_token().value),
+    surround,
+    surround,
+    st.integers(0, 7),
+)
+def test_carries_token_finds_it_in_every_encoding(token, before, after, how):
+    value = _encodings(token)[how]
+    text = value if value.lower().startswith("basic") else before + value + after
+    assert carries_token(text, "pgt")
+
+
+@given(surround)
+def test_carries_token_ignores_lookalikes(text):
+    token = new_token().value
+    body = token.split("_", 1)[1]
+    for lookalike in (
+        token[:-1] + ("A" if token[-1] != "A" else "B"),  # bad checksum
+        "xyz_" + body,  # another prefix
+        "pgt-" + body,
+        token[:-1],  # too short
+    ):
+        assert not carries_token(text + lookalike, "pgt")
+
+
+def test_carries_token_fails_closed_on_absurdly_deep_encoding():
+    assert carries_token("%" + "25" * 20 + "41" + "x" * 60, "pgt")
+    assert not carries_token("%41" + "x" * 60, "pgt")
+
+
+def test_strip_token_pairs_keeps_every_other_byte():
+    token = new_token().value
+    query = f"a=%7e+b&x={token}&c=%2F;d&&y=pgt%5F{token[4:]}&z"
+    assert strip_token_pairs(query, "pgt") == "a=%7e+b&c=%2F;d&&z"
+    assert strip_token_pairs("a=%7e+b&c=%2F;d", "pgt") == "a=%7e+b&c=%2F;d"

@@ -5,9 +5,12 @@ import io
 import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from patgate import logs, tokens
@@ -243,3 +246,66 @@ def test_access_log_follows_the_configured_level():
     finally:
         structlog.reset_defaults()
         ACCESS_LOG.stream = None
+
+
+# --------------------------------------------------------------------------
+# Redaction sees through percent-encoding (issue 11, finding 12)
+
+_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=15)
+
+
+def _decodings(text: str) -> list[str]:
+    forms = [text]
+    while (decoded := unquote(forms[-1])) != forms[-1]:
+        forms.append(decoded)
+    return forms
+
+
+def _spell(value: str, how: int) -> str:
+    if how == 1:
+        return value.replace("_", "%5F")
+    if how == 2:
+        return value.replace("_", "%255F")
+    if how == 3:
+        return "".join(f"%{ord(c):02x}" for c in value)
+    if how == 4:  # every character escaped, then the escapes' "%" again
+        return "".join(f"%25{ord(c):02X}" for c in value)
+    return value
+
+
+@given(_text, _text, st.integers(0, 4), st.integers(0, 4))
+def test_redacted_text_holds_no_token_in_any_decoding(before, after, how, how2):
+    value = tokens.new_token().value
+    other = tokens.new_token(prefix="abc").value
+    text = before + _spell(value, how) + after + _spell(other, how2)
+    redacted = logs.redact_text(text)
+    secrets = (value, value[4:], other, other[4:])
+    for form in _decodings(redacted):
+        assert not any(secret in form for secret in secrets)
+    assert logs.REDACTED in redacted
+
+
+@given(_text.filter(lambda text: "%" not in text or "_" not in text))
+def test_text_without_a_token_is_unchanged(text):
+    text = text * 5
+    assert logs.redact_text(text) == text
+
+
+def test_redaction_keeps_every_other_byte():
+    value = tokens.new_token().value
+    body = value[4:]
+    assert (
+        logs.redact_text(f"/a%20b/pgt%5F{body}/c%2Fd?x=%41")
+        == "/a%20b/[REDACTED]/c%2Fd?x=%41"
+    )
+    assert logs.redact_text(f"{value}%5F{value}") == "[REDACTED]%5F[REDACTED]"
+
+
+def test_access_line_redacts_an_encoded_path_and_a_token_method():
+    out = io.StringIO()
+    log = AccessLog(stream=out)
+    value = tokens.new_token().value
+    log.request(value, "/p/pgt%255F" + value[4:], 404)
+    log.flush()
+    line = json.loads(out.getvalue())
+    assert (line["method"], line["path"]) == ("[REDACTED]", "/p/[REDACTED]")

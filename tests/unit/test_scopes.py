@@ -107,12 +107,16 @@ def test_unconfined_means_none_and_confined_to_nothing_means_empty():
     assert effective_scopes(["node:/a:r"], ["node:/a:w"]).nodes == ()
 
 
-def test_a_stored_node_scope_that_is_not_canonical_confines_to_nothing():
-    for stored in ("node:/dav/x,*,admin:rw", "node:/dav/a b:r", "node:/dav/*:rw"):
+def test_a_node_scope_stored_before_paths_were_canonical_still_confines():
+    # As written: a literal subtree, never more. Unreadable ones: nowhere.
+    legacy = parse_node_scope("node:/dav/x,*,admin:rw")
+    assert legacy == NodeScope("/dav/x,*,admin", True, True)
+    scopes = effective_scopes(["files:read", "node:/dav/x,*,admin:rw"], ["*"])
+    assert scopes.allows_path("/dav/x,*,admin/f", "GET")
+    assert not scopes.allows_path("/dav/x", "GET")
+    for stored in ("node:/dav/a b:r", "node:dav:rw", "node:/dav:x", "node:/a:b:r"):
         assert parse_node_scope(stored) == NOWHERE
-        scopes = effective_scopes(["files:read", stored], ["*"])
-        assert scopes.nodes == ()
-        assert not scopes.allows_path("/dav/x,*,admin/f", "GET")
+        assert effective_scopes(["files:read", stored], ["*"]).nodes == ()
 
 
 @pytest.mark.parametrize(

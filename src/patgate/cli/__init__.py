@@ -1,8 +1,9 @@
 """The ``patgate`` command line: parse arguments, call the service, print.
 
 ``patgate [--config PATH] [--store URL] COMMAND``. Exit 0 on success, 1 when
-refused, not found or the store is down, 2 on a usage error, 130 on Ctrl-C;
-every failure is one line on stderr, never a traceback.
+refused or not found (or the config is broken), 2 on a usage error, 3 when the
+store cannot be reached (try again later), 130 on Ctrl-C; every failure is
+one line on stderr, never a traceback.
 
 Each command group is added by one function in :data:`COMMANDS`; a leaf parser
 sets ``handler``, a function of the parsed arguments that returns the exit
@@ -40,6 +41,7 @@ from patgate.cli.runner import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_STORE_DOWN,
     EXIT_USAGE,
     ArgumentParser,
     Handler,
@@ -81,6 +83,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "EXIT_STORE_DOWN",
     "EXIT_USAGE",
     "SHOWN_ONCE",
     "ArgumentParser",
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except PatgateError as err:
         _print_error(_describe(err))
-        return EXIT_USAGE if isinstance(err, UsageError) else EXIT_REFUSED
+        return _exit_code(err)
     except SystemExit as done:  # --help and --version
         return done.code if isinstance(done.code, int) else EXIT_OK
     except BrokenPipeError:
@@ -145,6 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         _print_error(f"internal error: {type(err).__name__}: {err}")
         return EXIT_REFUSED
+
+
+def _exit_code(err: PatgateError) -> int:
+    if isinstance(err, UsageError):
+        return EXIT_USAGE
+    if isinstance(err, StoreUnavailableError):
+        return EXIT_STORE_DOWN
+    return EXIT_REFUSED
 
 
 def _describe(err: PatgateError) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import os
 import sys
@@ -24,9 +25,11 @@ from patgate.config import (
     Config,
     load_config,
     parse_config,
+    parse_store,
 )
 from patgate.errors import UsageError
 from patgate.logs import configure_logging
+from patgate.pepper import bind_pepper, empty_pepper_warning, with_file_pepper
 from patgate.service import Actor, TokenService
 from patgate.store import open_store
 
@@ -36,6 +39,7 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_STORE_DOWN = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -75,7 +79,7 @@ def add_leaf(
 
 
 def _load_for_store(args: argparse.Namespace) -> Config:
-    """The config for a store command, warning once if the pepper is empty.
+    """The config for a store command, with the pepper of its pepper file.
 
     Without any config file, ``--store`` (or ``$PATGATE_STORE``) alone is
     enough: the defaults (prefix ``pgt``, no scope sets) apply.
@@ -89,12 +93,10 @@ def _load_for_store(args: argparse.Namespace) -> Config:
         config = parse_config("", os.environ, os.getcwd())
     else:
         config = load_config(args.config)
-    if not config.pepper.value:
-        args.warnings = (
-            f"the pepper is empty: set ${config.pepper_env} to a long random value"
-            " (token hashes depend on it; keep it the same for every process)",
-        )
-    return config
+    if args.store:
+        store = parse_store(args.store, "--store", os.getcwd())
+        config = dataclasses.replace(config, store=store)
+    return with_file_pepper(config)
 
 
 def _cli_actor() -> Actor:
@@ -108,20 +110,28 @@ def _cli_actor() -> Actor:
 def run_with_service(
     args: argparse.Namespace, work: Callable[[TokenService, Actor], Awaitable[T]]
 ) -> T:
-    """Open the store of the config, run ``work`` with a service, close the store."""
+    """Open the store of the config, run ``work`` with a service, close the store.
+
+    The pepper is checked against the store's fingerprint first: a command
+    under another pepper than the store's tokens changes nothing.
+    """
     config = _load_for_store(args)
     configure_logging(
         level=os.environ.get("PATGATE_LOG_LEVEL", "warning"), stream=sys.stderr
     )
 
     async def run() -> T:
-        store = open_store(args.store or config.store)
+        store = open_store(config.store)
         try:
+            bound = await bind_pepper(config, store)
+            if not bound.pepper.value:
+                # Printed once, after success (main): a failure is one line.
+                args.warnings = (empty_pepper_warning(bound),)
             service = TokenService(
                 store,
-                prefix=config.token_prefix,
-                pepper=config.pepper.value,
-                scope_sets=config.scope_sets,
+                prefix=bound.token_prefix,
+                pepper=bound.pepper.value,
+                scope_sets=bound.scope_sets,
             )
             return await work(service, _cli_actor())
         finally:

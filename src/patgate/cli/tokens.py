@@ -17,7 +17,7 @@ from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf, run_with_servi
 from patgate.durations import format_time, parse_duration, parse_expiry_time
 from patgate.errors import UsageError
 from patgate.models import TokenRecord
-from patgate.service import Actor, TokenService
+from patgate.service import Actor, Revoked, TokenService
 
 
 def token_create(args: argparse.Namespace) -> int:
@@ -69,19 +69,44 @@ def token_show(args: argparse.Namespace) -> int:
 
 
 def token_edit(args: argparse.Namespace) -> int:
-    async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, float]:
+    async def work(
+        service: TokenService, actor: Actor
+    ) -> tuple[TokenRecord, TokenRecord, float]:
         now = service.now()
         changes = _edit_changes(args, now)
         if not changes:
             raise UsageError("nothing to change: give at least one option")
-        return await service.edit_token(actor, args.id, **changes), now
+        before = await service.get_token(actor, args.id)
+        return before, await service.edit_token(actor, args.id, **changes), now
 
-    record, now = run_with_service(args, work)
+    before, record, now = run_with_service(args, work)
     if args.json:
         print_json(record.to_public(now))
-    else:
-        print(f"updated {token_summary(record)}")
+        return EXIT_OK
+    print(f"updated {token_summary(record)}")
+    for name, old, new in changed_fields(before, record, now):
+        print(f"  {name}: {old} -> {new}")
     return EXIT_OK
+
+
+def changed_fields(
+    before: TokenRecord, after: TokenRecord, now: float
+) -> list[tuple[str, str, str]]:
+    """Each public field an edit changed, with its old and new value as shown."""
+    old, new = before.to_public(now), after.to_public(now)
+    return [
+        (name, _shown(old[name]), _shown(new[name]))
+        for name in new
+        if name != "updated_at" and old[name] != new[name]
+    ]
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "none"
+    return str(value)
 
 
 def _edit_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
@@ -150,11 +175,15 @@ def token_copy(args: argparse.Namespace) -> int:
 
 
 def token_revoke(args: argparse.Namespace) -> int:
-    async def work(service: TokenService, actor: Actor) -> list[str]:
+    async def work(service: TokenService, actor: Actor) -> Revoked:
         return await service.revoke_tokens(actor, args.ids)
 
-    for token_id in run_with_service(args, work):
-        print(f"revoked {token_id}")
+    revoked = run_with_service(args, work)
+    for token_id in revoked.ids:
+        if token_id in revoked.already:
+            print(f"{token_id} was already revoked")
+        else:
+            print(f"revoked {token_id}")
     return EXIT_OK
 
 

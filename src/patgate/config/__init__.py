@@ -79,6 +79,7 @@ __all__ = [
     "SecretHeaders",
     "load_config",
     "parse_config",
+    "parse_store",
     "sqlite_file",
 ]
 
@@ -119,12 +120,9 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         data, "pepper_env", "", pattern_reader(_ENV_NAME, "variable name"), ""
     )
     pepper_env = pepper_env or "PATGATE_PEPPER"
+    # An empty pepper is not a warning here: an SQLite store may get one from
+    # its pepper file (patgate.pepper), a Redis store cannot.
     pepper = env.get(pepper_env, "")
-    if not pepper:
-        warnings.append(
-            f"pepper is empty: set ${pepper_env} to a long random value before"
-            " creating tokens (token hashes depend on it)"
-        )
     identity = take(
         data, "identity_headers", "", parse_identity_headers, IdentityHeaders()
     )
@@ -139,6 +137,7 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         store=_parse_store_setting(data, env, base_dir),
         pepper=Secret(pepper.encode("utf-8")),
         pepper_env=pepper_env,
+        pepper_origin=f"${pepper_env}" if pepper else "",
         token_prefix=take(
             data, "token_prefix", "", pattern_reader(PREFIX_PATTERN, "prefix"), ""
         )

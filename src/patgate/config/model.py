@@ -17,6 +17,17 @@ from patgate.tokens import DEFAULT_PREFIX
 
 CREDENTIAL_SOURCES = ("bearer", "basic", "query", "header")
 DEFAULT_QUERY_PARAMS = ("access_token", "session")
+# Folded names (``reader.fold_header``) of headers that make an upstream act
+# on another path or method than the one the gateway authorised (IIS,
+# Symfony, Zend: X-Original-URL; Rails, Laravel, Express: the method
+# overrides). Never forwarded unless a route lists them in ``pass_headers``.
+# fmt: off
+OVERRIDE_HEADERS = frozenset((
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-envoy-original-path",
+    "x-http-method-override", "x-http-method", "x-method-override",
+    "x-original-method",
+))
+# fmt: on
 
 MethodMap = Mapping[str, str]
 T = TypeVar("T")
@@ -83,6 +94,8 @@ class Limits:
     max_url_bytes: int = 8190
     max_body_bytes: int | None = None
     failed_auth_per_minute: int = 30
+    # Seconds a client has to send a request's headers (slowloris).
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,7 @@ class RouteConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
     websocket: bool = True
+    pass_headers: tuple[str, ...] = ()  # folded names out of OVERRIDE_HEADERS
     case_sensitive: bool = False
 
     def __post_init__(self) -> None:
@@ -129,6 +143,8 @@ class Config:
     store: str = field(default="sqlite:///./patgate.db", repr=False)
     pepper: Secret = Secret(b"")
     pepper_env: str = "PATGATE_PEPPER"
+    # Where the pepper came from ("$PATGATE_PEPPER", a pepper file), for messages.
+    pepper_origin: str = ""
     token_prefix: str = DEFAULT_PREFIX
     workers: int = 1
     cache: CacheConfig = CacheConfig()

@@ -10,6 +10,7 @@ raises :class:`~patgate.errors.ConfigError` naming ``where``.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -147,9 +148,14 @@ def read_integer(value: object, where: str, low: int, high: int | None = None) -
     return value
 
 
+_ZERO_DURATION = re.compile(r"\s*0+\s*[smhdw]?\s*")
+
+
 def read_seconds(value: object, where: str, *, zero_ok: bool = False) -> float:
     """A duration (``30s``, ``5m``) or a plain number of seconds."""
     if isinstance(value, str):
+        if zero_ok and _ZERO_DURATION.fullmatch(value):
+            return 0.0  # "0s" as well as 0: zero is allowed here
         try:
             return float(parse_duration(value))
         except UsageError as exc:
@@ -235,9 +241,17 @@ def read_header_name(
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def fold_header(header: str) -> str:
-    """A header name as upstreams that fold '-' and '_' (WSGI, CGI) see it."""
-    return header.lower().replace("_", "-")
+    """A header name as the most lenient upstream reads it: case, '-', '_', '.' folded.
+
+    WSGI and CGI turn '-' into '_' (so ``X_Patgate_User`` is
+    ``X-Patgate-User`` to them) and PHP turns '.' into '_' as well
+    (``X.Patgate.User``). SECURITY: every decision to strip or keep a
+    header compares names folded by this one function (spoofed identity).
+    Cached: the gateway folds every header name of every request.
+    """
+    return header.lower().replace("_", "-").replace(".", "-")
 
 
 def is_ip(text: str, version: int) -> bool:

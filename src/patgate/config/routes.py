@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from patgate.config.model import (
     CREDENTIAL_SOURCES,
     DEFAULT_QUERY_PARAMS,
+    OVERRIDE_HEADERS,
     IdentityHeaders,
     MethodMap,
     RouteConfig,
@@ -132,6 +133,7 @@ class RouteContext:
             connect_timeout=take(data, "connect_timeout", where, read_seconds, 5.0),
             read_timeout=take(data, "read_timeout", where, read_seconds, 300.0),
             websocket=take(data, "websocket", where, read_bool, True),
+            pass_headers=take(data, "pass_headers", where, _parse_pass_headers, ()),
             case_sensitive=take(data, "case_sensitive", where, read_bool, False),
         )
         self._warn_about(route, where)
@@ -379,3 +381,18 @@ def _parse_query_params(value: object, where: str) -> tuple[str, ...]:
     if not items:
         raise error_at(where, "name at least one query parameter")
     return tuple(dict.fromkeys(items))
+
+
+def _parse_pass_headers(value: object, where: str) -> tuple[str, ...]:
+    """``pass_headers``: override headers this route's upstream may still receive."""
+    names: list[str] = []
+    for index, item in enumerate(read_string_list(value, where)):
+        folded = fold_header(item)
+        if folded not in OVERRIDE_HEADERS:
+            raise error_at(
+                locate(where, index),
+                f"{item!r} is not a header patgate drops by default (any of"
+                f" {', '.join(sorted(OVERRIDE_HEADERS))})",
+            )
+        names.append(folded)
+    return tuple(dict.fromkeys(names))

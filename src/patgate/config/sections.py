@@ -15,8 +15,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
 
 from patgate.config.model import CacheConfig, IdentityHeaders, Limits
 from patgate.config.reader import (
@@ -86,7 +86,55 @@ def parse_store(url: str, where: str, base_dir: str) -> str:
         )
     if scheme != "unix" and parts.path.strip("/") and not parts.path[1:].isdigit():
         raise error_at(where, "the path of a redis URL is the database number, e.g. /0")
+    _check_redis_options(parts.query, scheme, where)
     return url
+
+
+def _is_bool(text: str) -> bool:
+    return text.lower() in ("true", "false", "yes", "no", "1", "0")
+
+
+def _is_positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+# The query options of a Redis store URL that patgate passes to redis-py,
+# each with what its value must look like. Anything else is refused here:
+# redis-py would hand an unknown option to the connection as a keyword.
+REDIS_URL_OPTIONS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "db": ("a database number", str.isdigit),
+    "socket_timeout": ("seconds", _is_positive),
+    "socket_connect_timeout": ("seconds", _is_positive),
+    "health_check_interval": ("whole seconds", str.isdigit),
+    "max_connections": ("a number", lambda v: v.isdigit() and int(v) > 0),
+    "socket_keepalive": ("true or false", _is_bool),
+    "ssl_ca_certs": ("a file", bool),
+    "ssl_ca_path": ("a directory", bool),
+    "ssl_certfile": ("a file", bool),
+    "ssl_keyfile": ("a file", bool),
+    "ssl_cert_reqs": (
+        "none, optional or required",
+        {"none", "optional", "required"}.__contains__,
+    ),
+    "ssl_check_hostname": ("true or false", _is_bool),
+}
+_TLS_ONLY = ("ssl_",)
+
+
+def _check_redis_options(query: str, scheme: str, where: str) -> None:
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        spec = REDIS_URL_OPTIONS.get(name)
+        if spec is None:
+            known = ", ".join(REDIS_URL_OPTIONS)
+            raise error_at(where, f"unknown store URL option {name!r} (known: {known})")
+        if name.startswith(_TLS_ONLY) and scheme != "rediss":
+            raise error_at(where, f"store URL option {name!r} needs rediss://")
+        expected, valid = spec
+        if len(values) > 1 or not valid(values[0]):
+            raise error_at(where, f"store URL option {name!r} must be {expected}")
 
 
 def _resolve_sqlite(url: str, where: str, base_dir: str) -> str:
@@ -113,13 +161,24 @@ def parse_cache(value: object, where: str) -> CacheConfig:
     def zero_ok(v: object, w: str) -> float:
         return read_seconds(v, w, zero_ok=True)
 
+    ttl = take(data, "ttl", where, read_seconds, default.ttl)
+    # Unless given, max_stale is at least the ttl (an entry is trusted that
+    # long anyway); given shorter, it is refused rather than quietly raised.
+    max_stale = take(data, "max_stale", where, zero_ok, max(default.max_stale, ttl))
+    if max_stale < ttl:
+        raise error_at(
+            locate(where, "max_stale"),
+            f"{max_stale:g}s is shorter than cache.ttl ({ttl:g}s): a cached token"
+            " is trusted for the whole ttl; set max_stale to at least the ttl"
+            " or lower the ttl",
+        )
     return CacheConfig(
-        ttl=take(data, "ttl", where, read_seconds, default.ttl),
+        ttl=ttl,
         negative_ttl=take(data, "negative_ttl", where, zero_ok, default.negative_ttl),
         max_entries=take(
             data, "max_entries", where, lambda v, w: read_integer(v, w, 1), 100_000
         ),
-        max_stale=take(data, "max_stale", where, zero_ok, default.max_stale),
+        max_stale=max_stale,
     )
 
 
@@ -203,5 +262,8 @@ def parse_limits(value: object, where: str) -> Limits:
         max_body_bytes=take(data, keys[2], where, optional, None),
         failed_auth_per_minute=take(
             data, keys[3], where, lambda v, w: read_integer(v, w, 0), 30
+        ),
+        header_timeout=take(
+            data, "header_timeout", where, read_seconds, default.header_timeout
         ),
     )

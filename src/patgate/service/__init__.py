@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import compute_expiry
-from patgate.service.tokens import TokenOperations
+from patgate.service.tokens import Revoked, TokenOperations
 from patgate.service.users import UserOperations
 from patgate.service.validation import (
     LOGIN_PATTERN,
@@ -54,6 +54,7 @@ __all__ = [
     "MIN_PASSWORD_LENGTH",
     "UNSET",
     "Actor",
+    "Revoked",
     "TokenService",
     "Unset",
     "compute_expiry",

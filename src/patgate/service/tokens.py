@@ -8,6 +8,7 @@ token it is shown.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from patgate import scopes, tokens
 from patgate.errors import (
@@ -36,6 +37,14 @@ from patgate.service.validation import (
 )
 
 _ID_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What a revocation did: every id is revoked now; ``already`` were before."""
+
+    ids: list[str]
+    already: list[str]
 
 
 class TokenOperations(ServiceCore):
@@ -216,8 +225,12 @@ class TokenOperations(ServiceCore):
         )
         return record, value
 
-    async def revoke_tokens(self, actor: Actor, token_ids: Sequence[str]) -> list[str]:
-        """Revoke every id, or none when any is unknown or not the actor's."""
+    async def revoke_tokens(self, actor: Actor, token_ids: Sequence[str]) -> Revoked:
+        """Revoke every id, or none when any is unknown or not the actor's.
+
+        Revoking a revoked token is no error and no new event; the answer
+        says which ones already were.
+        """
         wanted = list(dict.fromkeys(token_ids))
         if not wanted:
             raise UsageError("no token id given")
@@ -232,10 +245,11 @@ class TokenOperations(ServiceCore):
                 records.append(record)
         if missing:
             raise NotFoundError(f"no token {', '.join(missing)}; nothing revoked")
+        already = [r.id for r in records if r.status is TokenStatus.REVOKED]
         for record in records:
             if record.status is not TokenStatus.REVOKED:
                 await self._revoke(record, actor=actor.login)
-        return wanted
+        return Revoked(ids=wanted, already=already)
 
     async def report_leak(self, values: Sequence[str]) -> int:
         """Revoke every live token among ``values``; no login needed.

@@ -7,9 +7,11 @@ as documented below. One conformance suite (``tests/contract``) runs
 unchanged against every adapter.
 
 Writes are split by who makes them so they never overwrite each other:
-management writes (``update_token``) change settings and status; the gateway's
-coalesced usage writes (``record_usage``) change only ``last_used_*``,
-``use_count`` and a sliding ``expires_at``.
+management writes (``update_token``) change settings and status and add one
+to the token's ``version``; the gateway's coalesced usage writes
+(``record_usage``) change only ``last_used_*``, ``use_count`` and a sliding
+``expires_at``, the last only while the token is still at the version the
+move was computed from, so no usage write undoes an edit made since the use.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Protocol
 from patgate.models import Change, TokenGrant, TokenRecord, Usage, User
 
 # What a management write (update_token) may change; usage fields, the owner
-# and the creation facts are not in it. Both adapters write exactly these.
+# and the creation facts are not in it. Both adapters write exactly these, and
+# add one to ``version`` (the store's count, never the record's).
 TOKEN_SETTINGS = (
     "token_hash",
     "name",
@@ -60,6 +63,18 @@ class Store(Protocol):
         """Release connections; later calls raise StoreUnavailableError and
         ``changes()`` iterators end."""
 
+    # settings: facts about the store itself, such as the pepper fingerprint
+    async def get_setting(self, name: str) -> str | None:
+        """The value stored under ``name``, or None."""
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        """Store ``value`` under ``name`` unless a value is there already.
+
+        Returns what is stored afterwards: ``value`` if this call set it, else
+        the earlier value (atomic: of two processes claiming at once, one wins).
+        """
+        ...
+
     # users
     async def create_user(self, user: User) -> None:
         """Store a new user; ConflictError if the login is taken."""
@@ -85,8 +100,9 @@ class Store(Protocol):
     async def update_token(self, record: TokenRecord) -> None:
         """Replace settings, status and hashes of an existing token.
 
-        Usage fields, the owner and ``created_at``/``created_by`` of ``record``
-        are ignored. NotFoundError if absent.
+        Usage fields, the owner, ``created_at``/``created_by`` and ``version``
+        of ``record`` are ignored; the stored ``version`` goes up by one, in
+        the same atomic write. NotFoundError if absent.
         Publishes a token change so that every gateway drops its cache entry.
         """
 
@@ -98,8 +114,10 @@ class Store(Protocol):
 
         Unknown ids are skipped (no record is created). ``last_used_at`` and
         ``last_used_ip`` change only for a newer use (a None ip keeps the old
-        one). ``expires_at`` only ever moves forward; a token without one
-        (never expires) keeps none. Usage writes publish no change.
+        one). ``expires_at`` only ever moves forward, and only if the stored
+        ``version`` still equals ``usage.version`` (checked atomically with
+        the write); a token without one (never expires) keeps none. Usage
+        writes publish no change.
         """
 
     def changes(self) -> AsyncIterator[Change]:
@@ -120,7 +138,9 @@ class Store(Protocol):
         """Count one hit against ``limit`` per ``window`` seconds for ``key``.
 
         Fixed windows aligned on multiples of ``window`` since the epoch;
-        a refusal's ``retry_after`` is the time left in the window. Shared by
-        every replica on Redis, counted in this process on SQLite.
+        a refusal's ``retry_after`` is the time left in the window. Refused
+        hits count too. Atomic, and shared by every process on SQLite and
+        every replica on Redis; counters with different windows are apart.
+        A general counter: any ``key`` (``token:<id>``, ``ip:<address>``).
         """
         ...

@@ -7,6 +7,7 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
     patgate:u:{<login>}:tokens    set      the user's token ids (the user's slot)
     patgate:users                 set      every login
     patgate:rl:{<key>}:<start>    string   a fixed-window rate counter with a TTL
+    patgate:setting:<name>        string   a fact about the store (pepper fingerprint)
     patgate:changes               channel  change notices: token:<id>, user:<login>
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
@@ -89,13 +90,15 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: the hash. ARGV: channel, notice, number n of field/value arguments,
-# n field/value arguments, then the fields to delete (those now None).
+# KEYS: the hash. ARGV: channel, notice, a field to add one to ('' for none),
+# number n of field/value arguments, n field/value arguments, then the fields
+# to delete (those now None).
 _REPLACE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = tonumber(ARGV[3])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + n)) end
-if #ARGV > 3 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 4 + n)) end
+local n = tonumber(ARGV[4])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + n)) end
+if #ARGV > 4 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 5 + n)) end
+if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[3], 1) end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -110,13 +113,16 @@ return {
 }
 """
 
-# KEYS: tokens. ARGV: per token used_at, ip or '', count, expires_at or ''.
+# KEYS: tokens. ARGV: per token used_at, ip or '', count, expires_at or '',
+# the settings version expires_at was computed from.
 # EXISTS first: a usage for a deleted or unknown id must not create a hash.
+# SECURITY: the expiry moves only while the token is at that version, so a
+# slide computed before an edit cannot undo a shortened expiry.
 _RECORD_USAGE = """
 for i, key in ipairs(KEYS) do
     if redis.call('EXISTS', key) == 1 then
-        local used_at, ip = ARGV[i * 4 - 3], ARGV[i * 4 - 2]
-        local count, expires_at = ARGV[i * 4 - 1], ARGV[i * 4]
+        local used_at, ip = ARGV[i * 5 - 4], ARGV[i * 5 - 3]
+        local count, expires_at = ARGV[i * 5 - 2], ARGV[i * 5 - 1]
         redis.call('HINCRBY', key, 'use_count', count)
         local last = redis.call('HGET', key, 'last_used_at')
         if not last or tonumber(last) < tonumber(used_at) then
@@ -124,8 +130,10 @@ for i, key in ipairs(KEYS) do
             if ip ~= '' then redis.call('HSET', key, 'last_used_ip', ip) end
         end
         if expires_at ~= '' then
+            local version = redis.call('HGET', key, 'version') or '0'
             local current = redis.call('HGET', key, 'expires_at')
-            if current and tonumber(current) < tonumber(expires_at) then
+            if current and tonumber(version) == tonumber(ARGV[i * 5])
+                and tonumber(current) < tonumber(expires_at) then
                 redis.call('HSET', key, 'expires_at', expires_at)
             end
         end
@@ -156,6 +164,10 @@ def user_key(login: str) -> str:
 
 def user_tokens_key(login: str) -> str:
     return f"{user_key(login)}:tokens"
+
+
+def setting_key(name: str) -> str:
+    return f"{KEY_PREFIX}setting:{name}"
 
 
 def rate_key(key: str, window: int, window_start: int) -> str:
@@ -254,6 +266,21 @@ class RedisStore:
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
 
+    async def get_setting(self, name: str) -> str | None:
+        with self._errors():
+            value = await self._client.get(setting_key(name))
+        return None if value is None else str(value)
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        with self._errors():
+            # SET NX and GET are one round trip each; SET ... NX GET (Redis
+            # 7) would be one, but 6.2 servers are still common.
+            await self._client.set(setting_key(name), value, nx=True)
+            stored = await self._client.get(setting_key(name))
+        if stored is None:
+            raise StoreUnavailableError(f"{self._label}: setting {name} vanished")
+        return str(stored)
+
     async def create_user(self, user: User) -> None:
         fields = _user_fields(user)
         with self._errors():
@@ -279,7 +306,7 @@ class RedisStore:
     async def update_user(self, user: User) -> None:
         notice = Change(ChangeKind.USER, user.login)
         replaced = await self._replace_hash(
-            user_key(user.login), _user_fields(user), notice
+            user_key(user.login), _user_fields(user), notice, counter=""
         )
         if not replaced:
             raise NotFoundError(f"no user {user.login!r}")
@@ -323,7 +350,10 @@ class RedisStore:
         fields = _token_fields(record)
         settings = {name: fields.get(name) for name in TOKEN_SETTINGS}
         notice = Change(ChangeKind.TOKEN, record.id)
-        if not await self._replace_hash(token_key(record.id), settings, notice):
+        replaced = await self._replace_hash(
+            token_key(record.id), settings, notice, counter="version"
+        )
+        if not replaced:
             raise NotFoundError(f"no token {record.id!r}")
 
     async def resolve(self, token_id: str) -> TokenGrant | None:
@@ -352,6 +382,7 @@ class RedisStore:
                     usage.ip or "",
                     str(usage.count),
                     "" if usage.expires_at is None else repr(usage.expires_at),
+                    str(usage.version),
                 ]
             calls.append(([token_key(usage.token_id) for usage in batch], args))
         with self._errors():
@@ -390,11 +421,20 @@ class RedisStore:
     # helpers
 
     async def _replace_hash(
-        self, key: str, fields: dict[str, str | None], notice: Change
+        self, key: str, fields: dict[str, str | None], notice: Change, *, counter: str
     ) -> bool:
+        """Write ``fields``, add one to the ``counter`` field ('' for none) and
+        publish ``notice``, atomically."""
         present = _flatten(fields)
         absent = [name for name, value in fields.items() if value is None]
-        args = [CHANGES_CHANNEL, notice.encode(), str(len(present)), *present, *absent]
+        args = [
+            CHANGES_CHANNEL,
+            notice.encode(),
+            counter,
+            str(len(present)),
+            *present,
+            *absent,
+        ]
         with self._errors():
             replaced = await self._replace(keys=[key], args=args)
         return bool(replaced)
@@ -548,6 +588,7 @@ def _token_fields(record: TokenRecord) -> dict[str, str | None]:
             None if record.previous_hash is None else record.previous_hash.hex()
         ),
         "previous_hash_until": _optional(record.previous_hash_until),
+        "version": str(record.version),
     }
 
 
@@ -583,4 +624,5 @@ def _token_from_fields(fields: dict[str, str]) -> TokenRecord:
         status=TokenStatus(fields["status"]),
         previous_hash=None if previous is None else bytes.fromhex(previous),
         previous_hash_until=number("previous_hash_until"),
+        version=int(fields.get("version", "0")),
     )

@@ -16,7 +16,9 @@ connection: the event loop never waits on the disk and the connection never
 crosses threads. Writes are ``BEGIN IMMEDIATE`` transactions, so two processes
 writing at once queue on the busy timeout instead of failing half-way.
 
-Rate limits are counted in this process (SPEC.md: local on SQLite).
+Rate limits are counted in the ``rates`` table, so every process on the
+machine shares them: one small write transaction per hit (ends of windows
+are pruned about once a minute).
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at REAL NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ),
+    (
+        # Bumped by every update_token; usage writes check it (models.Usage).
+        "ALTER TABLE tokens ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        # One fixed-window counter per (key, window), shared by every process.
+        """CREATE TABLE rates (
+            key TEXT NOT NULL,
+            window INTEGER NOT NULL,
+            ends INTEGER NOT NULL,
+            hits INTEGER NOT NULL,
+            PRIMARY KEY (key, window)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX rates_by_end ON rates (ends)",
+    ),
 )
 
 USER_COLUMNS = (
@@ -130,6 +151,7 @@ TOKEN_COLUMNS = (
     "status",
     "previous_hash",
     "previous_hash_until",
+    "version",
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
@@ -149,14 +171,16 @@ _INSERT_USER = (
 )
 _UPDATE_TOKEN = (
     f"UPDATE tokens SET {', '.join(f'{c} = :{c}' for c in TOKEN_SETTINGS)}"  # noqa: S608
-    " WHERE id = :id"
+    ", version = version + 1 WHERE id = :id"
 )
 _UPDATE_USER = (
     f"UPDATE users SET {', '.join(f'{c} = :{c}' for c in USER_COLUMNS[1:])}"  # noqa: S608
     " WHERE login = :login"
 )
 # SET expressions all see the row as it was, so last_used_ip is decided on the
-# old last_used_at. A NULL expires_at (never expires) is never given an end.
+# old last_used_at. A NULL expires_at (never expires) is never given an end,
+# and the expiry moves only if no management write came since the version
+# the move was computed from (SECURITY: a shortened expiry stays short).
 _RECORD_USAGE = """
 UPDATE tokens SET
     use_count = use_count + :count,
@@ -165,11 +189,21 @@ UPDATE tokens SET
     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < :used_at
         THEN :used_at ELSE last_used_at END,
     expires_at = CASE WHEN :expires_at IS NOT NULL AND expires_at < :expires_at
-        THEN :expires_at ELSE expires_at END
+        AND version = :version THEN :expires_at ELSE expires_at END
 WHERE id = :id
 """
 
-_MAX_RATE_SLOTS = 10_000
+# One hit on the counter of (key, window); a later window starts again at 1.
+# ``max`` keeps the window of the process whose clock is furthest on.
+_TAKE_RATE = """
+INSERT INTO rates (key, window, ends, hits) VALUES (:key, :window, :ends, 1)
+ON CONFLICT (key, window) DO UPDATE SET
+    hits = CASE WHEN excluded.ends > ends THEN 1 ELSE hits + 1 END,
+    ends = max(ends, excluded.ends)
+RETURNING hits, ends
+"""
+# How often (seconds of the callers' clock) one process deletes ended windows.
+RATE_PRUNE_INTERVAL = 60.0
 
 
 class SQLiteStore:
@@ -199,8 +233,8 @@ class SQLiteStore:
         )
         self._conn: sqlite3.Connection | None = None  # worker thread only
         self._last_prune = 0.0  # worker thread only
+        self._last_rate_prune = float("-inf")  # worker thread only
         self._closed = False
-        self._rates: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: float) -> SQLiteStore:
@@ -241,20 +275,7 @@ class SQLiteStore:
         **kwargs: P.kwargs,
     ) -> T:
         """Run ``fn`` in one write transaction: all of it is stored or none."""
-
-        def transaction(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, *args, **kwargs)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._run(transaction)
+        return await self._run(_in_transaction, fn, *args, **kwargs)
 
     def _call(
         self,
@@ -366,6 +387,15 @@ class SQLiteStore:
             await loop.run_in_executor(self._executor, close_connection)
         self._executor.shutdown(wait=False)
 
+    async def get_setting(self, name: str) -> str | None:
+        rows = await self._run(
+            _fetch, "SELECT value FROM settings WHERE name = ?", name
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        return await self._write(_claim_setting, name, value)
+
     async def create_user(self, user: User) -> None:
         await self._write(self._create_user, user)
 
@@ -445,6 +475,7 @@ class SQLiteStore:
                 "used_at": usage.used_at,
                 "ip": usage.ip,
                 "expires_at": usage.expires_at,
+                "version": usage.version,
             }
             for usage in usages
         ]
@@ -471,21 +502,62 @@ class SQLiteStore:
     async def take_rate(
         self, key: str, limit: int, window: int, now: float
     ) -> RateVerdict:
-        start = int(now // window) * window
-        slot = (key, window)
-        slot_start, count = self._rates.get(slot, (start, 0))
-        if slot_start != start:
-            count = 0
-        if count >= limit:
-            return RateVerdict(allowed=False, retry_after=start + window - now)
-        self._rates[slot] = (start, count + 1)
-        if len(self._rates) > _MAX_RATE_SLOTS:
-            self._rates = {
-                slot: value
-                for slot, value in self._rates.items()
-                if value[0] + slot[1] > now
-            }
+        ends = (int(now // window) + 1) * window
+        hits, ends = await self._run(self._take_rate, key, window, ends, now)
+        if hits > limit:
+            return RateVerdict(allowed=False, retry_after=ends - now)
         return RateVerdict(allowed=True)
+
+    def _take_rate(
+        self, conn: sqlite3.Connection, key: str, window: int, ends: int, now: float
+    ) -> tuple[int, int]:
+        """One hit in its own transaction, synced lazily.
+
+        A counter lost to a power cut costs nothing, so this commit does not
+        wait for the disk (``synchronous = NORMAL``: ~70 us instead of ~250
+        us on an ext4 SSD); the next write at the connection's own setting
+        syncs it with its own. WAL stays safe from corruption at NORMAL.
+        """
+        # Only outside a transaction may the level change.
+        synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            return _in_transaction(conn, self._count_hit, key, window, ends, now)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+    def _count_hit(
+        self, conn: sqlite3.Connection, key: str, window: int, ends: int, now: float
+    ) -> tuple[int, int]:
+        """The hits and end of the key's current window, this hit counted."""
+        row = conn.execute(
+            _TAKE_RATE, {"key": key, "window": window, "ends": ends}
+        ).fetchone()
+        if now - self._last_rate_prune >= RATE_PRUNE_INTERVAL:
+            conn.execute("DELETE FROM rates WHERE ends <= ?", (now,))
+            self._last_rate_prune = now
+        return int(row[0]), int(row[1])
+
+
+def _in_transaction(
+    conn: sqlite3.Connection,
+    fn: Callable[Concatenate[sqlite3.Connection, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``fn(conn, ...)`` in one write transaction: all of it is stored or none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args, **kwargs)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -510,6 +582,14 @@ def _changes_after(conn: sqlite3.Connection, seq: int) -> list[tuple[int, str, s
     return conn.execute(
         "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (seq,)
     ).fetchall()
+
+
+def _claim_setting(conn: sqlite3.Connection, name: str, value: str) -> str:
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, value)
+    )
+    stored = conn.execute("SELECT value FROM settings WHERE name = ?", (name,))
+    return str(stored.fetchone()[0])
 
 
 def _record_usage(conn: sqlite3.Connection, params: list[dict[str, Any]]) -> None:

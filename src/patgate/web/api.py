@@ -462,7 +462,9 @@ async def revoke_many(request: web.Request) -> web.Response:
     caller = await _caller(request, body, change=True)
     fields = _fields("RevokeMany", body)
     revoked = await _service(request).revoke_tokens(caller.actor, fields["ids"])
-    return web.json_response({"revoked": revoked})
+    return web.json_response(
+        {"revoked": revoked.ids, "already_revoked": revoked.already}
+    )
 
 
 @_endpoint

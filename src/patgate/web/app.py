@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -26,7 +27,8 @@ from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
 from patgate.web.inflight import InFlight
 from patgate.web.ops import Metrics, healthz, metrics_handler, readyz_handler
-from patgate.web.proxy import ProxyHandler, ProxyState
+from patgate.web.protocol import set_server_header
+from patgate.web.proxy import ProxyHandler, ProxyState, answer_expect
 from patgate.web.streams import StreamRegistry
 from patgate.web.upstream import open_upstream_session
 
@@ -97,7 +99,11 @@ def create_app(
 
     setup_management(app)
     # [\s\S], not ".": a path with %0A must reach the proxy (and its 400) too.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
+    # The proxy answers Expect itself, once the request is authorised.
+    app.router.add_route(
+        "*", r"/{tail:[\s\S]*}", _dispatch, expect_handler=answer_expect
+    )
+    app.on_response_prepare.append(set_server_header)
     return app
 
 
@@ -132,7 +138,7 @@ async def _change_listener(app: web.Application) -> AsyncIterator[None]:
     await stop_task(task)
 
 
-async def stop_task(task: asyncio.Task[None]) -> None:
+async def stop_task(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait for its end, cancelling again if it shrugs one off.
 
     On Python 3.11 ``asyncio.wait_for`` (redis-py connects with it) swallows a
@@ -181,6 +187,9 @@ async def _apply_change(
 ) -> None:
     if change.kind is ChangeKind.TOKEN:
         cache.drop_token(change.key)
+        # SECURITY: a pending slide computed from the old settings would undo
+        # a shortened expiry (the store also refuses it by version).
+        gate.usage.discard_expiry(change.key)
     else:
         cache.drop_owner(change.key)
     affected = streams.affected(change)

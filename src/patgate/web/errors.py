@@ -41,6 +41,8 @@ MESSAGES = {
     "not_found": "No route for this path.",
     "bad_gateway": "The upstream server could not be reached.",
     "gateway_timeout": "The upstream server did not answer in time.",
+    "internal_error": "The gateway failed to handle the request.",
+    "expectation_failed": "Only 'Expect: 100-continue' is supported.",
 }
 
 

@@ -8,10 +8,18 @@ identity headers are added last, so no client header can remove or fake them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from patgate.config.model import OVERRIDE_HEADERS
+from patgate.config.reader import fold_header
+from patgate.extract import carries_token
+from patgate.tokens import BODY_LENGTH
 
 HOP_BY_HOP = frozenset(
     {
@@ -30,16 +38,56 @@ HOP_BY_HOP = frozenset(
 # Never forwarded upstream: the client already got its 100-continue, and the
 # upstream's Host comes from the upstream URL.
 NOT_FORWARDED = frozenset({"host", "expect", "content-length"})
-FORWARDED_HEADERS = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"}
-)
+# What only a proxy in trusted_proxies may tell an upstream: who the client
+# is, which host and scheme it used. Any other X-Forwarded-* name too (by its
+# prefix, see upstream_headers): an upstream may read whichever it likes.
+# fmt: off
+TRUSTED_ONLY = frozenset((
+    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+    "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+    "x-cluster-client-ip", "client-ip", "fastly-client-ip", "x-originating-ip",
+    "x-remote-ip", "x-remote-addr", "x-host", "x-original-host",
+    "x-http-host-override", "x-scheme", "x-url-scheme", "front-end-https",
+))
+# fmt: on
+_FORWARDED_PREFIX = "x-forwarded-"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def header_key(name: str) -> str:
-    """A header name as WSGI/CGI upstreams see it: case and ``_``/``-`` folded."""
-    return name.lower().replace("_", "-")
+# The one name folding (case, "-", "_", ".") behind every strip decision.
+header_key = fold_header
+
+# name[:port], IPv4[:port] or [IPv6][:port]; the port may be empty (RFC 3986).
+_HOST = re.compile(
+    r"(?:(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[(?P<ip6>[0-9A-Fa-f:.]+)\])"
+    r"(?::(?P<port>[0-9]{0,5}))?"
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def valid_host(host: str) -> bool:
+    """True when ``host`` is ``host[:port]`` and nothing else.
+
+    SECURITY: a Host that is a list (``other, secure.example.com``), holds
+    spaces, userinfo, a path or a second port is one name to the router and
+    another to an upstream reading ``X-Forwarded-Host``: it would dodge a
+    host-bound route. Names are DNS-like labels; one trailing dot is the
+    same name (the router drops it too). Cached: Host rarely varies.
+    """
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    port = match.group("port")
+    if port and int(port) > 65535:
+        return False
+    literal = match.group("ip6")
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+    return True
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -82,31 +130,58 @@ def client_address(
     return peer
 
 
+def header_drops(
+    names: Iterable[str], passed: Iterable[str] = ()
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The folded names a route never forwards: from a trusted peer, from others.
+
+    ``names`` are the route's own (identity and credential headers, injected
+    ones); hop-by-hop, never-forwarded and override headers (minus the
+    route's ``passed``) are added, and for an untrusted peer
+    :data:`TRUSTED_ONLY` too. Computed once per config load.
+    """
+    overrides = OVERRIDE_HEADERS - set(passed)
+    trusted = frozenset(
+        {*HOP_BY_HOP, *NOT_FORWARDED, *overrides, *map(header_key, names)}
+    )
+    return trusted, trusted | TRUSTED_ONLY
+
+
 def upstream_headers(
     incoming: CIMultiDictProxy[str],
     *,
     drop: frozenset[str],
     peer_trusted: bool,
+    token_prefix: str,
 ) -> CIMultiDict[str]:
-    """Copy the client's headers minus hop-by-hop, credentials and spoofed ones.
+    """Copy the client's headers minus ``drop``, Connection-named and token ones.
 
-    ``drop`` holds folded names (``header_key``) of headers to remove: the
-    identity headers, the credential headers of this route.
+    ``drop`` holds folded names (``header_key``), see :func:`header_drops`.
+    One pass: each name is folded once, and only a name or value long
+    enough to hold a token is searched for one.
     """
     dropped = connection_named(incoming)
+    untrusted = not peer_trusted
+    shortest = len(token_prefix) + 1 + BODY_LENGTH
     result: CIMultiDict[str] = CIMultiDict()
     # aiohttp's client keeps repeats of a name only when they are spelled
     # alike (X-A and x-a would leave just the last value): spell them alike.
     spelling: dict[str, str] = {}
     for name, value in incoming.items():
         key = header_key(name)
-        if key in HOP_BY_HOP or key in NOT_FORWARDED or key in dropped:
+        # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams,
+        # X.Patgate.User to PHP; X-Original-URL and X-HTTP-Method-Override
+        # change what the upstream does; X-Real-IP, X-Forwarded-* from an
+        # untrusted client are spoofs.
+        if key in drop or key in dropped:
             continue
-        # SECURITY: X_Patgate_User is X-Patgate-User to WSGI/CGI upstreams.
-        if key in drop:
+        if untrusted and key.startswith(_FORWARDED_PREFIX):
             continue
-        # SECURITY: X-Forwarded-* from an untrusted client is a spoof.
-        if key in FORWARDED_HEADERS and not peer_trusted:
+        # SECURITY: a token where the route did not read it (a second
+        # Authorization, X_API_Key, "Token ...", a cookie) leaks upstream.
+        if (len(value) >= shortest and carries_token(value, token_prefix)) or (
+            len(name) >= shortest and carries_token(name, token_prefix)
+        ):
             continue
         if not is_utf8(value):
             continue
@@ -167,8 +242,49 @@ def copy_response_headers(
 def identity_values(
     names: Mapping[str, str], user: str, token_id: str, scopes: str
 ) -> list[tuple[str, str]]:
+    """The identity headers; ``scopes`` as ``policy.describe_scopes`` joins them."""
     return [
         (names["user"], user),
         (names["token_id"], token_id),
-        (names["scopes"], scopes),
+        (names["scopes"], encode_scopes(scopes)),
     ]
+
+
+# Characters an element of X-Patgate-Scopes keeps as they are; every other
+# one is percent-encoded (UTF-8), so no element can hold a "," or a space.
+_SCOPE_SAFE = ":/*"
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_scopes(joined: str) -> str:
+    """``X-Patgate-Scopes``: the scopes comma-separated, each percent-encoded.
+
+    SECURITY: a node path holding ``,`` (``node:/dav/x,*,admin:rw``) would
+    read as three scopes to an upstream splitting at commas. Each element
+    keeps ``A-Z a-z 0-9 - . _ ~ : / *`` and has every other character
+    percent-encoded (``%2C``, ``%25``, ``%20``); an upstream splits at ``,``
+    and percent-decodes each element. Ordinary scopes are unchanged.
+    Cached: a handful of distinct scope sets serve every request.
+    """
+    return ",".join(quote(scope, safe=_SCOPE_SAFE) for scope in split_scopes(joined))
+
+
+def split_scopes(joined: str) -> list[str]:
+    """The scopes that ``policy.describe_scopes`` joined with ``,``.
+
+    Plain scopes never hold ``,`` and never start with ``node:``; a node
+    scope is ``node:PATH:MODE`` whose path never holds ``:``, so its end is
+    the first ``,`` after the second ``:`` (``scopes`` grammar).
+    """
+    scopes: list[str] = []
+    at = 0
+    while at < len(joined):
+        start = at
+        if joined.startswith("node:", at):
+            mode = joined.find(":", at + 5)
+            at = mode if mode != -1 else len(joined)
+        end = joined.find(",", at)
+        end = len(joined) if end == -1 else end
+        scopes.append(joined[start:end])
+        at = end + 1
+    return scopes

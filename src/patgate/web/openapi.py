@@ -47,7 +47,8 @@ def _nullable(schema: Schema) -> Schema:
 _STRING: Schema = {"type": "string"}
 _DURATION: Schema = {
     "type": "string",
-    "description": "A number and a unit s, m, h, d or w, e.g. 90s, 1h, 20d.",
+    "description": "Seconds, or a number and a unit s, m, h, d or w, e.g. 3600,"
+    " 90s, 1h, 20d.",
 }
 _STRINGS: Schema = {"type": "array", "items": {"type": "string"}, "maxItems": 1000}
 _CONFIRM: Schema = {
@@ -202,7 +203,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             "tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}
         },
     },
-    "Revoked": {"type": "object", "properties": {"revoked": _STRINGS}},
+    "Revoked": {
+        "type": "object",
+        "properties": {"revoked": _STRINGS, "already_revoked": _STRINGS},
+    },
     "LeakReceived": {
         "type": "object",
         "properties": {"status": _STRING, "examined": {"type": "integer"}},

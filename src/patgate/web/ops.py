@@ -125,7 +125,6 @@ class Exchange:
     decision: Decision | None = None
     reason: str | None = None  # why a request was refused before any decision
     auth_seconds: float | None = None
-    drop_headers: frozenset[str] = frozenset()  # see proxy._without_patgate_tokens
     response: web.StreamResponse | None = None  # a streamed one, once prepared
 
 
@@ -231,11 +230,11 @@ class AccessLogger(AbstractAccessLogger):
             )
             route = exchange.route or None
             decision = exchange.decision
-            if decision is None:
-                reason = exchange.reason
-            else:
+            # A refusal after the decision (a WebDAV Destination) says why.
+            reason = exchange.reason
+            if decision is not None:
                 token_id, user = decision.token_id, decision.user
-                reason = decision.reason
+                reason = reason or decision.reason
         if not ACCESS_LOG.enabled:
             return
         ACCESS_LOG.request(

@@ -14,32 +14,41 @@ import re
 import time
 from dataclasses import dataclass
 
-from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout, hdrs, web
+from aiohttp import (
+    ClientError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    HttpVersion11,
+    hdrs,
+    web,
+)
 from aiohttp.helpers import sentinel
 from multidict import CIMultiDict
 from yarl import URL
 
 from patgate.config import Config, RouteConfig
 from patgate.extract import (
-    Credential,
     CredentialError,
     extract_credential,
     strip_query_params,
+    strip_token_pairs,
 )
 from patgate.gate import Gate, RequestView
 from patgate.paths import PathError, normalise_path
 from patgate.policy import CompiledRoute, Decision, Router
-from patgate.tokens import parse_token
 from patgate.web.errors import error_response, refusal_response
 from patgate.web.headers import (
     add_forwarding,
     client_address,
     copy_response_headers,
+    header_drops,
     header_key,
     identity_values,
     is_trusted,
     parse_networks,
     upstream_headers,
+    valid_host,
 )
 from patgate.web.inflight import InFlight
 from patgate.web.ops import EXCHANGE, Exchange, Metrics
@@ -57,7 +66,8 @@ class RouteTarget:
     base: str  # upstream origin + base path, no trailing slash
     origin: URL
     timeout: ClientTimeout | None  # None: the session's DEFAULT_TIMEOUT
-    drop: frozenset[str]  # folded header names never forwarded on this route
+    drop: frozenset[str]  # folded header names never forwarded from a trusted peer
+    drop_untrusted: frozenset[str]  # ... from any other peer
     inject: tuple[tuple[str, str], ...]
 
 
@@ -91,15 +101,16 @@ def _identity_names(config: Config) -> tuple[str, str, str]:
 
 def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
     upstream = URL(route.upstream)
-    drop = set(identity)
+    names = set(identity)
     if route.auth != "none":
-        drop.add("authorization")
+        names.add("authorization")
         if "header" in route.credentials and route.api_key_header:
-            drop.add(header_key(route.api_key_header))
+            names.add(route.api_key_header)
     inject = tuple(
         (name, secret_text(value)) for name, value in route.upstream_headers.items()
     )
-    drop.update(header_key(name) for name, _ in inject)
+    names.update(name for name, _ in inject)
+    drop, drop_untrusted = header_drops(names, route.pass_headers)
     timeout = ClientTimeout(
         total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
     )
@@ -107,7 +118,8 @@ def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
         base=str(upstream).rstrip("/"),
         origin=upstream.origin(),
         timeout=None if timeout == DEFAULT_TIMEOUT else timeout,
-        drop=frozenset(drop),
+        drop=drop,
+        drop_untrusted=drop_untrusted,
         inject=inject,
     )
 
@@ -148,7 +160,14 @@ class ProxyHandler:
             raise
         finally:
             in_flight.leave()
-        if in_flight.draining:
+        if in_flight.draining or (
+            request.body_exists
+            and not request.content.is_eof()
+            and not response.prepared
+            and _expects_continue(request)
+        ):
+            # A refused upload that waits for its 100 Continue: its body
+            # will never come, so the connection cannot carry another request.
             response.force_close()
         return response
 
@@ -169,7 +188,13 @@ class ProxyHandler:
         except PathError as exc:
             exchange.reason = "bad_path"
             return error_response(400, "invalid_request", message=str(exc))
-        route = state.router.match(request.headers.get(hdrs.HOST), path)
+        host = request.headers.get(hdrs.HOST)
+        if host is not None and not valid_host(host):
+            exchange.reason = "bad_host"
+            return error_response(
+                400, "invalid_request", message="The Host header is not host[:port]."
+            )
+        route = state.router.match(host, path)
         if route is None:
             return error_response(404, "not_found")
         config = route.config
@@ -212,10 +237,10 @@ class ProxyHandler:
             if "query" in config.credentials and raw_query:
                 # SECURITY: the token never travels on in the forwarded URL.
                 raw_query = strip_query_params(raw_query, config.query_params)
-        else:
-            raw_query = _without_patgate_tokens(
-                request, exchange, route, raw_query, state.config.token_prefix
-            )
+        if raw_query:
+            # SECURITY: nor does any other token, in a parameter this route
+            # does not read (a public route, a route without "query").
+            raw_query = strip_token_pairs(raw_query, state.config.token_prefix)
         return await self._forward(
             request, exchange, route, path, raw_query, view, decision, peer_trusted
         )
@@ -234,11 +259,11 @@ class ProxyHandler:
         state = self.state
         config = route.config
         target = state.targets[config.name]
-        drop = target.drop
-        if exchange.drop_headers:
-            drop = drop | exchange.drop_headers
         headers = upstream_headers(
-            request.headers, drop=drop, peer_trusted=peer_trusted
+            request.headers,
+            drop=target.drop if peer_trusted else target.drop_untrusted,
+            peer_trusted=peer_trusted,
+            token_prefix=state.config.token_prefix,
         )
         add_forwarding(
             headers,
@@ -249,24 +274,23 @@ class ProxyHandler:
         )
         if request.content_length is not None and request.body_exists:
             headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
-        refused = await self._rewrite_webdav(request, route, target, headers, view)
+        refused = None
+        if "Destination" in request.headers or "If" in request.headers:
+            refused = await self._rewrite_webdav(
+                request, route, target, headers, view, peer_trusted
+            )
         if refused is not None:
+            if refused.status == 502:
+                exchange.reason = "foreign_destination"
             return refused
         if decision is not None:
-            names = state.config.identity_headers
-            for name, value in identity_values(
-                {
-                    "user": names.user,
-                    "token_id": names.token_id,
-                    "scopes": names.scopes,
-                },
-                decision.user or "",
-                decision.token_id or "",
-                decision.scopes_header,
-            ):
-                headers[name] = value
+            _add_identity(headers, state.config, decision)
         for name, value in target.inject:
             headers[name] = value
+        if request.body_exists and _expects_continue(request):
+            # SECURITY: only now, authorised, may the client send its body.
+            await request.writer.write(_CONTINUE)
+            request.writer.output_size = 0  # the answer's own bytes come next
         url = target.base + route.upstream_path(path)
         if raw_query:
             url += "?" + raw_query
@@ -370,22 +394,36 @@ class ProxyHandler:
         target: RouteTarget,
         headers: CIMultiDict[str],
         view: RequestView | None,
+        peer_trusted: bool,
     ) -> web.StreamResponse | None:
         """Point ``Destination`` and ``If`` URLs at the upstream; authorise the target.
 
         SECURITY: a MOVE or COPY writes at its destination, so the token must
         hold that path too (node scopes), and it must stay on this route.
+        Only URLs naming this gateway, as the client reaches it, are
+        rewritten; one naming another server is a 502 (RFC 4918, 9.9.4),
+        never rewritten into one on this upstream.
         """
+        style = route.config.error_style
+        origin = _ClientOrigin.of(request, peer_trusted)
         destination = request.headers.get("Destination")
         if destination is not None:
             rewritten = await self._rewrite_url(
-                request, route, target, destination, view
+                request, route, target, destination, view, origin
             )
             if isinstance(rewritten, web.StreamResponse):
                 return rewritten
             headers["Destination"] = rewritten
         if_header = request.headers.get("If")
         if if_header is not None and "<" in if_header:
+            tagged = _IF_URL.findall(if_header)
+            if any(_names_other_server(url, origin) for url in tagged):
+                return error_response(
+                    502,
+                    "bad_gateway",
+                    style=style,
+                    message="An If header URL names another server.",
+                )
             headers["If"] = _IF_URL.sub(
                 lambda m: (
                     "<" + self._map_if_url(request, route, target, m.group(1)) + ">"
@@ -401,6 +439,7 @@ class ProxyHandler:
         target: RouteTarget,
         value: str,
         view: RequestView | None,
+        origin: _ClientOrigin,
     ) -> str | web.StreamResponse:
         style = route.config.error_style
         try:
@@ -408,6 +447,13 @@ class ProxyHandler:
         except ValueError:
             return error_response(
                 400, "invalid_request", style=style, message="Destination is not a URL."
+            )
+        if _names_other_server(value, origin):
+            return error_response(
+                502,
+                "bad_gateway",
+                style=style,
+                message="The Destination names another server.",
             )
         try:
             path = normalise_path(url.raw_path or "/")
@@ -440,6 +486,7 @@ class ProxyHandler:
         target: RouteTarget,
         value: str,
     ) -> str:
+        """The upstream URL for an If header URL of this route; others as they are."""
         try:
             url = URL(value, encoded=True)
             if not url.is_absolute():
@@ -447,11 +494,84 @@ class ProxyHandler:
             path = normalise_path(url.raw_path or "/")
         except (ValueError, PathError):
             return value
-        if url.host != request.url.host or not path.startswith(
-            route.config.prefix.rstrip("/")
-        ):
+        if not path.startswith(route.config.prefix.rstrip("/")):
             return value
         return target.base + route.upstream_path(path)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientOrigin:
+    """The scheme and the host[:port] names by which the client reached us."""
+
+    scheme: str
+    authorities: tuple[tuple[str, int | None], ...]
+
+    @classmethod
+    def of(cls, request: web.Request, peer_trusted: bool) -> _ClientOrigin:
+        """From Host, and X-Forwarded-Host/-Proto when a trusted proxy sent them."""
+        scheme = request.scheme
+        names = [request.headers.get(hdrs.HOST, "")]
+        if peer_trusted:
+            forwarded = request.headers.get("X-Forwarded-Host", "")
+            names.append(forwarded.split(",", 1)[0].strip())
+            proto = request.headers.get("X-Forwarded-Proto", "")
+            scheme = proto.split(",", 1)[0].strip().lower() or scheme
+        port = _DEFAULT_PORTS.get(scheme)
+        authorities = tuple(
+            (host, explicit or port)
+            for host, explicit in map(_split_authority, names)
+            if host
+        )
+        return cls(scheme, authorities)
+
+
+def _split_authority(value: str) -> tuple[str, int | None]:
+    """``(name, port)`` of a Host value (already checked by ``valid_host``)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        digits = rest[1:]
+    else:
+        host, _, digits = value.partition(":")
+    return host.lower().rstrip("."), int(digits) if digits.isdigit() else None
+
+
+def _names_other_server(value: str, origin: _ClientOrigin) -> bool:
+    """Whether the URL ``value`` names a server (host, port, scheme) but not us.
+
+    A path (``/dav/x``) or a URI without a host (a lock token such as
+    ``opaquelocktoken:...``) names no server. Userinfo is never ours.
+    """
+    try:
+        url = URL(value, encoded=True)
+        host = url.host
+        port = url.port
+    except ValueError:
+        return True
+    if host is None:
+        return False
+    scheme = url.scheme.lower() or origin.scheme
+    if scheme != origin.scheme or url.raw_user is not None:
+        return True
+    if not url.scheme:
+        port = url.explicit_port or _DEFAULT_PORTS.get(scheme)
+    return (host.lower().rstrip("."), port) not in origin.authorities
+
+
+def _add_identity(
+    headers: CIMultiDict[str], config: Config, decision: Decision
+) -> None:
+    """The gateway's identity headers, set last (no client header can fake them)."""
+    names = config.identity_headers
+    for name, value in identity_values(
+        {"user": names.user, "token_id": names.token_id, "scopes": names.scopes},
+        decision.user or "",
+        decision.token_id or "",
+        decision.scopes_header,
+    ):
+        headers[name] = value
 
 
 async def _small_response(upstream: ClientResponse, style: str) -> web.StreamResponse:
@@ -482,43 +602,35 @@ def _has_body(method: str, status: int) -> bool:
     return method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def answer_expect(request: web.Request) -> web.StreamResponse | None:
+    """The catch-all route's ``expect_handler``: no ``100 Continue`` here.
+
+    SECURITY: aiohttp's default sends ``100 Continue`` at once, before the
+    request is authorised, so a client without a token starts its upload;
+    and it quotes an unknown expectation in its 417 body. The proxy sends
+    ``100 Continue`` once it has authorised the request (``_forward``); an
+    expectation other than ``100-continue`` is a 417 that quotes nothing.
+    """
+    if request.version != HttpVersion11 or _expects_continue(request):
+        return None
+    response = error_response(417, "expectation_failed")
+    response.force_close()  # the body, if any, is not read
+    return response
+
+
+def _expects_continue(request: web.Request) -> bool:
+    return (
+        request.version == HttpVersion11
+        and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+    )
+
+
 def _wants_websocket(request: web.Request) -> bool:
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
 def _clean_query(raw_query: str) -> bool:
     return raw_query.isascii() and raw_query.isprintable()
-
-
-def _without_patgate_tokens(
-    request: web.Request,
-    exchange: Exchange,
-    route: CompiledRoute,
-    raw_query: str,
-    prefix: str,
-) -> str:
-    """The query of a public request minus patgate tokens; marks such headers.
-
-    SECURITY: a token sent to an ``auth: none`` route by mistake must not
-    leak to that route's upstream. Only values that pass the token checksum
-    are removed, so an upstream's own credentials still pass.
-    """
-    config = route.config
-    drop: set[str] = set()
-    authorization = request.headers.get(hdrs.AUTHORIZATION)
-    if authorization is not None:
-        found = extract_credential((authorization,), (), "", ("bearer", "basic"), ())
-        if isinstance(found, Credential) and parse_token(found.value, prefix):
-            drop.add(hdrs.AUTHORIZATION)
-    api_key = request.headers.get(config.api_key_header)
-    if api_key is not None and parse_token(api_key.strip(), prefix):
-        drop.add(config.api_key_header)
-    if drop:
-        exchange.drop_headers = frozenset(header_key(name) for name in drop)
-    if raw_query:
-        found = extract_credential((), (), raw_query, ("query",), config.query_params)
-        if isinstance(found, CredentialError) or (
-            isinstance(found, Credential) and parse_token(found.value, prefix)
-        ):
-            raw_query = strip_query_params(raw_query, config.query_params)
-    return raw_query

@@ -32,11 +32,13 @@ import structlog
 from aiohttp import web
 
 from patgate.config import Config
-from patgate.errors import PatgateError
+from patgate.errors import PatgateError, StoreUnavailableError
 from patgate.logs import ACCESS_LOG
-from patgate.store import open_store
-from patgate.web.app import CONFIG, IN_FLIGHT, create_app, reload_config
+from patgate.pepper import PepperMismatchError, bind_pepper, empty_pepper_warning
+from patgate.store import Store, open_store
+from patgate.web.app import CONFIG, IN_FLIGHT, create_app, reload_config, stop_task
 from patgate.web.ops import AccessLogger, route_library_logs
+from patgate.web.protocol import GatewayRunner
 
 log = structlog.get_logger("patgate.server")
 
@@ -103,11 +105,14 @@ def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     config = load()
     route_library_logs()
     uvloop = install_uvloop()
+    config, pepper_checked = _bind_pepper_at_start(config)
     workers = max(1, config.workers)
     socks = bind_sockets(config.listen_host, config.listen_port, workers)
     host, port = socks[0].getsockname()[:2]
     for warning in config.warnings:
         log.warning("config_warning", message=warning)
+    if not config.pepper.value:
+        log.warning("config_warning", message=empty_pepper_warning(config))
     banner = (
         f"patgate listening on http://{_host(host)}:{port} "
         f"(store {_display_store(config.store)}, {len(config.routes)} routes, "
@@ -122,12 +127,38 @@ def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     # Held until the process can handle them gracefully (see _serve_one).
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     if workers == 1:
-        return asyncio.run(_serve_one(load, config, socks[0], announce))
-    return _serve_many(load, config, socks, announce)
+        return asyncio.run(_serve_one(load, config, socks[0], announce, pepper_checked))
+    return _serve_many(load, config, socks, announce, pepper_checked)
+
+
+def _bind_pepper_at_start(config: Config) -> tuple[Config, bool]:
+    """The config to serve with, and whether its pepper matched the store's.
+
+    A mismatch stops the start (PepperMismatchError, one line). A store that
+    cannot answer yet does not: the gateway serves 503s meanwhile, and each
+    worker checks the pepper once the store answers (``_guard_pepper``).
+    """
+
+    async def bind() -> Config:
+        store = open_store(config.store)
+        try:
+            return await bind_pepper(config, store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(bind()), True
+    except StoreUnavailableError as exc:
+        log.warning("pepper_unchecked", reason=str(exc), then="when the store answers")
+        return config, False
 
 
 def _serve_many(
-    load: ConfigLoader, config: Config, socks: Sequence[socket.socket], ready: Ready
+    load: ConfigLoader,
+    config: Config,
+    socks: Sequence[socket.socket],
+    ready: Ready,
+    pepper_checked: bool,
 ) -> int:
     """Fork one worker per socket; relay signals; exit when all have stopped."""
     ACCESS_LOG.flush()
@@ -139,7 +170,7 @@ def _serve_many(
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _run_worker(load, config, sock, socks, write_end)
+            _run_worker(load, config, sock, socks, write_end, pepper_checked)
         children.add(pid)
     os.close(write_end)
     for sock in socks:
@@ -164,6 +195,7 @@ def _run_worker(
     sock: socket.socket,
     socks: Sequence[socket.socket],
     ready_fd: int,
+    pepper_checked: bool,
 ) -> None:
     """The body of a forked worker; never returns into the parent's code."""
     code = 1
@@ -176,7 +208,7 @@ def _run_worker(
             os.write(ready_fd, b".")
             os.close(ready_fd)
 
-        code = asyncio.run(_serve_one(load, config, sock, ready))
+        code = asyncio.run(_serve_one(load, config, sock, ready, pepper_checked))
     except BaseException as exc:  # a worker must not fall back into the parent
         log.error("worker_crashed", pid=os.getpid(), error=repr(exc))
     finally:
@@ -248,13 +280,18 @@ def settle_heap() -> None:
 
 
 async def _serve_one(
-    load: ConfigLoader, config: Config, sock: socket.socket, ready: Ready
+    load: ConfigLoader,
+    config: Config,
+    sock: socket.socket,
+    ready: Ready,
+    pepper_checked: bool = True,
 ) -> int:
     store = open_store(config.store)
     app = create_app(config, store)
     in_flight = app[IN_FLIGHT]
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         app,
+        header_timeout=config.limits.header_timeout,
         handle_signals=False,
         access_log_class=AccessLogger,
         # What is left once InFlight waited SHUTDOWN_TIMEOUT: cut it short.
@@ -265,6 +302,9 @@ async def _serve_one(
     await site.start()
     settle_heap()
     stop = asyncio.Event()
+    pepper_guard = None
+    if not pepper_checked:
+        pepper_guard = asyncio.create_task(_guard_pepper(config, store, stop))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -283,11 +323,41 @@ async def _serve_one(
         if in_flight.count:
             log.warning("drain_timeout", pid=os.getpid(), cancelled=in_flight.count)
     finally:
+        if pepper_guard is not None:
+            await stop_task(pepper_guard)
         await runner.cleanup()
         await store.close()
         ACCESS_LOG.flush()
     log.info("gateway_stopped", pid=os.getpid())
-    return 0
+    return 1 if _guard_failed(pepper_guard) else 0
+
+
+def _guard_failed(guard: asyncio.Task[bool] | None) -> bool:
+    if guard is None or not guard.done() or guard.cancelled():
+        return False
+    return guard.result()
+
+
+async def _guard_pepper(config: Config, store: Store, stop: asyncio.Event) -> bool:
+    """Check the pepper once the store answers; on a mismatch, stop (True)."""
+    delay = 0.1
+    while True:
+        try:
+            bound = await bind_pepper(config, store)
+        except StoreUnavailableError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        except PepperMismatchError as exc:
+            log.error("pepper_mismatch", pid=os.getpid(), error=str(exc))
+            stop.set()
+            return True
+        if bound.pepper != config.pepper:  # a new store got a generated pepper
+            log.error("pepper_mismatch", pid=os.getpid(), error="restart to use it")
+            stop.set()
+            return True
+        log.info("pepper_checked", pid=os.getpid())
+        return False
 
 
 def _reload(app: web.Application, load: ConfigLoader) -> None:

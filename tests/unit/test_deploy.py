@@ -1,0 +1,145 @@
+"""The container files say what the README promises (no Docker engine here).
+
+The image must take its store from the config or ``$PATGATE_STORE``: a
+``--store`` on the command line once made ``docker exec ... patgate`` write to
+another database than the one ``serve`` read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from patgate.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instruction(name: str) -> list[str]:
+    found = re.findall(rf"^{name} (.+)$", DOCKERFILE, flags=re.MULTILINE)
+    return found
+
+
+def test_the_container_config_parses_and_listens_on_every_interface():
+    text = (ROOT / "deploy/container/gateway.yaml").read_text()
+    config = parse_config(text, {"PATGATE_PEPPER": "x"}, "/etc/patgate")
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 8080)
+    assert config.store == "sqlite:////var/lib/patgate/patgate.db"
+    assert "/etc/patgate/gateway.yaml" in DOCKERFILE
+
+
+def test_serve_is_the_entry_point_and_nothing_overrides_the_store():
+    (entrypoint,) = instruction("ENTRYPOINT")
+    (command,) = instruction("CMD")
+    assert json.loads(entrypoint) == ["patgate"]
+    assert json.loads(command) == ["serve"]
+    instructions = "\n".join(
+        line for line in DOCKERFILE.splitlines() if not line.startswith("#")
+    )
+    assert "--store" not in instructions
+    assert "--listen" not in instructions
+    assert "PATGATE_STORE" not in instructions
+
+
+def test_the_image_runs_as_a_numeric_non_root_user():
+    (user,) = instruction("USER")
+    uid, _, gid = user.partition(":")
+    assert int(uid) > 0
+    assert int(gid) > 0
+
+
+def test_dependencies_come_from_the_lock_before_the_source():
+    lines = [line for line in DOCKERFILE.splitlines() if not line.startswith("#")]
+    lock = next(i for i, line in enumerate(lines) if "requirements/run.lock" in line)
+    source = next(i for i, line in enumerate(lines) if line.startswith("COPY src"))
+    assert lock < source
+    assert "--require-hashes" in "\n".join(lines)
+    assert re.search(r"^FROM python:3\.11-slim", DOCKERFILE, flags=re.MULTILINE)
+
+
+# deploy/compose: several replicas on one Redis behind a load balancer
+
+
+def load_yaml(relative: str) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / relative).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_runs_several_replicas_on_one_redis_behind_nginx():
+    compose = load_yaml("deploy/compose/compose.yaml")
+    services = compose["services"]
+    gateway = services["gateway"]
+    assert gateway["deploy"]["replicas"] >= 2
+    assert gateway["environment"]["PATGATE_STORE"] == "redis://redis:6379/0"
+    assert gateway["environment"]["PATGATE_PEPPER"].startswith("${PATGATE_PEPPER:?")
+    assert "./gateway.yaml:/etc/patgate/gateway.yaml:ro" in gateway["volumes"]
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["lb"]["image"].startswith("nginx:")
+    nginx = (ROOT / "deploy/compose/nginx.conf").read_text()
+    assert "server gateway:8080;" in nginx
+    assert "proxy_request_buffering off;" in nginx
+    config = parse_config(
+        (ROOT / "deploy/compose/gateway.yaml").read_text(),
+        {"PATGATE_PEPPER": "x", "PATGATE_STORE": "redis://redis:6379/0"},
+        "/etc/patgate",
+    )
+    assert config.listen_host == "0.0.0.0"
+    assert config.trusted_proxies
+
+
+# deploy/kubernetes: checked against the Kubernetes API schemas
+
+
+def kubernetes_documents() -> list[dict[str, Any]]:
+    kustomization = load_yaml("deploy/kubernetes/kustomization.yaml")
+    documents = []
+    for name in kustomization["resources"]:
+        for document in yaml.safe_load_all(
+            (ROOT / "deploy/kubernetes" / name).read_text()
+        ):
+            documents.append(document)
+    return documents
+
+
+def test_kubernetes_manifests_are_valid_against_the_api_schemas():
+    documents = kubernetes_documents()
+    assert {d["kind"] for d in documents} == {
+        "Namespace", "ConfigMap", "Secret", "Deployment", "Service",
+    }  # fmt: skip
+    version = kubernetes_validate.latest_version()
+    for document in documents:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kubernetes_deployment_runs_three_non_root_replicas_with_probes():
+    by_kind = {d["kind"]: d for d in kubernetes_documents()}
+    deployment = by_kind["Deployment"]["spec"]
+    assert deployment["replicas"] == 3
+    pod = deployment["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/_patgate/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/_patgate/readyz"
+    env = {item["name"]: item for item in container["env"]}
+    assert (
+        env["PATGATE_PEPPER"]["valueFrom"]["secretKeyRef"]["name"]
+        == (by_kind["Secret"]["metadata"]["name"])
+    )
+    assert (
+        by_kind["Service"]["spec"]["selector"]
+        == (deployment["selector"]["matchLabels"])
+    )
+    config = parse_config(
+        by_kind["ConfigMap"]["data"]["gateway.yaml"],
+        {"PATGATE_PEPPER": "x"},
+        "/etc/patgate",
+    )
+    assert config.store.startswith("redis://")
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 8080)

@@ -272,13 +272,18 @@ class Router:
         return None
 
     def _first_decoded(self, name: str | None, path: str) -> CompiledRoute | None:
-        keys = {False: decode_text(path), True: ""}
+        """The route ``path`` takes decoded (:func:`patgate.paths.decode_text`)."""
+        folded = decode_text(path)
+        cased: str | None = None
         for route in self.routes:
             if route.host is not None and route.host != name:
                 continue
-            if route.case_sensitive and not keys[True]:
-                keys[True] = decode_text(path, case_sensitive=True)
-            if route.prefix.decoded.matches(keys[route.case_sensitive]):
+            key = folded
+            if route.case_sensitive:
+                if cased is None:
+                    cased = decode_text(path, case_sensitive=True)
+                key = cased
+            if route.prefix.decoded.matches(key):
                 return route
         return None
 
@@ -317,8 +322,8 @@ def decide(
 
     known token → hash (current, or previous during its grace period) →
     not revoked/expired → owner enabled → Basic login is the owner →
-    client IP allowed → node scopes allow the path → scopes grant the
-    route's required scope.
+    client IP allowed → node scopes (the token's and its owner's) allow the
+    path → scopes grant every scope the route requires for it.
     """
     if route.config.auth == "none":
         return PUBLIC

@@ -58,6 +58,9 @@ log = structlog.get_logger("patgate.api")
 
 API_PREFIX = "/_patgate/api/v1"
 SESSION_COOKIE = "patgate_session"
+# The name over HTTPS: a cookie with this prefix can only be set by a secure
+# origin, so a plain-http page on the same host cannot plant one.
+SECURE_SESSION_COOKIE = "__Secure-" + SESSION_COOKIE
 COOKIE_PATH = "/_patgate/"
 CSRF_HEADER = "X-Patgate-CSRF"
 MAX_BODY_BYTES = 64 * 1024
@@ -252,7 +255,7 @@ async def _caller(
     if header is not None:
         login, password = _basic_credentials(header)
         return Caller(await _login(request, login, password), "basic")
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = _session_cookie(request)
     if not cookie:
         raise ApiError(
             401,
@@ -339,6 +342,10 @@ async def _session_user(
     key = session.session_key(request.app[CONFIG].pepper.value, user.password_hash)
     if not session.verify_session(cookie, key, now=service.now()):
         raise ended
+    # SECURITY: a cookie stolen before its logout; the logout is recorded in
+    # the store, so every worker and replica refuses it until it expires.
+    if await service.store.session_revoked(claim.session_id):
+        raise ended
     if csrf and not session.csrf_matches(key, cookie, request.headers.get(CSRF_HEADER)):
         raise ApiError(
             403,
@@ -346,6 +353,15 @@ async def _session_user(
             f"missing or wrong {CSRF_HEADER} header; reload the page",
         )
     return user
+
+
+def _session_cookie(request: web.Request) -> str | None:
+    """The session cookie under the name this scheme uses."""
+    return request.cookies.get(_cookie_name(request))
+
+
+def _cookie_name(request: web.Request) -> str:
+    return SECURE_SESSION_COOKIE if _is_https(request) else SESSION_COOKIE
 
 
 def _client_ip(request: web.Request) -> str:
@@ -591,9 +607,13 @@ async def open_session(request: web.Request) -> web.Response:
     )
     # SECURITY: session theft and CSRF; HttpOnly keeps it from scripts,
     # SameSite=Strict from cross-site requests, and the path keeps the browser
-    # from sending it to the upstreams behind the gateway.
+    # from sending it to the upstreams behind the gateway: cookies ignore
+    # ports, so it reaches every listener on this host, and only under
+    # /_patgate/ does the gateway answer itself. (Hence no __Host- prefix,
+    # which demands Path=/.) Over HTTPS the __Secure- prefix keeps plain-http
+    # pages on the same host from planting a session of their own.
     response.set_cookie(
-        SESSION_COOKIE,
+        _cookie_name(request),
         cookie,
         path=COOKIE_PATH,
         httponly=True,
@@ -606,7 +626,7 @@ async def open_session(request: web.Request) -> web.Response:
 
 @_endpoint
 async def read_session(request: web.Request) -> web.Response:
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = _session_cookie(request)
     if not cookie:
         raise ApiError(401, "unauthorized", "not logged in")
     user = await _session_user(request, cookie, csrf=False)
@@ -620,8 +640,23 @@ async def read_session(request: web.Request) -> web.Response:
 
 @_endpoint
 async def close_session(request: web.Request) -> web.Response:
+    """Log out: the session ends on the server too, not only in this browser."""
+    _fields("Logout", await _read_body(request))
+    cookie = _session_cookie(request)
+    if cookie:
+        try:
+            await _session_user(request, cookie, csrf=False)
+        except ApiError:
+            pass  # ended already (expired, forged, revoked): nothing to record
+        else:
+            claim = session.read_session(cookie)
+            assert claim is not None  # _session_user read it
+            await _service(request).store.revoke_session(
+                claim.session_id, claim.expires_at
+            )
+            log.info("session_closed", login=claim.login)
     response = web.json_response({"status": "logged out"})
-    response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    response.del_cookie(_cookie_name(request), path=COOKIE_PATH)
     return response
 
 
@@ -733,8 +768,10 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                errors=(400, 401, 415, 422, 429)), open_session),
     (Operation("GET", "/session", "readSession", "The page's session and CSRF"
                " token", response="Session", errors=(401,)), read_session),
-    (Operation("DELETE", "/session", "closeSession", "Log the web page out",
-               response="Empty", auth=_PUBLIC, errors=()), close_session),
+    (Operation("DELETE", "/session", "closeSession", "Log the web page out;"
+               " the session ends on the server too", request="Logout",
+               response="Empty", auth=_PUBLIC, errors=(400, 403, 415, 503)),
+     close_session),
     (Operation("GET", "/scopes", "scopeChoices", "The scope sets and the scopes"
                " routes require, for the page's picker",
                response="ScopeChoices"), scope_choices),

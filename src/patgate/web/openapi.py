@@ -155,6 +155,7 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Login": _object({"login": _STRING, "password": _STRING}, ["login", "password"]),
+    "Logout": _object({}),
 }
 
 _TIME = _nullable({"type": "string", "format": "date-time"})

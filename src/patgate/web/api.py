@@ -83,6 +83,9 @@ _ERRORS: tuple[tuple[type[PatgateError], int, str], ...] = (
     (AuthenticationError, 401, "invalid_credentials"),
     (StoreUnavailableError, 503, "store_unavailable"),
 )
+# SECURITY: internal addresses disclosed; the store's own message names its
+# host and port (or file), so it goes to the log, never into an answer.
+STORE_DOWN_MESSAGE = "the token store is unavailable; retry shortly"
 
 
 class ApiError(Exception):
@@ -99,6 +102,9 @@ class ApiError(Exception):
 
     @classmethod
     def from_patgate(cls, exc: PatgateError) -> ApiError:
+        if isinstance(exc, StoreUnavailableError):
+            log.warning("store_unavailable", error=str(exc))
+            return cls(503, "store_unavailable", STORE_DOWN_MESSAGE)
         for kind, status, error in _ERRORS:
             if isinstance(exc, kind):
                 return cls(status, error, str(exc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,6 +214,7 @@ async def start_gateway(
     *,
     extra: str = "",
     env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Gateway:
     config = parse_config(
         gateway_yaml(store_url, routes, extra),
@@ -225,8 +227,9 @@ async def start_gateway(
         prefix=config.token_prefix,
         pepper=config.pepper.value,
         scope_sets=config.scope_sets,
+        clock=clock,
     )
-    app = create_app(config, store)
+    app = create_app(config, store, clock=clock)
     runner = GatewayRunner(
         app,
         header_timeout=config.limits.header_timeout,

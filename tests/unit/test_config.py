@@ -751,3 +751,22 @@ def test_header_timeout_is_a_positive_duration():
     assert error_of("limits: {header_timeout: soon}").startswith(
         "limits.header_timeout: invalid duration"
     )
+
+
+# --------------------------------------------------------------------------
+# The login budget
+
+
+def test_login_budget_defaults_to_the_failed_auth_limit():
+    assert parse(MINIMAL_ROUTE).limits.login_limit == 30
+    same = parse("limits: {failed_auth_per_minute: 7}\n" + MINIMAL_ROUTE)
+    assert same.limits.login_limit == 7
+    own = parse(
+        "limits: {failed_auth_per_minute: 7, logins_per_minute: 100}\n" + MINIMAL_ROUTE
+    )
+    assert (own.limits.failed_auth_per_minute, own.limits.login_limit) == (7, 100)
+    off = parse("limits: {logins_per_minute: 0}\n" + MINIMAL_ROUTE)
+    assert off.limits.login_limit == 0
+    assert error_of("limits: {logins_per_minute: -1}").startswith(
+        "limits.logins_per_minute:"
+    )

@@ -96,6 +96,16 @@ class Limits:
     failed_auth_per_minute: int = 30
     # Seconds a client has to send a request's headers (slowloris).
     header_timeout: float = 10.0
+    # Password checks (API and page logins) per client address and minute,
+    # right or wrong; None: the same as failed_auth_per_minute.
+    logins_per_minute: int | None = None
+
+    @property
+    def login_limit(self) -> int:
+        """Password checks allowed per client address and minute; 0: no limit."""
+        if self.logins_per_minute is None:
+            return self.failed_auth_per_minute
+        return self.logins_per_minute
 
 
 @dataclass(frozen=True, slots=True)

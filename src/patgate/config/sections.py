@@ -266,4 +266,5 @@ def parse_limits(value: object, where: str) -> Limits:
         header_timeout=take(
             data, "header_timeout", where, read_seconds, default.header_timeout
         ),
+        logins_per_minute=take(data, "logins_per_minute", where, optional, None),
     )

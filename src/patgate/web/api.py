@@ -48,7 +48,7 @@ from patgate.errors import (
 )
 from patgate.models import TokenRecord, User
 from patgate.service import LOGIN_PATTERN, Actor, TokenService
-from patgate.throttle import FailureThrottle
+from patgate.throttle import LoginThrottle, ThrottledError
 from patgate.web.app import CONFIG, SERVICE
 from patgate.web.headers import client_address, is_trusted, parse_networks
 from patgate.web.openapi import BodyError, Operation, build_document, validate_body
@@ -64,7 +64,7 @@ SECURE_SESSION_COOKIE = "__Secure-" + SESSION_COOKIE
 COOKIE_PATH = "/_patgate/"
 CSRF_HEADER = "X-Patgate-CSRF"
 MAX_BODY_BYTES = 64 * 1024
-LOGIN_THROTTLE = web.AppKey("login_throttle", FailureThrottle)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 OPENAPI = web.AppKey("openapi", bytes)
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -308,28 +308,29 @@ def _basic_credentials(header: str) -> tuple[str, str]:
 
 
 async def _login(request: web.Request, login: str, password: str) -> User:
-    """The user with this login and password, throttling failures per client IP."""
+    """The user with this login and password; each check reserved per client IP."""
     service = request.app[SERVICE]
-    throttle = request.app[LOGIN_THROTTLE]
     client = _client_ip(request)
-    now = service.now()
-    wait = throttle.retry_after(client, now)
-    if wait > 0:
-        # SECURITY: online password guessing; a client IP that failed too often
-        # is refused before any password is checked.
+    # SECURITY: a leaked token must not stand in for its owner's password.
+    if tokens.parse_token(password, service.prefix) is not None:
+        log.info("login_failed", client=client, reason="token_as_password")
+        raise ApiError(
+            401, "invalid_credentials", "a token is not a password: use your password"
+        )
+    try:
+        # SECURITY: online password guessing; the check is counted before it
+        # runs, so concurrent guesses cannot outrun the count.
+        async with request.app[LOGIN_THROTTLE].check(client, service.now()):
+            return await service.authenticate(login, password)
+    except ThrottledError as exc:
+        log.info("login_throttled", client=client, reason=exc.reason)
         raise ApiError(
             429,
             "too_many_requests",
-            "too many failed logins from your address; retry later",
-            retry_after=wait,
-        )
-    try:
-        # SECURITY: a leaked token must not stand in for its owner's password.
-        if tokens.parse_token(password, service.prefix) is not None:
-            raise AuthenticationError("a token is not a password: use your password")
-        return await service.authenticate(login, password)
+            "too many logins from your address; retry later",
+            retry_after=exc.retry_after,
+        ) from None
     except AuthenticationError as exc:
-        throttle.note_failure(client, now)
         log.info("login_failed", client=client)
         raise ApiError(401, "invalid_credentials", str(exc)) from None
 
@@ -791,7 +792,7 @@ def setup_management(app: web.Application) -> None:
     config = app[CONFIG]
     if not config.api:
         return
-    app[LOGIN_THROTTLE] = FailureThrottle(config.limits.failed_auth_per_minute)
+    app[LOGIN_THROTTLE] = LoginThrottle(app[SERVICE].store, config.limits.login_limit)
     document = build_document([op for op, _ in ROUTES], API_PREFIX)
     app[OPENAPI] = json.dumps(document, indent=1).encode()
     by_path: dict[str, dict[str, Handler]] = {}

@@ -144,6 +144,8 @@ async def call(
     headers = dict(headers or {})
     if auth is not None:
         headers["Authorization"] = auth
+    if body is None and data is None and method not in ("GET", "HEAD"):
+        body = {}  # every change carries a JSON body, {} at least
     async with client.request(
         method, gateway.url + API_PREFIX + path, json=body, data=data, headers=headers
     ) as response:

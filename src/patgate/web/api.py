@@ -13,7 +13,10 @@ Who is calling:
 
 A token value is never accepted, neither as Bearer nor as a Basic password.
 Reads need a login; every change needs the password: Basic credentials, or the
-session plus a ``password`` field. Failed logins are throttled per client IP.
+session plus a ``password`` field. Password checks are reserved per client IP
+before they run (:class:`patgate.throttle.LoginThrottle`). Every
+state-changing call needs a JSON body and must not come from another origin,
+and browsers never get a Basic challenge (:mod:`patgate.web.origin`).
 
 Each API path answers its other methods with a JSON 405 and unknown paths
 under ``/_patgate/api/`` with a JSON 404, so nothing there reaches an upstream.
@@ -49,6 +52,7 @@ from patgate.errors import (
 from patgate.models import TokenRecord, User
 from patgate.service import LOGIN_PATTERN, Actor, TokenService
 from patgate.throttle import LoginThrottle, ThrottledError
+from patgate.web import origin
 from patgate.web.app import CONFIG, SERVICE
 from patgate.web.headers import client_address, is_trusted, parse_networks
 from patgate.web.openapi import BodyError, Operation, build_document, validate_body
@@ -112,6 +116,17 @@ class ApiError(Exception):
 
 
 def _endpoint(handler: Handler) -> Handler:
+    """An API operation: the cross-site rules first for a change, then ``handler``."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        if origin.changes_state(request.method):
+            _refuse_cross_site(request)
+        return await handler(request)
+
+    return functools.wraps(handler)(_answer(guarded))
+
+
+def _answer(handler: Handler) -> Handler:
     """Errors become JSON; every answer gets the API's security headers."""
 
     @functools.wraps(handler)
@@ -128,12 +143,46 @@ def _endpoint(handler: Handler) -> Handler:
     return run
 
 
+def _refuse_cross_site(request: web.Request) -> None:
+    """Rules 1 and 2 of :mod:`patgate.web.origin`, before anything is read."""
+    # SECURITY: CSRF; a cross-site form or no-cors fetch carrying the page's
+    # cookie or the browser's cached Basic credentials must change nothing.
+    reason = origin.cross_origin_reason(
+        request.headers, _own_hosts(request), https=_is_https(request)
+    )
+    if reason is not None:
+        log.info("cross_origin_refused", method=request.method, reason=reason)
+        raise ApiError(
+            403,
+            "cross_origin",
+            f"changes must come from this API's own origin ({reason})",
+        )
+    if not origin.is_json(request.headers.get(hdrs.CONTENT_TYPE, "")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send a JSON body with Content-Type: application/json"
+            " ({} when there is nothing else to send)",
+        )
+
+
+def _own_hosts(request: web.Request) -> list[str]:
+    """The names this request was sent to: Host, and a trusted proxy's word."""
+    hosts = request.headers.getall(hdrs.HOST, [])
+    trusted = parse_networks(request.app[CONFIG].trusted_proxies)
+    if is_trusted(request.remote, trusted):
+        for value in request.headers.getall("X-Forwarded-Host", []):
+            hosts.extend(part.strip() for part in value.split(","))
+    return hosts
+
+
 def _error_response(request: web.Request, exc: ApiError) -> web.Response:
     response = web.json_response(
         {"error": exc.error, "message": exc.message}, status=exc.status
     )
-    # The page must not make the browser pop up its own login dialog.
-    if exc.status == 401 and not _from_page(request):
+    # SECURITY: CSRF through cached Basic credentials; a browser is never
+    # asked for them, so it never keeps them for cross-site requests to send.
+    if exc.status == 401 and not _from_browser(request):
         response.headers[hdrs.WWW_AUTHENTICATE] = (
             'Basic realm="patgate", charset="UTF-8"'
         )
@@ -142,13 +191,14 @@ def _error_response(request: web.Request, exc: ApiError) -> web.Response:
     return response
 
 
-def _from_page(request: web.Request) -> bool:
-    """A request made by a script, where a Basic challenge would open the
-    browser's own login dialog and stall the script's fetch()."""
+def _from_browser(request: web.Request) -> bool:
+    """A request from a browser: a navigation, a subresource, or the page's own
+    fetch() (where a challenge would also stall the script)."""
     return (
-        CSRF_HEADER in request.headers
+        origin.from_browser(request.headers)
+        or CSRF_HEADER in request.headers
         or SESSION_COOKIE in request.cookies
-        or request.headers.get("Sec-Fetch-Dest") == "empty"
+        or SECURE_SESSION_COOKIE in request.cookies
     )
 
 
@@ -157,7 +207,7 @@ def _from_page(request: web.Request) -> bool:
 
 
 async def _read_body(request: web.Request) -> object:
-    """The parsed JSON body; ``{}`` when there is none."""
+    """The parsed JSON body of a change (``_endpoint`` checked its type)."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise _too_large()
     data = bytearray()
@@ -166,12 +216,11 @@ async def _read_body(request: web.Request) -> object:
         if len(data) > MAX_BODY_BYTES:
             raise _too_large()
     if not data.strip():
-        return {}
-    if not _is_json(request.content_type):
         raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send the body as JSON with Content-Type: application/json",
+            400,
+            "invalid_json",
+            "the body is empty: send a JSON object ({} when there is nothing"
+            " else to send)",
         )
     try:
         return json.loads(bytes(data))
@@ -179,12 +228,6 @@ async def _read_body(request: web.Request) -> object:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {exc}"
         ) from None
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    )
 
 
 def _too_large() -> ApiError:
@@ -737,7 +780,7 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/tokens/report-leak", "reportLeak", "Report leaked token"
                " values; live ones are revoked. No login; the same answer"
                " always", 202, "LeakReport", "LeakReceived", _PUBLIC,
-               errors=(400, 413, 415, 422)), report_leak),
+               errors=(400, 403, 413, 415, 422)), report_leak),
     (Operation("GET", "/tokens/{token_id}", "getToken", "Show a token",
                response="Token", parameters=_ID), get_token),
     (Operation("PATCH", "/tokens/{token_id}", "editToken", "Change a token's"
@@ -772,7 +815,7 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/session", "openSession", "Log in the web page: sets an"
                " HttpOnly session cookie, returns the CSRF token",
                request="Login", response="Session", auth=_PUBLIC,
-               errors=(400, 401, 415, 422, 429)), open_session),
+               errors=(400, 401, 403, 415, 422, 429)), open_session),
     (Operation("GET", "/session", "readSession", "The page's session and CSRF"
                " token", response="Session", errors=(401,)), read_session),
     (Operation("DELETE", "/session", "closeSession", "Log the web page out;"
@@ -808,7 +851,7 @@ def setup_management(app: web.Application) -> None:
 
 
 def _method_not_allowed(methods: tuple[str, ...]) -> Handler:
-    @_endpoint
+    @_answer
     async def refuse(request: web.Request) -> web.Response:
         response = _error_response(
             request,
@@ -824,7 +867,7 @@ def _method_not_allowed(methods: tuple[str, ...]) -> Handler:
     return refuse
 
 
-@_endpoint
+@_answer
 async def _no_such_route(request: web.Request) -> web.Response:
     raise ApiError(
         404,

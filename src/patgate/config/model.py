@@ -164,5 +164,9 @@ class Config:
     limits: Limits = Limits()
     usage_flush_interval: float = 1.0
     api: bool = True
+    # Separate listeners for the management page and API, and for the ops
+    # endpoints; None: served on the main listener.
+    manage_listen: tuple[str, int] | None = None
+    ops_listen: tuple[str, int] | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()

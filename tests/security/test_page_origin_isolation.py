@@ -29,8 +29,15 @@ import aiohttp
 import pytest
 
 from patgate.web.api import API_PREFIX, SECURE_SESSION_COOKIE, SESSION_COOKIE
+from tests.conftest import free_port
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
-from tests.processes import ProcessGroup, StoreAdmin, config_yaml, route_yaml
+from tests.processes import (
+    ProcessGroup,
+    StoreAdmin,
+    config_yaml,
+    route_yaml,
+    run_cli,
+)
 from tests.security.conftest import (
     ROUTES,
     Listening,
@@ -308,3 +315,24 @@ async def test_a_reload_reaches_the_separate_listeners(
     process.send(signal.SIGHUP)
     await process.wait_for_event("config_reloaded")
     assert "reload:test" in await scopes()
+
+
+async def test_healthcheck_asks_the_ops_listener(
+    gateways: ProcessGroup, sqlite_url: str, upstream: RecordingUpstream
+) -> None:
+    # The container's HEALTHCHECK: with ops: on a port of its own, the main
+    # listener answers 404 for healthz, so the command must ask the ops one.
+    port = free_port()
+    process = await gateways.start(
+        config_yaml(
+            sqlite_url,
+            route_yaml("site", "/", upstream.url, "auth: none"),
+            f"ops: {{listen: '127.0.0.1:{port}'}}",
+        )
+    )
+    healthy = run_cli(process.directory, "healthcheck")
+    assert (healthy.returncode, healthy.stderr) == (0, "")
+    await process.stop()
+    sick = run_cli(process.directory, "healthcheck", "--timeout", "1")
+    assert sick.returncode == 1
+    assert f"http://127.0.0.1:{port}/_patgate/healthz" in sick.stderr

@@ -191,9 +191,9 @@ async def test_clients_behind_a_trusted_proxy_are_told_apart(
 # Several processes: workers and replicas share one budget
 
 
-def process_config(redis_url: str, upstream: RecordingUpstream) -> str:
+def process_config(store_url: str, upstream: RecordingUpstream) -> str:
     return config_yaml(
-        redis_url,
+        store_url,
         route_yaml("api", "/api/", upstream.url),
         f"workers: 2\nlimits: {{failed_auth_per_minute: {LIMIT}}}",
     )
@@ -201,20 +201,20 @@ def process_config(redis_url: str, upstream: RecordingUpstream) -> str:
 
 async def test_workers_and_replicas_share_one_budget(
     tmp_path: Path,
-    redis_url: str,
+    store_url: str,
     upstream: RecordingUpstream,
     gateways: ProcessGroup,
     client: aiohttp.ClientSession,
 ) -> None:
-    # Redis: its counter is shared by every process (SQLite's take_rate is
-    # per process until the shared-counter change lands).
-    admin = StoreAdmin(redis_url)
+    # Two processes of two workers each, on one store: Redis, or one SQLite
+    # file (its rate counters live in the file, shared by every process).
+    admin = StoreAdmin(store_url)
     try:
         await admin.service.add_user(ADMIN, "alice", password=PASSWORD)
     finally:
         await admin.close()
     replicas = [
-        await gateways.start(process_config(redis_url, upstream)) for _ in range(2)
+        await gateways.start(process_config(store_url, upstream)) for _ in range(2)
     ]
 
     async def guess(url: str) -> int:

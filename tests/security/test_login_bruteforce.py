@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 
 import aiohttp
@@ -67,12 +68,14 @@ async def start(
     extra: str = "",
     clock: Clock | None = None,
 ) -> Gateway:
-    kwargs = {} if clock is None else {"clock": clock}
+    # The budget's windows are aligned on the minute: a real clock could
+    # cross into the next one halfway through a test. Time stands still here
+    # unless the test moves it.
     gateway = await make_gateway(
         store_url,
         ROUTES.format(upstream=upstream.url),
         extra=f"limits: {{failed_auth_per_minute: {LIMIT}}}\n{extra}",
-        **kwargs,
+        clock=clock or Clock(),
     )
     await gateway.service.add_user(ADMIN, "alice", password=PASSWORD)
     return gateway
@@ -191,6 +194,18 @@ async def test_clients_behind_a_trusted_proxy_are_told_apart(
 # Several processes: workers and replicas share one budget
 
 
+async def early_in_a_window(margin: float = 25.0) -> None:
+    """Wait, if need be, until ``margin`` seconds of this window are left.
+
+    Real processes run on the real clock, and the budget's windows are
+    aligned on the minute: a test that crossed into the next window would
+    see a fresh budget halfway through.
+    """
+    left = WINDOW - time.time() % WINDOW
+    if left < margin:
+        await asyncio.sleep(left + 0.5)
+
+
 def process_config(store_url: str, upstream: RecordingUpstream) -> str:
     return config_yaml(
         store_url,
@@ -216,6 +231,7 @@ async def test_workers_and_replicas_share_one_budget(
     replicas = [
         await gateways.start(process_config(store_url, upstream)) for _ in range(2)
     ]
+    await early_in_a_window()
 
     async def guess(url: str) -> int:
         # A connection of its own each, so the kernel spreads them on workers.

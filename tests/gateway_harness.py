@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from patgate.config import Config, parse_config
 from patgate.service import Actor, TokenService
 from patgate.store import Store, open_store
-from patgate.web.app import create_app
+from patgate.web.app import LISTENERS, create_app
 from patgate.web.ops import AccessLogger
 from patgate.web.protocol import GatewayRunner
 
@@ -182,6 +183,9 @@ class Gateway:
     runner: web.AppRunner
     url: str
     host: str
+    # The separate listeners (manage:, ops:) by name: their URL and runner.
+    listeners: dict[str, str] = field(default_factory=dict)
+    listener_runners: list[web.AppRunner] = field(default_factory=list)
 
     async def add_user(
         self,
@@ -203,6 +207,8 @@ class Gateway:
         return value
 
     async def stop(self) -> None:
+        for runner in self.listener_runners:
+            await runner.cleanup()
         await self.runner.cleanup()
         await self.store.close()
 
@@ -213,6 +219,7 @@ async def start_gateway(
     *,
     extra: str = "",
     env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Gateway:
     config = parse_config(
         gateway_yaml(store_url, routes, extra),
@@ -225,8 +232,9 @@ async def start_gateway(
         prefix=config.token_prefix,
         pepper=config.pepper.value,
         scope_sets=config.scope_sets,
+        clock=clock,
     )
-    app = create_app(config, store)
+    app = create_app(config, store, clock=clock)
     runner = GatewayRunner(
         app,
         header_timeout=config.limits.header_timeout,
@@ -237,10 +245,25 @@ async def start_gateway(
     site = web.SockSite(runner, bound_socket())
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return Gateway(
+    gateway = Gateway(
         config, store, service, app, runner, f"http://127.0.0.1:{port}",
         f"127.0.0.1:{port}",
     )  # fmt: skip
+    for name, listener in app[LISTENERS].items():
+        # Each separate listener on a port of its own, as `serve` runs them.
+        listener_runner = GatewayRunner(
+            listener,
+            header_timeout=config.limits.header_timeout,
+            access_log_class=AccessLogger,
+            shutdown_timeout=5,
+        )
+        await listener_runner.setup()
+        gateway.listener_runners.append(listener_runner)
+        listener_site = web.SockSite(listener_runner, bound_socket())
+        await listener_site.start()
+        sockets = listener_site._server.sockets  # type: ignore[union-attr]
+        gateway.listeners[name] = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    return gateway
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]

@@ -722,6 +722,48 @@ async def test_settings_are_apart_from_each_other(store):
     assert await store.get_setting("a") == "1"
 
 
+# page sessions ended by a logout
+
+
+async def test_a_session_is_live_until_revoked(store):
+    assert await store.session_revoked("c2Vzc2lvbi0x") is False
+    await store.revoke_session("c2Vzc2lvbi0x", time.time() + 3600)
+    assert await store.session_revoked("c2Vzc2lvbi0x") is True
+    assert await store.session_revoked("c2Vzc2lvbi0y") is False
+
+
+async def test_a_revoked_session_is_seen_by_every_process(store, store_url):
+    other = open_store(store_url)
+    try:
+        await other.revoke_session("b3RoZXItcHJvY2Vzcw", time.time() + 3600)
+        assert await store.session_revoked("b3RoZXItcHJvY2Vzcw") is True
+    finally:
+        await other.close()
+
+
+async def test_revoking_a_session_twice_is_no_error(store):
+    await store.revoke_session("dHdpY2U", time.time() + 60)
+    await store.revoke_session("dHdpY2U", time.time() + 7200)
+    assert await store.session_revoked("dHdpY2U") is True
+
+
+async def test_revoked_sessions_outlive_a_reopen(store_url):
+    first = open_store(store_url)
+    await first.revoke_session("ZHVyYWJsZQ", time.time() + 3600)
+    await first.close()
+    second = open_store(store_url)
+    try:
+        assert await second.session_revoked("ZHVyYWJsZQ") is True
+    finally:
+        await second.close()
+
+
+async def test_a_session_already_expired_is_not_recorded(store):
+    # It cannot be used anyway; nothing needs to remember it.
+    await store.revoke_session("ZXhwaXJlZA", time.time() - 1)
+    assert await store.session_revoked("ZXhwaXJlZA") is False
+
+
 # durability and failure
 
 
@@ -790,6 +832,8 @@ async def test_unreachable_store_is_unavailable_not_empty(tmp_path, case, reason
             lambda: opened.resolve("Unknown1"),
             lambda: opened.create_user(make_user()),
             lambda: opened.record_usage([Usage("Unknown1", NOW, None, 1)]),
+            lambda: opened.revoke_session("c2Vzc2lvbg", time.time() + 60),
+            lambda: opened.session_revoked("c2Vzc2lvbg"),
         ):
             with pytest.raises(StoreUnavailableError, match=reason) as raised:
                 await call()
@@ -859,7 +903,8 @@ async def test_sqlite_prunes_ended_rate_windows(tmp_path):
 
 
 async def test_sqlite_upgrades_a_version_2_file_in_place(tmp_path):
-    """A file from before migration 3 gets the version column and the rate table."""
+    """A file from before migration 3 gets the version column, the rate table
+    and every later migration."""
     from patgate.store.sqlite import MIGRATIONS, SQLiteStore
 
     path = tmp_path / "patgate.db"
@@ -880,10 +925,13 @@ async def test_sqlite_upgrades_a_version_2_file_in_place(tmp_path):
         await opened.update_token(record.with_changes(name="renamed"))
         assert (await stored(opened, record.id)).version == 1
         assert (await opened.take_rate("token:x", 1, 60, NOW)).allowed
+        await opened.revoke_session("dXBncmFkZWQ", time.time() + 60)  # migration 4
+        assert await opened.session_revoked("dXBncmFkZWQ")
     finally:
         await opened.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == len(MIGRATIONS)
 
 
 async def test_redis_outage_is_reported_and_recovered_without_reopening(
@@ -1005,4 +1053,33 @@ async def test_redis_resolve_is_one_command_and_a_usage_batch_one_evalsha(
         assert command_calls(admin) == {"evalsha": 1, "incr": 1}
     finally:
         admin.close()
+        await opened.close()
+
+
+async def test_sqlite_prunes_revoked_sessions_once_expired(tmp_path):
+    url = f"sqlite:///{tmp_path}/patgate.db"
+    opened = open_store(url)
+    try:
+        await opened.revoke_session("c2hvcnQ", time.time() + 0.2)
+        await opened.revoke_session("bG9uZw", time.time() + 3600)
+        await asyncio.sleep(0.3)
+        await opened.revoke_session("bmV4dA", time.time() + 3600)
+    finally:
+        await opened.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "patgate.db")) as conn:
+        kept = {row[0] for row in conn.execute("SELECT id FROM revoked_sessions")}
+    assert kept == {"bG9uZw", "bmV4dA"}
+
+
+async def test_redis_forgets_a_revoked_session_when_it_would_expire(
+    redis_url, redis_server: RedisServer
+):
+    opened = open_store(redis_url)
+    db = int(redis_url.rpartition("/")[2])
+    try:
+        await opened.revoke_session("dHRs", time.time() + 90.5)
+        with redis_server.client_sync(db) as admin:
+            (key,) = admin.keys("patgate:session:*")
+            assert 90 <= admin.ttl(key) <= 92
+    finally:
         await opened.close()

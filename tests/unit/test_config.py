@@ -822,3 +822,66 @@ def test_header_timeout_is_a_positive_duration():
     assert error_of("limits: {header_timeout: soon}").startswith(
         "limits.header_timeout: invalid duration"
     )
+
+
+# --------------------------------------------------------------------------
+# The login budget
+
+
+def test_login_budget_defaults_to_the_failed_auth_limit():
+    assert parse(MINIMAL_ROUTE).limits.login_limit == 30
+    same = parse("limits: {failed_auth_per_minute: 7}\n" + MINIMAL_ROUTE)
+    assert same.limits.login_limit == 7
+    own = parse(
+        "limits: {failed_auth_per_minute: 7, logins_per_minute: 100}\n" + MINIMAL_ROUTE
+    )
+    assert (own.limits.failed_auth_per_minute, own.limits.login_limit) == (7, 100)
+    off = parse("limits: {logins_per_minute: 0}\n" + MINIMAL_ROUTE)
+    assert off.limits.login_limit == 0
+    assert error_of("limits: {logins_per_minute: -1}").startswith(
+        "limits.logins_per_minute:"
+    )
+
+
+# --------------------------------------------------------------------------
+# Separate listeners (manage:, ops:)
+
+
+def test_separate_listeners_for_the_page_and_api_and_for_ops():
+    config = parse(
+        "manage: {listen: '127.0.0.1:8090'}\n"
+        "ops: {listen: '[::1]:9100'}\n" + MINIMAL_ROUTE
+    )
+    assert config.manage_listen == ("127.0.0.1", 8090)
+    assert config.ops_listen == ("::1", 9100)
+    default = parse(MINIMAL_ROUTE)
+    assert (default.manage_listen, default.ops_listen) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("manage: {}", "manage: needs listen: host:port"),
+        ("manage: '127.0.0.1:8090'", "manage: expected a mapping"),
+        ("ops: {listen: 9100}", "ops.listen: expected 'host:port' as a string"),
+        ("ops: {listen: 'h:1', port: 2}", "ops: unknown key 'port'"),
+        (
+            "listen: '127.0.0.1:8080'\nmanage: {listen: '127.0.0.1:8080'}",
+            "manage.listen: 127.0.0.1:8080 is already listen;",
+        ),
+        (
+            "manage: {listen: 'h:9'}\nops: {listen: 'h:9'}",
+            "ops.listen: h:9 is already manage.listen;",
+        ),
+    ],
+)
+def test_separate_listener_errors(text, message):
+    assert error_of(f"{text}\n{MINIMAL_ROUTE}").startswith(message)
+
+
+def test_port_zero_listeners_may_share_the_spelling():
+    # Port 0: the kernel picks a free port for each.
+    config = parse(
+        "listen: '127.0.0.1:0'\nmanage: {listen: '127.0.0.1:0'}\n" + MINIMAL_ROUTE
+    )
+    assert config.manage_listen == ("127.0.0.1", 0)

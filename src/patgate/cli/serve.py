@@ -60,10 +60,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 def healthcheck_command(args: argparse.Namespace) -> int:
     """Ask the local gateway's healthz (a container's HEALTHCHECK); 0 if healthy."""
     config = load_config(args.config)
-    host = config.listen_host
+    # With ops: {listen: ...}, healthz is served there and not on `listen`.
+    host, port = config.ops_listen or (config.listen_host, config.listen_port)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1" if host != "::" else "::1"
-    url = f"http://{_url_host(host)}:{config.listen_port}/_patgate/healthz"
+    url = f"http://{_url_host(host)}:{port}/_patgate/healthz"
     try:
         # A 4xx/5xx answer raises HTTPError, an OSError.
         with urllib.request.urlopen(url, timeout=args.timeout):

@@ -57,6 +57,7 @@ from patgate.config.sections import (
     parse_identity_headers,
     parse_limits,
     parse_listen,
+    parse_listener,
     parse_networks,
     parse_scope_sets,
     parse_store,
@@ -91,7 +92,7 @@ DEFAULT_CONFIG_PATH = "./gateway.yaml"
 _TOP_KEYS = (
     "listen", "store", "pepper_env", "token_prefix", "workers", "cache",
     "identity_headers", "scope_sets", "routes", "trusted_proxies", "limits",
-    "usage_flush_interval", "api",
+    "usage_flush_interval", "api", "manage", "ops",
 )
 # fmt: on
 _TOP_HINTS = {
@@ -131,6 +132,11 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
     routes = take(data, "routes", "", context.parse_routes, _NO_ROUTES)
     if not routes:
         warnings.append("no routes: the gateway will answer 404 to every request")
+    manage = take(data, "manage", "", parse_listener, None)
+    ops = take(data, "ops", "", parse_listener, None)
+    _check_distinct(
+        {"listen": (host, port), "manage.listen": manage, "ops.listen": ops}
+    )
     return Config(
         listen_host=host,
         listen_port=port,
@@ -151,9 +157,25 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         limits=take(data, "limits", "", parse_limits, Limits()),
         usage_flush_interval=take(data, "usage_flush_interval", "", read_seconds, 1.0),
         api=take(data, "api", "", read_bool, True),
+        manage_listen=manage,
+        ops_listen=ops,
         base_dir=base_dir,
         warnings=tuple(warnings),
     )
+
+
+def _check_distinct(listeners: Mapping[str, tuple[str, int] | None]) -> None:
+    """Each listener needs an address of its own (port 0: the kernel picks one)."""
+    seen: dict[tuple[str, int], str] = {}
+    for name, address in listeners.items():
+        if address is None or address[1] == 0:
+            continue
+        if address in seen:
+            raise ConfigError(
+                f"{name}: {address[0]}:{address[1]} is already {seen[address]};"
+                " each listener needs an address of its own"
+            )
+        seen[address] = name
 
 
 def _parse_store_setting(

@@ -96,6 +96,16 @@ class Limits:
     failed_auth_per_minute: int = 30
     # Seconds a client has to send a request's headers (slowloris).
     header_timeout: float = 10.0
+    # Password checks (API and page logins) per client address and minute,
+    # right or wrong; None: the same as failed_auth_per_minute.
+    logins_per_minute: int | None = None
+
+    @property
+    def login_limit(self) -> int:
+        """Password checks allowed per client address and minute; 0: no limit."""
+        if self.logins_per_minute is None:
+            return self.failed_auth_per_minute
+        return self.logins_per_minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,5 +167,9 @@ class Config:
     limits: Limits = Limits()
     usage_flush_interval: float = 1.0
     api: bool = True
+    # Separate listeners for the management page and API, and for the ops
+    # endpoints; None: served on the main listener.
+    manage_listen: tuple[str, int] | None = None
+    ops_listen: tuple[str, int] | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()

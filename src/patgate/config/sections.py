@@ -1,7 +1,8 @@
 """The top-level sections besides ``routes``, one ``parse_*`` reader each.
 
 ``listen``, ``store``, ``cache``, ``identity_headers``, ``scope_sets`` (expanded,
-cycles refused), ``trusted_proxies`` and ``limits``.
+cycles refused), ``trusted_proxies``, ``limits``, and the separate listeners
+``manage`` and ``ops``.
 
 The store URL follows SQLAlchemy's convention for SQLite: ``sqlite:///x.db``
 and ``sqlite:///./x.db`` are relative, ``sqlite:////var/lib/x.db`` is
@@ -266,4 +267,14 @@ def parse_limits(value: object, where: str) -> Limits:
         header_timeout=take(
             data, "header_timeout", where, read_seconds, default.header_timeout
         ),
+        logins_per_minute=take(data, "logins_per_minute", where, optional, None),
     )
+
+
+def parse_listener(value: object, where: str) -> tuple[str, int]:
+    """``manage:`` or ``ops:``: ``{listen: host:port}``, a listener of its own."""
+    data = read_mapping(value, where)
+    check_keys(data, ("listen",), where)
+    if "listen" not in data:
+        raise error_at(where, "needs listen: host:port (e.g. 127.0.0.1:8090)")
+    return parse_listen(data["listen"], locate(where, "listen"))

@@ -144,3 +144,17 @@ class Store(Protocol):
         A general counter: any ``key`` (``token:<id>``, ``ip:<address>``).
         """
         ...
+
+    # the web page's sessions ended before their expiry (logout)
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        """Record that the page session ``session_id`` has ended.
+
+        Kept at least until ``expires_at`` (when the session would have
+        expired anyway), then it may be forgotten; a session already past
+        ``expires_at`` need not be recorded at all. Every process sharing the
+        store sees it from the next call on. Recording it twice is no error.
+        """
+
+    async def session_revoked(self, session_id: str) -> bool:
+        """True when ``revoke_session`` recorded ``session_id``."""
+        ...

@@ -8,6 +8,7 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
     patgate:users                 set      every login
     patgate:rl:{<key>}:<start>    string   a fixed-window rate counter with a TTL
     patgate:setting:<name>        string   a fact about the store (pepper fingerprint)
+    patgate:session:{<id>}:revoked string  a page session ended by a logout (TTL)
     patgate:changes               channel  change notices: token:<id>, user:<login>
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -490,6 +492,25 @@ class RedisStore:
                 raise StoreUnavailableError(
                     f"{self._label}: the change subscription stopped answering"
                 )
+
+    # the web page's sessions ended before their expiry (logout)
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        # Redis forgets the record when the session would have expired; one
+        # that has expired already needs no record.
+        ttl = math.ceil(expires_at - time.time())
+        if ttl <= 0:
+            return
+        with self._errors():
+            await self._client.set(revoked_session_key(session_id), "1", ex=ttl)
+
+    async def session_revoked(self, session_id: str) -> bool:
+        with self._errors():
+            return bool(await self._client.exists(revoked_session_key(session_id)))
+
+
+def revoked_session_key(session_id: str) -> str:
+    return f"{KEY_PREFIX}session:{{{session_id}}}:revoked"
 
 
 def _display_url(url: str) -> str:

@@ -118,6 +118,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX rates_by_end ON rates (ends)",
     ),
+    # 4: page sessions ended by a logout, kept until they would have expired.
+    (
+        """CREATE TABLE revoked_sessions (
+            id TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        )""",
+    ),
 )
 
 USER_COLUMNS = (
@@ -539,6 +546,14 @@ class SQLiteStore:
             self._last_rate_prune = now
         return int(row[0]), int(row[1])
 
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        await self._write(_revoke_session, session_id, expires_at, time.time())
+
+    async def session_revoked(self, session_id: str) -> bool:
+        return await self._run(
+            _exists, "SELECT 1 FROM revoked_sessions WHERE id = ?", session_id
+        )
+
 
 def _in_transaction(
     conn: sqlite3.Connection,
@@ -558,6 +573,19 @@ def _in_transaction(
                 conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _revoke_session(
+    conn: sqlite3.Connection, session_id: str, expires_at: float, now: float
+) -> None:
+    # The ended sessions of the past are pruned here, where they are added;
+    # one that has expired already needs no record.
+    conn.execute("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,))
+    if expires_at > now:
+        conn.execute(
+            "INSERT OR REPLACE INTO revoked_sessions (id, expires_at) VALUES (?, ?)",
+            (session_id, expires_at),
+        )
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -13,7 +13,10 @@ Who is calling:
 
 A token value is never accepted, neither as Bearer nor as a Basic password.
 Reads need a login; every change needs the password: Basic credentials, or the
-session plus a ``password`` field. Failed logins are throttled per client IP.
+session plus a ``password`` field. Password checks are reserved per client IP
+before they run (:class:`patgate.throttle.LoginThrottle`). Every
+state-changing call needs a JSON body and must not come from another origin,
+and browsers never get a Basic challenge (:mod:`patgate.web.origin`).
 
 Each API path answers its other methods with a JSON 405 and unknown paths
 under ``/_patgate/api/`` with a JSON 404, so nothing there reaches an upstream.
@@ -48,7 +51,8 @@ from patgate.errors import (
 )
 from patgate.models import TokenRecord, User
 from patgate.service import LOGIN_PATTERN, Actor, TokenService
-from patgate.throttle import FailureThrottle
+from patgate.throttle import LoginThrottle, ThrottledError
+from patgate.web import origin
 from patgate.web.app import CONFIG, SERVICE
 from patgate.web.headers import client_address, is_trusted, parse_networks
 from patgate.web.openapi import BodyError, Operation, build_document, validate_body
@@ -58,10 +62,13 @@ log = structlog.get_logger("patgate.api")
 
 API_PREFIX = "/_patgate/api/v1"
 SESSION_COOKIE = "patgate_session"
+# The name over HTTPS: a cookie with this prefix can only be set by a secure
+# origin, so a plain-http page on the same host cannot plant one.
+SECURE_SESSION_COOKIE = "__Secure-" + SESSION_COOKIE
 COOKIE_PATH = "/_patgate/"
 CSRF_HEADER = "X-Patgate-CSRF"
 MAX_BODY_BYTES = 64 * 1024
-LOGIN_THROTTLE = web.AppKey("login_throttle", FailureThrottle)
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 OPENAPI = web.AppKey("openapi", bytes)
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -80,6 +87,9 @@ _ERRORS: tuple[tuple[type[PatgateError], int, str], ...] = (
     (AuthenticationError, 401, "invalid_credentials"),
     (StoreUnavailableError, 503, "store_unavailable"),
 )
+# SECURITY: internal addresses disclosed; the store's own message names its
+# host and port (or file), so it goes to the log, never into an answer.
+STORE_DOWN_MESSAGE = "the token store is unavailable; retry shortly"
 
 
 class ApiError(Exception):
@@ -96,6 +106,9 @@ class ApiError(Exception):
 
     @classmethod
     def from_patgate(cls, exc: PatgateError) -> ApiError:
+        if isinstance(exc, StoreUnavailableError):
+            log.warning("store_unavailable", error=str(exc))
+            return cls(503, "store_unavailable", STORE_DOWN_MESSAGE)
         for kind, status, error in _ERRORS:
             if isinstance(exc, kind):
                 return cls(status, error, str(exc))
@@ -103,6 +116,17 @@ class ApiError(Exception):
 
 
 def _endpoint(handler: Handler) -> Handler:
+    """An API operation: the cross-site rules first for a change, then ``handler``."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        if origin.changes_state(request.method):
+            _refuse_cross_site(request)
+        return await handler(request)
+
+    return functools.wraps(handler)(_answer(guarded))
+
+
+def _answer(handler: Handler) -> Handler:
     """Errors become JSON; every answer gets the API's security headers."""
 
     @functools.wraps(handler)
@@ -119,12 +143,46 @@ def _endpoint(handler: Handler) -> Handler:
     return run
 
 
+def _refuse_cross_site(request: web.Request) -> None:
+    """Rules 1 and 2 of :mod:`patgate.web.origin`, before anything is read."""
+    # SECURITY: CSRF; a cross-site form or no-cors fetch carrying the page's
+    # cookie or the browser's cached Basic credentials must change nothing.
+    reason = origin.cross_origin_reason(
+        request.headers, _own_hosts(request), https=_is_https(request)
+    )
+    if reason is not None:
+        log.info("cross_origin_refused", method=request.method, reason=reason)
+        raise ApiError(
+            403,
+            "cross_origin",
+            f"changes must come from this API's own origin ({reason})",
+        )
+    if not origin.is_json(request.headers.get(hdrs.CONTENT_TYPE, "")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send a JSON body with Content-Type: application/json"
+            " ({} when there is nothing else to send)",
+        )
+
+
+def _own_hosts(request: web.Request) -> list[str]:
+    """The names this request was sent to: Host, and a trusted proxy's word."""
+    hosts = request.headers.getall(hdrs.HOST, [])
+    trusted = parse_networks(request.app[CONFIG].trusted_proxies)
+    if is_trusted(request.remote, trusted):
+        for value in request.headers.getall("X-Forwarded-Host", []):
+            hosts.extend(part.strip() for part in value.split(","))
+    return hosts
+
+
 def _error_response(request: web.Request, exc: ApiError) -> web.Response:
     response = web.json_response(
         {"error": exc.error, "message": exc.message}, status=exc.status
     )
-    # The page must not make the browser pop up its own login dialog.
-    if exc.status == 401 and not _from_page(request):
+    # SECURITY: CSRF through cached Basic credentials; a browser is never
+    # asked for them, so it never keeps them for cross-site requests to send.
+    if exc.status == 401 and not _from_browser(request):
         response.headers[hdrs.WWW_AUTHENTICATE] = (
             'Basic realm="patgate", charset="UTF-8"'
         )
@@ -133,13 +191,14 @@ def _error_response(request: web.Request, exc: ApiError) -> web.Response:
     return response
 
 
-def _from_page(request: web.Request) -> bool:
-    """A request made by a script, where a Basic challenge would open the
-    browser's own login dialog and stall the script's fetch()."""
+def _from_browser(request: web.Request) -> bool:
+    """A request from a browser: a navigation, a subresource, or the page's own
+    fetch() (where a challenge would also stall the script)."""
     return (
-        CSRF_HEADER in request.headers
+        origin.from_browser(request.headers)
+        or CSRF_HEADER in request.headers
         or SESSION_COOKIE in request.cookies
-        or request.headers.get("Sec-Fetch-Dest") == "empty"
+        or SECURE_SESSION_COOKIE in request.cookies
     )
 
 
@@ -148,7 +207,7 @@ def _from_page(request: web.Request) -> bool:
 
 
 async def _read_body(request: web.Request) -> object:
-    """The parsed JSON body; ``{}`` when there is none."""
+    """The parsed JSON body of a change (``_endpoint`` checked its type)."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise _too_large()
     data = bytearray()
@@ -157,12 +216,11 @@ async def _read_body(request: web.Request) -> object:
         if len(data) > MAX_BODY_BYTES:
             raise _too_large()
     if not data.strip():
-        return {}
-    if not _is_json(request.content_type):
         raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send the body as JSON with Content-Type: application/json",
+            400,
+            "invalid_json",
+            "the body is empty: send a JSON object ({} when there is nothing"
+            " else to send)",
         )
     try:
         return json.loads(bytes(data))
@@ -170,12 +228,6 @@ async def _read_body(request: web.Request) -> object:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {exc}"
         ) from None
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    )
 
 
 def _too_large() -> ApiError:
@@ -252,7 +304,7 @@ async def _caller(
     if header is not None:
         login, password = _basic_credentials(header)
         return Caller(await _login(request, login, password), "basic")
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = _session_cookie(request)
     if not cookie:
         raise ApiError(
             401,
@@ -299,28 +351,29 @@ def _basic_credentials(header: str) -> tuple[str, str]:
 
 
 async def _login(request: web.Request, login: str, password: str) -> User:
-    """The user with this login and password, throttling failures per client IP."""
+    """The user with this login and password; each check reserved per client IP."""
     service = request.app[SERVICE]
-    throttle = request.app[LOGIN_THROTTLE]
     client = _client_ip(request)
-    now = service.now()
-    wait = throttle.retry_after(client, now)
-    if wait > 0:
-        # SECURITY: online password guessing; a client IP that failed too often
-        # is refused before any password is checked.
+    # SECURITY: a leaked token must not stand in for its owner's password.
+    if tokens.parse_token(password, service.prefix) is not None:
+        log.info("login_failed", client=client, reason="token_as_password")
+        raise ApiError(
+            401, "invalid_credentials", "a token is not a password: use your password"
+        )
+    try:
+        # SECURITY: online password guessing; the check is counted before it
+        # runs, so concurrent guesses cannot outrun the count.
+        async with request.app[LOGIN_THROTTLE].check(client, service.now()):
+            return await service.authenticate(login, password)
+    except ThrottledError as exc:
+        log.info("login_throttled", client=client, reason=exc.reason)
         raise ApiError(
             429,
             "too_many_requests",
-            "too many failed logins from your address; retry later",
-            retry_after=wait,
-        )
-    try:
-        # SECURITY: a leaked token must not stand in for its owner's password.
-        if tokens.parse_token(password, service.prefix) is not None:
-            raise AuthenticationError("a token is not a password: use your password")
-        return await service.authenticate(login, password)
+            "too many logins from your address; retry later",
+            retry_after=exc.retry_after,
+        ) from None
     except AuthenticationError as exc:
-        throttle.note_failure(client, now)
         log.info("login_failed", client=client)
         raise ApiError(401, "invalid_credentials", str(exc)) from None
 
@@ -339,6 +392,10 @@ async def _session_user(
     key = session.session_key(request.app[CONFIG].pepper.value, user.password_hash)
     if not session.verify_session(cookie, key, now=service.now()):
         raise ended
+    # SECURITY: a cookie stolen before its logout; the logout is recorded in
+    # the store, so every worker and replica refuses it until it expires.
+    if await service.store.session_revoked(claim.session_id):
+        raise ended
     if csrf and not session.csrf_matches(key, cookie, request.headers.get(CSRF_HEADER)):
         raise ApiError(
             403,
@@ -346,6 +403,15 @@ async def _session_user(
             f"missing or wrong {CSRF_HEADER} header; reload the page",
         )
     return user
+
+
+def _session_cookie(request: web.Request) -> str | None:
+    """The session cookie under the name this scheme uses."""
+    return request.cookies.get(_cookie_name(request))
+
+
+def _cookie_name(request: web.Request) -> str:
+    return SECURE_SESSION_COOKIE if _is_https(request) else SESSION_COOKIE
 
 
 def _client_ip(request: web.Request) -> str:
@@ -591,9 +657,13 @@ async def open_session(request: web.Request) -> web.Response:
     )
     # SECURITY: session theft and CSRF; HttpOnly keeps it from scripts,
     # SameSite=Strict from cross-site requests, and the path keeps the browser
-    # from sending it to the upstreams behind the gateway.
+    # from sending it to the upstreams behind the gateway: cookies ignore
+    # ports, so it reaches every listener on this host, and only under
+    # /_patgate/ does the gateway answer itself. (Hence no __Host- prefix,
+    # which demands Path=/.) Over HTTPS the __Secure- prefix keeps plain-http
+    # pages on the same host from planting a session of their own.
     response.set_cookie(
-        SESSION_COOKIE,
+        _cookie_name(request),
         cookie,
         path=COOKIE_PATH,
         httponly=True,
@@ -606,7 +676,7 @@ async def open_session(request: web.Request) -> web.Response:
 
 @_endpoint
 async def read_session(request: web.Request) -> web.Response:
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = _session_cookie(request)
     if not cookie:
         raise ApiError(401, "unauthorized", "not logged in")
     user = await _session_user(request, cookie, csrf=False)
@@ -620,8 +690,23 @@ async def read_session(request: web.Request) -> web.Response:
 
 @_endpoint
 async def close_session(request: web.Request) -> web.Response:
+    """Log out: the session ends on the server too, not only in this browser."""
+    _fields("Logout", await _read_body(request))
+    cookie = _session_cookie(request)
+    if cookie:
+        try:
+            await _session_user(request, cookie, csrf=False)
+        except ApiError:
+            pass  # ended already (expired, forged, revoked): nothing to record
+        else:
+            claim = session.read_session(cookie)
+            assert claim is not None  # _session_user read it
+            await _service(request).store.revoke_session(
+                claim.session_id, claim.expires_at
+            )
+            log.info("session_closed", login=claim.login)
     response = web.json_response({"status": "logged out"})
-    response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    response.del_cookie(_cookie_name(request), path=COOKIE_PATH)
     return response
 
 
@@ -695,7 +780,7 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/tokens/report-leak", "reportLeak", "Report leaked token"
                " values; live ones are revoked. No login; the same answer"
                " always", 202, "LeakReport", "LeakReceived", _PUBLIC,
-               errors=(400, 413, 415, 422)), report_leak),
+               errors=(400, 403, 413, 415, 422)), report_leak),
     (Operation("GET", "/tokens/{token_id}", "getToken", "Show a token",
                response="Token", parameters=_ID), get_token),
     (Operation("PATCH", "/tokens/{token_id}", "editToken", "Change a token's"
@@ -730,11 +815,13 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/session", "openSession", "Log in the web page: sets an"
                " HttpOnly session cookie, returns the CSRF token",
                request="Login", response="Session", auth=_PUBLIC,
-               errors=(400, 401, 415, 422, 429)), open_session),
+               errors=(400, 401, 403, 415, 422, 429)), open_session),
     (Operation("GET", "/session", "readSession", "The page's session and CSRF"
                " token", response="Session", errors=(401,)), read_session),
-    (Operation("DELETE", "/session", "closeSession", "Log the web page out",
-               response="Empty", auth=_PUBLIC, errors=()), close_session),
+    (Operation("DELETE", "/session", "closeSession", "Log the web page out;"
+               " the session ends on the server too", request="Logout",
+               response="Empty", auth=_PUBLIC, errors=(400, 403, 415, 503)),
+     close_session),
     (Operation("GET", "/scopes", "scopeChoices", "The scope sets and the scopes"
                " routes require, for the page's picker",
                response="ScopeChoices"), scope_choices),
@@ -748,7 +835,7 @@ def setup_management(app: web.Application) -> None:
     config = app[CONFIG]
     if not config.api:
         return
-    app[LOGIN_THROTTLE] = FailureThrottle(config.limits.failed_auth_per_minute)
+    app[LOGIN_THROTTLE] = LoginThrottle(app[SERVICE].store, config.limits.login_limit)
     document = build_document([op for op, _ in ROUTES], API_PREFIX)
     app[OPENAPI] = json.dumps(document, indent=1).encode()
     by_path: dict[str, dict[str, Handler]] = {}
@@ -764,7 +851,7 @@ def setup_management(app: web.Application) -> None:
 
 
 def _method_not_allowed(methods: tuple[str, ...]) -> Handler:
-    @_endpoint
+    @_answer
     async def refuse(request: web.Request) -> web.Response:
         response = _error_response(
             request,
@@ -780,7 +867,7 @@ def _method_not_allowed(methods: tuple[str, ...]) -> Handler:
     return refuse
 
 
-@_endpoint
+@_answer
 async def _no_such_route(request: web.Request) -> web.Response:
     raise ApiError(
         404,

@@ -3,6 +3,18 @@
 State lives under ``AppKey``s; the upstream ``ClientSession``, the change
 listener and the usage flusher live in ``cleanup_ctx`` so they start and stop
 with the app. A reload swaps ``ProxyHandler.state`` whole, between requests.
+
+The management page and API, and the ops endpoints, are served on the main
+listener unless ``manage: {listen: ...}`` or ``ops: {listen: ...}`` give them
+one of their own. Then they are separate applications, in ``app[LISTENERS]``
+by name (``"manage"``, ``"ops"``), sharing the main app's state, and the main
+listener answers 404 under ``/_patgate/`` for what it no longer serves.
+
+SECURITY: the page's origin shared with proxied content. The same-origin
+policy is all that keeps a page from reading another's answers, and an HTML
+file served through any route on the main listener is same-origin with a page
+served there: its scripts could call the API with the user's session. On a
+listener of its own (another port is another origin) they cannot read it.
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", Config)
 SERVICE = web.AppKey("service", TokenService)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+# The applications of the separate listeners, by name ("manage", "ops").
+LISTENERS: web.AppKey[dict[str, web.Application]] = web.AppKey("listeners")
 
 OPS_PREFIX = "/_patgate/"
 
@@ -68,13 +82,7 @@ def create_app(
     )
     streams = StreamRegistry()
     metrics = Metrics(gate, cache)
-    app = web.Application(
-        client_max_size=1024**2,
-        handler_args={
-            "max_line_size": config.limits.max_url_bytes,
-            "max_field_size": config.limits.max_header_bytes,
-        },
-    )
+    app = _application(config)
     app[CONFIG] = config
     app[STORE] = store
     app[GATE] = gate
@@ -92,12 +100,21 @@ def create_app(
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_change_listener)
     app.cleanup_ctx.append(_usage_flusher)
-    app.router.add_get(OPS_PREFIX + "healthz", healthz)
-    app.router.add_get(OPS_PREFIX + "readyz", readyz_handler(store))
-    app.router.add_get(OPS_PREFIX + "metrics", metrics_handler(metrics))
-    from patgate.web.api import setup_management  # api.py imports our AppKeys
-
-    setup_management(app)
+    app[LISTENERS] = {}
+    ops = [
+        web.get(OPS_PREFIX + "healthz", healthz),
+        web.get(OPS_PREFIX + "readyz", readyz_handler(store)),
+        web.get(OPS_PREFIX + "metrics", metrics_handler(metrics)),
+    ]
+    if config.ops_listen is None:
+        app.router.add_routes(ops)
+    else:
+        app[LISTENERS]["ops"] = _listener_app(config, ops)
+        _add_fallback(app[LISTENERS]["ops"])
+    _add_management(app)
+    if app[LISTENERS]:
+        app.router.add_route("*", OPS_PREFIX.rstrip("/"), _not_here)
+        app.router.add_route("*", OPS_PREFIX + r"{tail:[\s\S]*}", _not_here)
     # [\s\S], not ".": a path with %0A must reach the proxy (and its 400) too.
     # The proxy answers Expect itself, once the request is authorised.
     app.router.add_route(
@@ -105,6 +122,53 @@ def create_app(
     )
     app.on_response_prepare.append(set_server_header)
     return app
+
+
+def _application(config: Config) -> web.Application:
+    return web.Application(
+        client_max_size=1024**2,
+        handler_args={
+            "max_line_size": config.limits.max_url_bytes,
+            "max_field_size": config.limits.max_header_bytes,
+        },
+    )
+
+
+def _add_management(app: web.Application) -> None:
+    """The page and the API: on the main listener, or on one of their own."""
+    from patgate.web.api import setup_management  # api.py imports our AppKeys
+
+    config = app[CONFIG]
+    if config.manage_listen is None:
+        setup_management(app)
+        return
+    manage = _listener_app(config, [])
+    manage[CONFIG] = config
+    manage[SERVICE] = app[SERVICE]
+    setup_management(manage)
+    _add_fallback(manage)
+    app[LISTENERS]["manage"] = manage
+
+
+def _listener_app(config: Config, routes: list[web.RouteDef]) -> web.Application:
+    """A separate listener's app, serving ``routes``."""
+    app = _application(config)
+    app.router.add_routes(routes)
+    return app
+
+
+def _add_fallback(app: web.Application) -> None:
+    """404 for anything else: nothing on a separate listener is ever proxied."""
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _not_here)
+
+
+async def _not_here(request: web.Request) -> web.Response:
+    """404 for what another listener serves, or nothing does."""
+    return web.json_response(
+        {"error": "not_found", "message": "nothing is served at this path here"},
+        status=404,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -116,6 +180,9 @@ def reload_config(app: web.Application, config: Config) -> None:
     """Serve new routes from the next request on; in-flight ones finish as they were."""
     app[PROXY].state = ProxyState.from_config(config)
     app[CONFIG] = config
+    for listener in app[LISTENERS].values():
+        if CONFIG in listener:
+            listener[CONFIG] = config
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:

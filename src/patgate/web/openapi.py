@@ -155,6 +155,7 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Login": _object({"login": _STRING, "password": _STRING}, ["login", "password"]),
+    "Logout": _object({}),
 }
 
 _TIME = _nullable({"type": "string", "format": "date-time"})
@@ -257,15 +258,16 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
 }
 
 _ERROR_TEXT = {
-    400: "Malformed JSON or a malformed request.",
+    400: "Malformed or empty JSON, or a malformed request.",
     401: "Not logged in, wrong login or password, or a disabled user.",
-    403: "Not allowed: not an admin, or scopes beyond what the owner holds.",
+    403: "Not allowed: not an admin, scopes beyond what the owner holds, or a"
+    " change from another origin (Origin or Sec-Fetch-Site).",
     404: "No such token or user (someone else's token looks the same).",
     409: "Conflict: already exists, or the token is revoked.",
     413: "The body is too large.",
-    415: "The body is not JSON.",
+    415: "A change without a JSON body (Content-Type: application/json).",
     422: "A field has the wrong type, is unknown, or is invalid.",
-    429: "Too many failed logins from this address; see Retry-After.",
+    429: "Too many password checks from this address; see Retry-After.",
     503: "The token store is unavailable; retry shortly.",
 }
 
@@ -306,7 +308,10 @@ def build_document(operations: Sequence[Operation], server_url: str) -> Schema:
             "description": "Personal access tokens and users. Log in with HTTP"
             " Basic (login and password); a token is never accepted here. Every"
             " change needs your password: Basic credentials, or the page's"
-            " session plus a `password` field and the X-Patgate-CSRF header.",
+            " session plus a `password` field and the X-Patgate-CSRF header."
+            " Every POST, PATCH and DELETE needs a JSON body (Content-Type:"
+            " application/json; `{}` at least) and, from a browser, this"
+            " API's own origin.",
         },
         "servers": [{"url": server_url}],
         "paths": paths,
@@ -318,7 +323,8 @@ def build_document(operations: Sequence[Operation], server_url: str) -> Schema:
                     "type": "apiKey",
                     "in": "cookie",
                     "name": "patgate_session",
-                    "description": "The web page's session; needs X-Patgate-CSRF.",
+                    "description": "The web page's session (named"
+                    " __Secure-patgate_session over HTTPS); needs X-Patgate-CSRF.",
                 },
             },
         },
@@ -331,7 +337,8 @@ def _operation(op: Operation) -> Schema:
         doc["parameters"] = [_PARAMETERS[name] for name in op.parameters]
     if op.request is not None:
         doc["requestBody"] = {
-            "required": "required" in REQUEST_SCHEMAS[op.request],
+            # Every change carries a JSON body, {} at least (web.origin).
+            "required": True,
             "content": {"application/json": {"schema": _ref(op.request)}},
         }
     responses: Schema = {str(op.status): _response(op)}

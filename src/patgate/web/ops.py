@@ -39,6 +39,7 @@ from patgate.policy import Decision
 from patgate.store.base import Store
 
 http_log = structlog.get_logger("patgate.http")
+ops_log = structlog.get_logger("patgate.ops")
 
 
 # Upper bounds of the auth-time histogram, in seconds.
@@ -163,8 +164,11 @@ def readyz_handler(store: Store) -> Any:
         try:
             await store.ping()
         except StoreUnavailableError as exc:
+            # SECURITY: internal addresses disclosed; the error names the
+            # store's host and port (or file): the log gets it, not the answer.
+            ops_log.warning("store_unavailable", error=str(exc), probe="readyz")
             return web.json_response(
-                {"status": "unavailable", "store": str(exc)}, status=503
+                {"status": "unavailable", "reason": "store unavailable"}, status=503
             )
         return web.json_response({"status": "ready"})
 

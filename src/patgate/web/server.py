@@ -2,6 +2,9 @@
 
 One process per worker, each with its own listening socket on the same port
 (SO_REUSEPORT, so the kernel spreads connections), all sharing one store.
+A worker serves every listener: the main one, and the management and ops
+listeners when ``manage:``/``ops:`` give them addresses of their own (one
+socket per worker on each, too).
 The sockets are bound before the workers are forked, so no connection ever
 lands on a socket that nobody will accept from. The "listening" line is
 printed once every worker serves and handles signals: a script that waits for
@@ -26,7 +29,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -36,7 +40,14 @@ from patgate.errors import PatgateError, StoreUnavailableError
 from patgate.logs import ACCESS_LOG
 from patgate.pepper import PepperMismatchError, bind_pepper, empty_pepper_warning
 from patgate.store import Store, open_store
-from patgate.web.app import CONFIG, IN_FLIGHT, create_app, reload_config, stop_task
+from patgate.web.app import (
+    CONFIG,
+    IN_FLIGHT,
+    LISTENERS,
+    create_app,
+    reload_config,
+    stop_task,
+)
 from patgate.web.ops import AccessLogger, route_library_logs
 from patgate.web.protocol import GatewayRunner
 
@@ -49,6 +60,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 RESTART_ONLY = (
     "listen_host",
     "listen_port",
+    "manage_listen",
+    "ops_listen",
     "store",
     "workers",
     "pepper",
@@ -100,6 +113,56 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return socks
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerSockets:
+    """One worker's listening sockets: the main one, and the separate ones."""
+
+    main: socket.socket
+    extra: Mapping[str, socket.socket]  # "manage", "ops"
+
+    def __iter__(self) -> Iterator[socket.socket]:
+        yield self.main
+        yield from self.extra.values()
+
+
+# The separate listeners: their Config field and what they serve, for the banner.
+SEPARATE_LISTENERS = {
+    "manage": ("manage_listen", "the management page and API", "/_patgate/"),
+    "ops": ("ops_listen", "the ops endpoints", "/_patgate/healthz"),
+}
+
+
+def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
+    """The sockets of ``count`` workers on every listener of ``config``."""
+    opened: list[socket.socket] = []
+    try:
+        main = bind_sockets(config.listen_host, config.listen_port, count)
+        opened.extend(main)
+        extra: dict[str, list[socket.socket]] = {}
+        for name, (field, _, _) in SEPARATE_LISTENERS.items():
+            address: tuple[str, int] | None = getattr(config, field)
+            if address is not None:
+                extra[name] = bind_sockets(*address, count)
+                opened.extend(extra[name])
+    except PatgateError:
+        for sock in opened:
+            sock.close()
+        raise
+    return [
+        WorkerSockets(sock, {name: socks[i] for name, socks in extra.items()})
+        for i, sock in enumerate(main)
+    ]
+
+
+def _listener_lines(socks: WorkerSockets) -> list[str]:
+    lines = []
+    for name, sock in socks.extra.items():
+        host, port = sock.getsockname()[:2]
+        _, what, path = SEPARATE_LISTENERS[name]
+        lines.append(f"patgate serves {what} on http://{_host(host)}:{port}{path}")
+    return lines
+
+
 def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     """Run until SIGTERM/SIGINT. ``load`` reads the config (again on SIGHUP)."""
     config = load()
@@ -107,8 +170,8 @@ def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     uvloop = install_uvloop()
     config, pepper_checked = _bind_pepper_at_start(config)
     workers = max(1, config.workers)
-    socks = bind_sockets(config.listen_host, config.listen_port, workers)
-    host, port = socks[0].getsockname()[:2]
+    socks = bind_listeners(config, workers)
+    host, port = socks[0].main.getsockname()[:2]
     for warning in config.warnings:
         log.warning("config_warning", message=warning)
     if not config.pepper.value:
@@ -120,8 +183,12 @@ def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
         f"{', uvloop' if uvloop else ''})"
     )
 
+    listener_lines = _listener_lines(socks[0])  # the parent closes them later
+
     def announce() -> None:
         out(banner)
+        for line in listener_lines:
+            out(line)
         sys.stdout.flush()
 
     # Held until the process can handle them gracefully (see _serve_one).
@@ -156,7 +223,7 @@ def _bind_pepper_at_start(config: Config) -> tuple[Config, bool]:
 def _serve_many(
     load: ConfigLoader,
     config: Config,
-    socks: Sequence[socket.socket],
+    socks: Sequence[WorkerSockets],
     ready: Ready,
     pepper_checked: bool,
 ) -> int:
@@ -173,8 +240,9 @@ def _serve_many(
             _run_worker(load, config, sock, socks, write_end, pepper_checked)
         children.add(pid)
     os.close(write_end)
-    for sock in socks:
-        sock.close()
+    for worker_socks in socks:
+        for listening in worker_socks:
+            listening.close()
     supervisor = _Supervisor(children)
     for signum in SIGNALS:
         signal.signal(signum, supervisor.relay)
@@ -192,8 +260,8 @@ def _serve_many(
 def _run_worker(
     load: ConfigLoader,
     config: Config,
-    sock: socket.socket,
-    socks: Sequence[socket.socket],
+    sock: WorkerSockets,
+    socks: Sequence[WorkerSockets],
     ready_fd: int,
     pepper_checked: bool,
 ) -> None:
@@ -202,7 +270,8 @@ def _run_worker(
     try:
         for other in socks:
             if other is not sock:
-                other.close()
+                for listening in other:
+                    listening.close()
 
         def ready() -> None:
             os.write(ready_fd, b".")
@@ -279,17 +348,8 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-async def _serve_one(
-    load: ConfigLoader,
-    config: Config,
-    sock: socket.socket,
-    ready: Ready,
-    pepper_checked: bool = True,
-) -> int:
-    store = open_store(config.store)
-    app = create_app(config, store)
-    in_flight = app[IN_FLIGHT]
-    runner = GatewayRunner(
+def _runner(app: web.Application, config: Config) -> web.AppRunner:
+    return GatewayRunner(
         app,
         header_timeout=config.limits.header_timeout,
         handle_signals=False,
@@ -297,9 +357,37 @@ async def _serve_one(
         # What is left once InFlight waited SHUTDOWN_TIMEOUT: cut it short.
         shutdown_timeout=1.0,
     )
+
+
+async def _start_listeners(
+    app: web.Application, socks: WorkerSockets
+) -> list[tuple[web.AppRunner, web.SockSite]]:
+    """Serve the separate listeners' apps on their sockets."""
+    started = []
+    for name, sock in socks.extra.items():
+        runner = _runner(app[LISTENERS][name], app[CONFIG])
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        started.append((runner, site))
+    return started
+
+
+async def _serve_one(
+    load: ConfigLoader,
+    config: Config,
+    socks: WorkerSockets,
+    ready: Ready,
+    pepper_checked: bool = True,
+) -> int:
+    store = open_store(config.store)
+    app = create_app(config, store)
+    in_flight = app[IN_FLIGHT]
+    runner = _runner(app, config)
     await runner.setup()
-    site = web.SockSite(runner, sock)
+    site = web.SockSite(runner, socks.main)
     await site.start()
+    listeners = await _start_listeners(app, socks)
     settle_heap()
     stop = asyncio.Event()
     pepper_guard = None
@@ -316,6 +404,8 @@ async def _serve_one(
         await stop.wait()
         log.info("gateway_draining", pid=os.getpid(), in_flight=in_flight.count)
         await site.stop()
+        for _, listener_site in listeners:
+            await listener_site.stop()
         in_flight.drain()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
@@ -325,6 +415,8 @@ async def _serve_one(
     finally:
         if pepper_guard is not None:
             await stop_task(pepper_guard)
+        for listener_runner, _ in listeners:
+            await listener_runner.cleanup()
         await runner.cleanup()
         await store.close()
         ACCESS_LOG.flush()

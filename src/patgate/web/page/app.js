@@ -26,6 +26,9 @@
     // challenge, which would open the browser's own login dialog.
     const headers = { Accept: "application/json", [CSRF_HEADER]: state.csrf || "none" };
     const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+    // Every change carries a JSON body, {} at least: the API refuses any
+    // other (a cross-site form can send no JSON).
+    if (body === undefined && method !== "GET") body = {};
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);

@@ -1,6 +1,6 @@
 """Web page sessions: a signed cookie, and the CSRF token bound to it.
 
-No session state is kept on the server. The cookie is
+A session lives in its cookie:
 ``v1.<login, base64url>.<expires, epoch s>.<nonce>.<mac>`` where ``mac`` is an
 HMAC-SHA256 keyed by :func:`session_key`, which is derived from the pepper
 and the user's *current* password hash. So:
@@ -9,6 +9,11 @@ and the user's *current* password hash. So:
   shared secret to distribute (the store already holds what the key needs);
 - changing the user's password (or disabling the user) ends their sessions;
 - forging a cookie needs the password hash, i.e. the store itself.
+
+The one thing kept on the server is the end of a session before its expiry:
+a logout records the cookie's nonce (its session id) in the store until the
+cookie would have expired (``Store.revoke_session``), and the API refuses a
+recorded session on every worker and replica.
 
 The CSRF token is an HMAC of the cookie under the same key: the page reads it
 from ``GET /_patgate/api/v1/session`` (the cookie itself is HttpOnly) and sends
@@ -33,10 +38,11 @@ _KEY_LABEL = b"patgate-page-session-v1\x00"
 
 @dataclass(frozen=True, slots=True)
 class SessionClaim:
-    """What a cookie says before it is verified: whose, and until when."""
+    """What a cookie says before it is verified: whose, until when, which one."""
 
     login: str
     expires_at: int
+    session_id: str  # the nonce: what a logout records as ended
 
 
 def session_key(pepper: bytes, password_hash: str) -> bytes:
@@ -63,9 +69,9 @@ def read_session(cookie: str) -> SessionClaim | None:
         login = _unb64(parts[1]).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    if not login:
+    if not login or not parts[3]:
         return None
-    return SessionClaim(login=login, expires_at=int(parts[2]))
+    return SessionClaim(login=login, expires_at=int(parts[2]), session_id=parts[3])
 
 
 def verify_session(cookie: str, key: bytes, *, now: float) -> bool:

@@ -1,41 +1,139 @@
 """The authorisation pipeline of one request, apart from HTTP.
 
-extract (done by the caller) → parse and checksum → hash → cache or store →
-``policy.decide`` → rate limit → note usage. The result is always a
-``Decision``; the store being down is a 503 decision, never an allow.
+:meth:`Gate.check` takes the raw facts of a request (:class:`RequestFacts`:
+method, request target, headers, peer, scheme) and the :class:`Rules` of the
+current config, and returns a :class:`Verdict`: forward it (the canonical
+path and query to send, the identity to attach) or refuse it (the
+:class:`~patgate.answers.Answer` to send). Every front door is a thin adapter
+over it: the proxy handler, and later the forward-auth endpoint and
+``explain``. The steps, first refusal wins::
 
-Pure of I/O libraries: the store is any ``Store``, the clock a parameter.
+    Host is host[:port] → query is clean → path canonical (400)
+    → route (404) → announced body within limits.max_body_bytes (413)
+    → client behind trusted proxies
+    → credential (400 if ambiguous) → token (:meth:`Gate.authorize`: parse
+      and checksum → hash → cache or store → ``policy.decide`` → rate limit
+      → note usage; 401/403/429/503)
+    → WebDAV Destination/If name this gateway and an allowed path (502/403)
+    → credential and stray tokens removed from the query.
+
+The store being down is a 503, never an allow. Pure of I/O libraries: the
+store is any ``Store``, the clock a parameter, headers any multi-mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from patgate.answers import Answer, error_answer, refusal_answer
 from patgate.cache import GrantCache
+from patgate.client import (
+    Client,
+    ClientOrigin,
+    HeaderMap,
+    Networks,
+    parse_networks,
+    split_url,
+    valid_host,
+)
+from patgate.config import Config
 from patgate.errors import StoreUnavailableError
-from patgate.extract import Credential
+from patgate.extract import (
+    Credential,
+    CredentialError,
+    extract_credential,
+    strip_query_params,
+    strip_token_pairs,
+)
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord
-from patgate.policy import CompiledRoute, Decision, decide
+from patgate.paths import PathError, normalise_path
+from patgate.policy import Attempt, CompiledRoute, Decision, Router, decide
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.tokens import hash_token, hashes_match, token_id_of
 from patgate.usage import UsageRecorder
 
 RATE_WINDOW = 60
+# A tagged URL (or lock token) in a WebDAV If header.
+IF_URL = re.compile(r"<([^>]+)>")
 # Slid expiries are written back at most this often per token (seconds).
 SLIDE_GRANULARITY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """A request as it arrived: what every front door can tell the gate.
+
+    ``target`` is the request target as sent (path and query, still
+    encoded); ``scheme`` the connection's (``http`` or ``https``).
+    """
+
+    method: str
+    target: str
+    headers: HeaderMap
+    peer: str | None
+    scheme: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What requests are checked against; rebuilt whole on a config reload."""
+
+    router: Router
+    trusted: Networks
+    token_prefix: str
+    max_body: int | None = None  # limits.max_body_bytes
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        return cls(
+            router=Router.from_config(config.routes),
+            trusted=parse_networks(config.trusted_proxies),
+            token_prefix=config.token_prefix,
+            max_body=config.limits.max_body_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RequestView:
-    """What the gate needs to know of a request; built by the HTTP edge."""
+    """What the token check needs to know of a request."""
 
     method: str
     path: str
     client_ip: str | None
     credential: Credential | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The gate's answer: forward (``answer`` is None) or refuse with ``answer``.
+
+    ``path`` and ``query`` are what is forwarded, exactly as checked;
+    ``decision`` the token's (None on ``auth: none`` routes and before a
+    token was looked at); ``destination`` the canonical path a WebDAV
+    ``Destination`` names; ``reason`` why a request was refused before or
+    besides the token decision (for the access log).
+    """
+
+    answer: Answer | None
+    route: CompiledRoute | None = None
+    path: str = ""
+    query: str = ""
+    client: Client | None = None
+    view: RequestView | None = None
+    decision: Decision | None = None
+    destination: str | None = None
+    reason: str | None = None
+    auth_seconds: float | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.answer is None
 
 
 def refusal(status: int, error: str, reason: str, retry_after: float = 0.0) -> Decision:
@@ -51,6 +149,14 @@ def refusal(status: int, error: str, reason: str, retry_after: float = 0.0) -> D
 MISSING = refusal(401, "", "no_credential")
 MALFORMED = refusal(401, "invalid_token", "malformed_token")
 UNAVAILABLE = refusal(503, "temporarily_unavailable", "store_unavailable")
+NOT_FOUND = Verdict(error_answer(404, "not_found"))
+_BAD_QUERY = "The query string is malformed."
+_BAD_HOST = "The Host header is not host[:port]."
+
+
+def _bad_request(reason: str, message: str, style: str = "json") -> Verdict:
+    answer = error_answer(400, "invalid_request", style=style, message=message)
+    return Verdict(answer, reason=reason)
 
 
 class _StoreDown:
@@ -81,6 +187,138 @@ class Gate:
         self._clock = clock
         self._inflight: dict[bytes, asyncio.Future[TokenGrant | None]] = {}
         self.store_errors = 0
+
+    async def check(self, facts: RequestFacts, rules: Rules) -> Verdict:
+        """The whole pipeline for one request (see the module docstring)."""
+        raw_path, _, query = facts.target.partition("?")
+        if query and not (query.isascii() and query.isprintable()):
+            # SECURITY: the pure-Python parser lets raw non-ASCII and control
+            # bytes through where the C parser refuses them; refuse both alike.
+            return _bad_request("bad_query", _BAD_QUERY)
+        try:
+            path = normalise_path(raw_path)
+        except PathError as exc:
+            return _bad_request("bad_path", str(exc))
+        host = facts.headers.get("Host")
+        if host is not None and not valid_host(host):
+            return _bad_request("bad_host", _BAD_HOST)
+        route = rules.router.match(host, path)
+        if route is None:
+            return NOT_FOUND
+        if rules.max_body is not None and _too_large(facts.headers, rules.max_body):
+            answer = error_answer(
+                413, "payload_too_large", style=route.config.error_style
+            )
+            return Verdict(answer, route, reason="body_too_large")
+        client = Client.of(facts.peer, facts.headers, rules.trusted)
+        if route.config.auth == "none":
+            return await self._allow(facts, rules, route, path, query, client, None)
+        return await self._check_token(facts, rules, route, path, query, client)
+
+    async def _check_token(
+        self,
+        facts: RequestFacts,
+        rules: Rules,
+        route: CompiledRoute,
+        path: str,
+        query: str,
+        client: Client,
+    ) -> Verdict:
+        config = route.config
+        started = time.perf_counter()
+        credential = extract_credential(
+            facts.headers.getall("Authorization", ()),
+            facts.headers.getall(config.api_key_header, ())
+            if "header" in config.credentials
+            else (),
+            query,
+            config.credentials,
+            config.query_params,
+        )
+        if isinstance(credential, CredentialError):
+            verdict = _bad_request(
+                credential.code, credential.message, config.error_style
+            )
+            return dataclasses.replace(verdict, route=route)
+        view = RequestView(facts.method, path, client.ip, credential)
+        decision = await self.authorize(route, view)
+        seconds = time.perf_counter() - started
+        if not decision.allowed:
+            answer = refusal_answer(decision, config)
+            return Verdict(answer, route, decision=decision, auth_seconds=seconds)
+        if "query" in config.credentials and query:
+            # SECURITY: the token never travels on in the forwarded URL.
+            query = strip_query_params(query, config.query_params)
+        verdict = await self._allow(facts, rules, route, path, query, client, view)
+        return dataclasses.replace(verdict, decision=decision, auth_seconds=seconds)
+
+    async def _allow(
+        self,
+        facts: RequestFacts,
+        rules: Rules,
+        route: CompiledRoute,
+        path: str,
+        query: str,
+        client: Client,
+        view: RequestView | None,
+    ) -> Verdict:
+        """The verdict for a request whose token (if any) passed."""
+        if query:
+            # SECURITY: nor does any other token, in a parameter this route
+            # does not read (a public route, a route without "query").
+            query = strip_token_pairs(query, rules.token_prefix)
+        destination = None
+        headers = facts.headers
+        if "Destination" in headers or "If" in headers:
+            checked = await self._check_webdav(facts, rules, route, client, view)
+            if isinstance(checked, Verdict):
+                return checked
+            destination = checked
+        return Verdict(None, route, path, query, client, view, destination=destination)
+
+    async def _check_webdav(
+        self,
+        facts: RequestFacts,
+        rules: Rules,
+        route: CompiledRoute,
+        client: Client,
+        view: RequestView | None,
+    ) -> Verdict | str | None:
+        """The canonical path a ``Destination`` names, or the refusal.
+
+        SECURITY: a MOVE or COPY writes at its destination, so the token
+        must hold that path too (node scopes), and it must stay on this
+        route. A URL naming another server (Destination or inside If) is a
+        502 (RFC 4918, 9.9.4), never rewritten into one on this upstream.
+        """
+        origin = ClientOrigin.of(facts.scheme, facts.headers, client.trusted)
+        if_urls = IF_URL.findall(facts.headers.get("If") or "")
+        if any(origin.names_other_server(url) for url in if_urls):
+            return _foreign(route, "An If header URL names another server.")
+        value = facts.headers.get("Destination")
+        if value is None:
+            return None
+        try:
+            url = split_url(value)
+        except ValueError:
+            return _refused(route, 400, "invalid_request", "Destination is not a URL.")
+        if origin.names_other_server(value):
+            return _foreign(route, "The Destination names another server.")
+        try:
+            path = normalise_path(url.path or "/")
+        except PathError as exc:
+            return _refused(route, 400, "invalid_request", str(exc))
+        other = rules.router.match(facts.headers.get("Host"), path)
+        if other is None or other.config.name != route.config.name:
+            message = "Destination is outside this route."
+            return _refused(route, 403, "forbidden", message)
+        if view is not None:
+            moved = RequestView(view.method, path, view.client_ip, view.credential)
+            decision = await self.authorize(route, moved, note_usage=False)
+            if not decision.allowed:
+                answer = refusal_answer(decision, route.config)
+                return Verdict(answer, route, decision=decision)
+        return path
 
     async def authorize(
         self, route: CompiledRoute, view: RequestView, *, note_usage: bool = True
@@ -118,35 +356,17 @@ class Gate:
         now: float,
     ) -> tuple[Decision, TokenGrant | None]:
         login = view.credential.login if view.credential else None
+        attempt = Attempt(view.method, view.path, view.client_ip, login, token_hash)
         entry = self.cache.fresh(token_hash)
         if entry is not None:
-            decision = decide(
-                route,
-                view.path,
-                view.method,
-                entry.grant,
-                token_hash,
-                now,
-                view.client_ip,
-                login,
-            )
+            decision = decide(route, attempt, entry.grant, now)
             # A sliding token may have been moved on by another replica.
             if decision.reason != "expired":
                 return decision, entry.grant
         grant = await self._fetch(token_id, token_hash)
         if isinstance(grant, _StoreDown):
             return UNAVAILABLE, None
-        decision = decide(
-            route,
-            view.path,
-            view.method,
-            grant,
-            token_hash,
-            now,
-            view.client_ip,
-            login,
-        )
-        return decision, grant
+        return decide(route, attempt, grant, now), grant
 
     async def _fetch(
         self, token_id: str, token_hash: bytes
@@ -193,15 +413,21 @@ class Gate:
         token = grant.token
         if token.rate_limit:
             try:
-                verdict = await self.store.take_rate(
+                rate = await self.store.take_rate(
                     f"token:{token.id}", token.rate_limit, RATE_WINDOW, now
                 )
             except StoreUnavailableError:
                 self.store_errors += 1
                 return UNAVAILABLE
-            if not verdict.allowed:
-                return refusal(
-                    429, "rate_limited", "token_rate_limit", verdict.retry_after
+            if not rate.allowed:
+                # The log line names the token and its owner, as for any refusal.
+                return dataclasses.replace(
+                    decision,
+                    allowed=False,
+                    status=429,
+                    error="rate_limited",
+                    reason="token_rate_limit",
+                    retry_after=rate.retry_after,
                 )
         slid = _slid_expiry(token, now)
         if slid is not None:
@@ -210,6 +436,23 @@ class Gate:
             self.cache.slide_expiry(token_hash, token.version, slid)
         self.usage.note(token.id, now, view.client_ip, slid, token.version)
         return decision
+
+
+def _too_large(headers: HeaderMap, limit: int) -> bool:
+    """Whether the announced body is over ``limit`` (a chunked one is cut
+    while it streams, by the proxy)."""
+    length = headers.get("Content-Length")
+    return length is not None and length.isdigit() and int(length) > limit
+
+
+def _refused(route: CompiledRoute, status: int, error: str, message: str) -> Verdict:
+    style = route.config.error_style
+    return Verdict(error_answer(status, error, style=style, message=message), route)
+
+
+def _foreign(route: CompiledRoute, message: str) -> Verdict:
+    verdict = _refused(route, 502, "bad_gateway", message)
+    return dataclasses.replace(verdict, reason="foreign_destination")
 
 
 def _slid_expiry(token: TokenRecord, now: float) -> float | None:

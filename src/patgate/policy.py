@@ -44,6 +44,7 @@ from patgate.scopes import SAFE_METHODS, EffectiveScopes, effective_scopes
 from patgate.tokens import hashes_match
 
 __all__ = [
+    "Attempt",
     "CompiledRoute",
     "Decision",
     "Router",
@@ -66,8 +67,8 @@ class Decision:
     for logs only (``unknown_token``, ``hash_mismatch``, ``revoked``,
     ``expired``, ``owner_disabled``, ``login_mismatch``, ``ip_not_allowed``,
     ``scope``, ``node``). ``scope`` is what was needed, space-separated when
-    more than one scope (for the 403 challenge). ``scopes_header`` is the
-    token's effective scopes, comma-joined, for the identity header.
+    more than one scope (for the 403 challenge). ``scopes`` are the token's
+    effective scopes, one string each, for the identity header.
     """
 
     allowed: bool
@@ -77,7 +78,7 @@ class Decision:
     scope: str | None = None
     token_id: str | None = None
     user: str | None = None
-    scopes_header: str = ""
+    scopes: tuple[str, ...] = ()
     retry_after: float = 0.0
 
 
@@ -308,15 +309,22 @@ def _host_name(host: str | None) -> str | None:
 # The decision
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One use of a token, as :func:`decide` weighs it against the grant.
+
+    ``login`` is the Basic user name (it must be the owner), None otherwise.
+    """
+
+    method: str
+    path: str
+    client_ip: str | None
+    login: str | None
+    token_hash: bytes
+
+
 def decide(
-    route: CompiledRoute,
-    path: str,
-    method: str,
-    grant: TokenGrant | None,
-    presented_hash: bytes,
-    now: float,
-    client_ip: str | None,
-    basic_login: str | None,
+    route: CompiledRoute, attempt: Attempt, grant: TokenGrant | None, now: float
 ) -> Decision:
     """May this request pass? Checks in order, first failure wins:
 
@@ -330,7 +338,7 @@ def decide(
     if grant is None:
         return _unauthorized("unknown_token")
     token, owner = grant.token, grant.owner
-    if not _hash_valid(grant, presented_hash, now):
+    if not _hash_valid(grant, attempt.token_hash, now):
         return _unauthorized("hash_mismatch", token.id)
     status = token.status_at(now)
     lifetime_end = token.lifetime_ends_at()
@@ -344,9 +352,9 @@ def decide(
         return _unauthorized("owner_disabled", token.id, token.owner)
     if owner.login != token.owner:
         return _unauthorized("owner_mismatch", token.id, token.owner)
-    if basic_login is not None and basic_login != token.owner:
+    if attempt.login is not None and attempt.login != token.owner:
         return _unauthorized("login_mismatch", token.id, token.owner)
-    if token.allowed_cidrs and not _ip_allowed(client_ip, token.allowed_cidrs):
+    if token.allowed_cidrs and not _ip_allowed(attempt.client_ip, token.allowed_cidrs):
         return Decision(
             allowed=False,
             status=403,
@@ -355,33 +363,35 @@ def decide(
             token_id=token.id,
             user=token.owner,
         )
-    return _check_scopes(route, path, method, grant)
+    return _check_scopes(route, attempt.path, attempt.method, grant)
 
 
 def _check_scopes(
     route: CompiledRoute, path: str, method: str, grant: TokenGrant
 ) -> Decision:
     token = grant.token
-    scopes, header = _effective(token.scopes, grant.owner.scopes)
+    scopes, described = _effective(token.scopes, grant.owner.scopes)
     method = method if method.isupper() else method.upper()
     needed = route.required_scopes(path, method)
     if not scopes.allows_path(path, method):
         mode = "r" if method in SAFE_METHODS else "w"
         return _insufficient(
-            "node", f"node:{path}:{mode}", token.id, token.owner, header
+            "node", f"node:{path}:{mode}", token.id, token.owner, described
         )
     for scope in needed:
         if not scopes.grants(scope):
             return _insufficient(
-                "scope", " ".join(needed), token.id, token.owner, header
+                "scope", " ".join(needed), token.id, token.owner, described
             )
     # More than one scope: another spelling of the path, or GET's for a HEAD.
-    described = needed[0] if len(needed) == 1 else (" ".join(needed) or None)
-    return _allowed(token.id, token.owner, described, header)
+    needed_text = needed[0] if len(needed) == 1 else (" ".join(needed) or None)
+    return _allowed(token.id, token.owner, needed_text, described)
 
 
 @lru_cache(maxsize=16384)
-def _allowed(token_id: str, user: str, scope: str | None, header: str) -> Decision:
+def _allowed(
+    token_id: str, user: str, scope: str | None, scopes: tuple[str, ...]
+) -> Decision:
     # Decisions are frozen, so one instance serves every request it fits;
     # building a 9-field frozen dataclass costs ~1.2 us on the hot path.
     return Decision(
@@ -391,7 +401,7 @@ def _allowed(token_id: str, user: str, scope: str | None, header: str) -> Decisi
         scope=scope,
         token_id=token_id,
         user=user,
-        scopes_header=header,
+        scopes=scopes,
     )
 
 
@@ -421,7 +431,7 @@ def _unauthorized(
 
 
 def _insufficient(
-    reason: str, scope: str | None, token_id: str, user: str, header: str
+    reason: str, scope: str | None, token_id: str, user: str, scopes: tuple[str, ...]
 ) -> Decision:
     return Decision(
         allowed=False,
@@ -431,28 +441,28 @@ def _insufficient(
         scope=scope,
         token_id=token_id,
         user=user,
-        scopes_header=header,
+        scopes=scopes,
     )
 
 
 @lru_cache(maxsize=4096)
 def _effective(
     token_scopes: tuple[str, ...], owner_scopes: tuple[str, ...]
-) -> tuple[EffectiveScopes, str]:
+) -> tuple[EffectiveScopes, tuple[str, ...]]:
     # Keyed by the scopes themselves, not by token: an edit that changes them
     # is a new key, so nothing stale can be served from here.
     scopes = effective_scopes(token_scopes, owner_scopes)
     return scopes, describe_scopes(scopes)
 
 
-def describe_scopes(scopes: EffectiveScopes) -> str:
-    """The effective scopes, comma-joined, for ``X-Patgate-Scopes``."""
+def describe_scopes(scopes: EffectiveScopes) -> tuple[str, ...]:
+    """The effective scopes, one string each, for ``X-Patgate-Scopes``."""
     nodes = (
         f"node:{node.path}:{'r' if node.read else ''}{'w' if node.write else ''}"
         for node in scopes.nodes or ()
         if node.read or node.write
     )
-    return ",".join((*scopes.plain, *nodes))
+    return (*scopes.plain, *nodes)
 
 
 @lru_cache(maxsize=1024)

@@ -20,6 +20,7 @@ import base64
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -31,6 +32,7 @@ from patgate.errors import ConfigError, UsageError
 from patgate.paths import normalise_path
 from patgate.policy import describe_scopes
 from patgate.scopes import canonical_scope, effective_scopes
+from patgate.web.headers import encode_scopes
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream, StartGateway
 from tests.integration.test_cli import Cli
 
@@ -225,5 +227,6 @@ def test_a_granted_node_path_is_canonical_and_holds_no_separator(
     assert all(part not in (".", "..") for part in granted_path.split("/"))
     assert canonical_scope(scope) == scope
     # Listed in the identity header, it is one element and the one granted.
-    header = describe_scopes(effective_scopes(("files:read", scope), ("*",)))
-    assert header.split(",") == ["files:read", scope]
+    scopes = describe_scopes(effective_scopes(("files:read", scope), ("*",)))
+    elements = encode_scopes(scopes).split(",")
+    assert [unquote(element) for element in elements] == ["files:read", scope]

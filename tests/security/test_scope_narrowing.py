@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from patgate.config import RouteConfig
 from patgate.models import TokenGrant, TokenRecord, User
-from patgate.policy import CompiledRoute, decide
+from patgate.policy import Attempt, CompiledRoute, decide
 from patgate.tokens import hash_token
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream, StartGateway
 
@@ -184,7 +184,7 @@ def allowed(token: Sequence[str], owner: Sequence[str]) -> set[tuple[str, str, s
         (method, path, str(scope))
         for method, path, scope in REQUESTS
         if decide(
-            ROUTES_BY_SCOPE[scope], path, method, grant, HASH, 1.0, None, None
+            ROUTES_BY_SCOPE[scope], Attempt(method, path, None, None, HASH), grant, 1.0
         ).allowed
     }
 

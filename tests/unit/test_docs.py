@@ -21,13 +21,13 @@ import yaml
 
 import patgate.web.api as api_module
 from patgate import cli
+from patgate.answers import MESSAGES, RESULT_CODES
 from patgate.config import parse_config
 from patgate.config.sections import REDIS_URL_OPTIONS
 from patgate.errors import ConfigError
 from patgate.store import open_store
 from patgate.web.api import API_PREFIX, ROUTES
 from patgate.web.app import create_app
-from patgate.web.errors import MESSAGES, RESULT_CODES
 from patgate.web.openapi import build_document
 from patgate.web.server import RESTART_ONLY
 

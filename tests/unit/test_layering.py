@@ -23,6 +23,8 @@ PURE = [
     "gate",
     "service",
     "cache",
+    "client",
+    "answers",
 ]
 BANNED = ("aiohttp", "redis", "sqlite3", "yarl", "multidict", "socket")
 

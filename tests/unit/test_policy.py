@@ -8,7 +8,7 @@ import pytest
 from patgate.config import RouteConfig, parse_config
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord, TokenStatus, User
 from patgate.paths import PathError, normalise_path
-from patgate.policy import CompiledRoute, Decision, Router, decide
+from patgate.policy import Attempt, CompiledRoute, Decision, Router, decide
 from patgate.tokens import hash_token
 
 NOW = 1_800_000_000.0
@@ -85,7 +85,8 @@ def check(
     client_ip="192.0.2.10",
     login=None,
 ) -> Decision:
-    return decide(compiled, path, method, the_grant, presented, now, client_ip, login)
+    attempt = Attempt(method, path, client_ip, login, presented)
+    return decide(compiled, attempt, the_grant, now)
 
 
 # --------------------------------------------------------------------------
@@ -440,7 +441,7 @@ def test_allowed_carries_identity_and_scopes():
     assert decision.error is None
     assert (decision.token_id, decision.user) == ("AbCd1234", "alice")
     assert decision.scope == "files:read"
-    assert decision.scopes_header == "files:*"
+    assert decision.scopes == ("files:*",)
 
 
 UNAUTHORIZED_CASES = [
@@ -466,7 +467,7 @@ def test_every_401_looks_the_same_outside(reason, kwargs):
     decision = check(FILES, **kwargs)
     expect(decision, 401, reason, "invalid_token")
     assert decision.scope is None
-    assert decision.scopes_header == ""
+    assert decision.scopes == ()
 
 
 def test_basic_login_matching_the_owner_passes():
@@ -542,7 +543,7 @@ def test_insufficient_scope_names_the_scope():
     decision = check(FILES, method="PUT", the_grant=grant(owner_scopes=("files:read",)))
     expect(decision, 403, "scope", "insufficient_scope")
     assert decision.scope == "files:write"
-    assert decision.scopes_header == "files:read"
+    assert decision.scopes == ("files:read",)
     assert (decision.token_id, decision.user) == ("AbCd1234", "alice")
 
 
@@ -634,11 +635,11 @@ def test_node_and_plain_scopes_in_the_header():
     token = grant(token_scopes=("files:read", "node:/dav/a:r"))
     decision = check(FILES, "/dav/a/x", "GET", token)
     expect(decision, 200, "ok")
-    assert decision.scopes_header == "files:read,node:/dav/a:r"
+    assert decision.scopes == ("files:read", "node:/dav/a:r")
 
 
 def test_decision_is_frozen_and_gate_can_build_refusals():
     decision = Decision(allowed=False, status=429, error="rate_limited", retry_after=3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.status = 200  # type: ignore[misc]
-    assert decision.scopes_header == ""
+    assert decision.scopes == ()

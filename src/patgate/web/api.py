@@ -38,6 +38,7 @@ import structlog
 from aiohttp import hdrs, web
 
 from patgate import scopes, tokens
+from patgate.client import client_address, is_trusted, parse_networks
 from patgate.config import RouteConfig
 from patgate.durations import parse_duration, parse_expiry_time
 from patgate.errors import (
@@ -54,7 +55,6 @@ from patgate.service import LOGIN_PATTERN, Actor, TokenService
 from patgate.throttle import LoginThrottle, ThrottledError
 from patgate.web import origin
 from patgate.web.app import CONFIG, SERVICE
-from patgate.web.headers import client_address, is_trusted, parse_networks
 from patgate.web.openapi import BodyError, Operation, build_document, validate_body
 from patgate.web.page import add_page_routes, session
 

@@ -1,60 +1,21 @@
-"""The one place that turns a refusal into an HTTP response.
+"""Answers as aiohttp responses: the one place an HTTP refusal is built.
 
-401 carries ``WWW-Authenticate`` (a Basic challenge on routes that take Basic
-credentials, so WebDAV clients send them; a Bearer challenge with the RFC 6750
-error otherwise); 403 names the scope that was missing. Bodies are JSON by
-default, or the ``result`` style of PaaS APIs per route. Nothing here says
-whether a token id exists: every token refusal has the same text.
+What to answer is decided apart from HTTP (:mod:`patgate.answers`); this
+module only puts an :class:`~patgate.answers.Answer` on the wire.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from typing import Any
+from aiohttp import web
 
-from aiohttp import hdrs, web
-
-from patgate.policy import Decision
-
-# Result codes for ``error_style: result`` routes; 0 is the upstream's success.
-RESULT_CODES = {
-    400: 700,
-    401: 701,
-    403: 702,
-    404: 703,
-    413: 704,
-    429: 705,
-    502: 706,
-    503: 707,
-    504: 708,
-}
-
-MESSAGES = {
-    "invalid_request": "The request is malformed.",
-    "invalid_token": "The access token is missing, malformed, expired or revoked.",
-    "insufficient_scope": "The access token does not grant this operation.",
-    "forbidden": "The access token may not be used from this address.",
-    "too_many_requests": "Too many failed attempts; retry later.",
-    "rate_limited": "The access token's rate limit is exhausted; retry later.",
-    "temporarily_unavailable": "The token store is unavailable; retry shortly.",
-    "not_found": "No route for this path.",
-    "bad_gateway": "The upstream server could not be reached.",
-    "gateway_timeout": "The upstream server did not answer in time.",
-    "internal_error": "The gateway failed to handle the request.",
-    "expectation_failed": "Only 'Expect: 100-continue' is supported.",
-}
+from patgate.answers import JSON, Answer, error_answer
 
 
-def error_body(status: int, error: str, message: str, style: str) -> bytes:
-    body: dict[str, Any]
-    if style == "result":
-        body = {"result": RESULT_CODES.get(status, 799), "error": message}
-        if error:
-            body["reason"] = error
-    else:
-        body = {"error": error or "unauthorized", "message": message}
-    return json.dumps(body).encode()
+def response_of(answer: Answer) -> web.Response:
+    response = web.Response(status=answer.status, body=answer.body, content_type=JSON)
+    for name, value in answer.headers:
+        response.headers.add(name, value)
+    return response
 
 
 def error_response(
@@ -65,59 +26,7 @@ def error_response(
     message: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    text = message or MESSAGES.get(error, "The request was refused.")
-    return web.Response(
-        status=status,
-        body=error_body(status, error, text, style),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def challenge_headers(
-    realm: str, credentials: tuple[str, ...], decision: Decision
-) -> list[tuple[str, str]]:
-    """The ``WWW-Authenticate`` challenges for a 401 or 403 on this route."""
-    realm_q = _quote(realm)
-    challenges: list[tuple[str, str]] = []
-    if decision.status == 401 and "basic" in credentials:
-        challenges.append(
-            (hdrs.WWW_AUTHENTICATE, f'Basic realm="{realm_q}", charset="UTF-8"')
-        )
-    bearer_like = {"bearer", "query", "header"} & set(credentials)
-    if decision.status == 403 or bearer_like or not challenges:
-        parts = [f'Bearer realm="{realm_q}"']
-        if decision.error in {"invalid_token", "insufficient_scope"}:
-            parts.append(f'error="{decision.error}"')
-        if decision.status == 403 and decision.scope:
-            parts.append(f'scope="{_quote(decision.scope)}"')
-        challenges.append((hdrs.WWW_AUTHENTICATE, ", ".join(parts)))
-    return challenges
-
-
-def refusal_response(
-    decision: Decision, *, realm: str, credentials: tuple[str, ...], style: str
-) -> web.Response:
-    error = decision.error or "invalid_token"
-    message = MESSAGES.get(error, "The request was refused.")
-    if decision.status == 401 and not decision.error:
-        message = "An access token is required."
-    if decision.status == 403 and decision.scope:
-        message = f"{message} Required scope: {decision.scope}."
-    response = web.Response(
-        status=decision.status,
-        body=error_body(decision.status, decision.error or "", message, style),
-        content_type="application/json",
-    )
-    if decision.status in (401, 403):
-        for name, value in challenge_headers(realm, credentials, decision):
-            response.headers.add(name, value)
-    if decision.retry_after:
-        response.headers[hdrs.RETRY_AFTER] = str(
-            max(1, math.ceil(decision.retry_after))
-        )
+    response = response_of(error_answer(status, error, style=style, message=message))
+    if headers:
+        response.headers.update(headers)
     return response
-
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')

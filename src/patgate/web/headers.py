@@ -9,8 +9,6 @@ identity headers are added last, so no client header can remove or fake them.
 from __future__ import annotations
 
 import functools
-import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
@@ -52,42 +50,8 @@ TRUSTED_ONLY = frozenset((
 # fmt: on
 _FORWARDED_PREFIX = "x-forwarded-"
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 # The one name folding (case, "-", "_", ".") behind every strip decision.
 header_key = fold_header
-
-# name[:port], IPv4[:port] or [IPv6][:port]; the port may be empty (RFC 3986).
-_HOST = re.compile(
-    r"(?:(?:[A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[(?P<ip6>[0-9A-Fa-f:.]+)\])"
-    r"(?::(?P<port>[0-9]{0,5}))?"
-)
-
-
-@functools.lru_cache(maxsize=1024)
-def valid_host(host: str) -> bool:
-    """True when ``host`` is ``host[:port]`` and nothing else.
-
-    SECURITY: a Host that is a list (``other, secure.example.com``), holds
-    spaces, userinfo, a path or a second port is one name to the router and
-    another to an upstream reading ``X-Forwarded-Host``: it would dodge a
-    host-bound route. Names are DNS-like labels; one trailing dot is the
-    same name (the router drops it too). Cached: Host rarely varies.
-    """
-    match = _HOST.fullmatch(host)
-    if match is None:
-        return False
-    port = match.group("port")
-    if port and int(port) > 65535:
-        return False
-    literal = match.group("ip6")
-    if literal is not None:
-        try:
-            ipaddress.IPv6Address(literal)
-        except ValueError:
-            return False
-    return True
 
 
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -96,38 +60,6 @@ def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     for value in headers.getall("Connection", ()):
         names.update(header_key(part.strip()) for part in value.split(",") if part)
     return frozenset(names)
-
-
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-
-
-def is_trusted(ip: str | None, networks: tuple[Network, ...]) -> bool:
-    if not ip or not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def client_address(
-    peer: str | None, headers: CIMultiDictProxy[str], trusted: tuple[Network, ...]
-) -> str | None:
-    """The client's IP: the peer, or the last untrusted X-Forwarded-For hop."""
-    if not is_trusted(peer, trusted):
-        return peer
-    hops = [
-        hop.strip()
-        for value in headers.getall("X-Forwarded-For", ())
-        for hop in value.split(",")
-        if hop.strip()
-    ]
-    for hop in reversed(hops):
-        if not is_trusted(hop, trusted):
-            return hop
-    return peer
 
 
 def header_drops(
@@ -240,9 +172,9 @@ def copy_response_headers(
 
 
 def identity_values(
-    names: Mapping[str, str], user: str, token_id: str, scopes: str
+    names: Mapping[str, str], user: str, token_id: str, scopes: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    """The identity headers; ``scopes`` as ``policy.describe_scopes`` joins them."""
+    """The identity headers for a token's owner, id and effective scopes."""
     return [
         (names["user"], user),
         (names["token_id"], token_id),
@@ -256,7 +188,7 @@ _SCOPE_SAFE = ":/*"
 
 
 @functools.lru_cache(maxsize=4096)
-def encode_scopes(joined: str) -> str:
+def encode_scopes(scopes: tuple[str, ...]) -> str:
     """``X-Patgate-Scopes``: the scopes comma-separated, each percent-encoded.
 
     SECURITY: a node path holding ``,`` (``node:/dav/x,*,admin:rw``) would
@@ -266,25 +198,4 @@ def encode_scopes(joined: str) -> str:
     and percent-decodes each element. Ordinary scopes are unchanged.
     Cached: a handful of distinct scope sets serve every request.
     """
-    return ",".join(quote(scope, safe=_SCOPE_SAFE) for scope in split_scopes(joined))
-
-
-def split_scopes(joined: str) -> list[str]:
-    """The scopes that ``policy.describe_scopes`` joined with ``,``.
-
-    Plain scopes never hold ``,`` and never start with ``node:``; a node
-    scope is ``node:PATH:MODE`` whose path never holds ``:``, so its end is
-    the first ``,`` after the second ``:`` (``scopes`` grammar).
-    """
-    scopes: list[str] = []
-    at = 0
-    while at < len(joined):
-        start = at
-        if joined.startswith("node:", at):
-            mode = joined.find(":", at + 5)
-            at = mode if mode != -1 else len(joined)
-        end = joined.find(",", at)
-        end = len(joined) if end == -1 else end
-        scopes.append(joined[start:end])
-        at = end + 1
-    return scopes
+    return ",".join(quote(scope, safe=_SCOPE_SAFE) for scope in scopes)

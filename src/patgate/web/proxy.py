@@ -1,8 +1,8 @@
-"""The catch-all handler: canonical path → route → credential → gate → upstream.
+"""The catch-all handler: the request's facts → ``Gate.check`` → upstream.
 
-What is checked is what is sent: the path is canonicalised once
-(``patgate.paths``), matched, authorised, and that same string is forwarded
-with ``URL(..., encoded=True)`` so nothing re-decodes it on the way.
+What is checked is what is sent: the gate canonicalises the path once,
+matches and authorises it, and the handler forwards that same string with
+``URL(..., encoded=True)``, so nothing re-decodes it on the way.
 Bodies stream both ways in chunks; only a response body of known length up
 to ``CHUNK`` is read whole, to leave with its headers in one write.
 """
@@ -10,8 +10,8 @@ to ``CHUNK`` is read whole, to leave with its headers in one write.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import (
@@ -20,6 +20,7 @@ from aiohttp import (
     ClientSession,
     ClientTimeout,
     HttpVersion11,
+    StreamReader,
     hdrs,
     web,
 )
@@ -27,28 +28,19 @@ from aiohttp.helpers import sentinel
 from multidict import CIMultiDict
 from yarl import URL
 
+from patgate.answers import error_answer
 from patgate.config import Config, RouteConfig
-from patgate.extract import (
-    CredentialError,
-    extract_credential,
-    strip_query_params,
-    strip_token_pairs,
-)
-from patgate.gate import Gate, RequestView
+from patgate.gate import IF_URL, Gate, RequestFacts, Rules, Verdict
 from patgate.paths import PathError, normalise_path
-from patgate.policy import CompiledRoute, Decision, Router
-from patgate.web.errors import error_response, refusal_response
+from patgate.policy import CompiledRoute, Decision
+from patgate.web.errors import error_response, response_of
 from patgate.web.headers import (
     add_forwarding,
-    client_address,
     copy_response_headers,
     header_drops,
     header_key,
     identity_values,
-    is_trusted,
-    parse_networks,
     upstream_headers,
-    valid_host,
 )
 from patgate.web.inflight import InFlight
 from patgate.web.ops import EXCHANGE, Exchange, Metrics
@@ -56,7 +48,7 @@ from patgate.web.streams import StreamRegistry
 from patgate.web.upstream import DEFAULT_TIMEOUT
 
 CHUNK = 256 * 1024
-_IF_URL = re.compile(r"<([^>]+)>")
+NOT_FOUND_ANSWER = error_answer(404, "not_found")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +68,8 @@ class ProxyState:
     """Everything the handler reads; swapped whole on a config reload."""
 
     config: Config
-    router: Router
+    rules: Rules
     targets: dict[str, RouteTarget]
-    trusted: tuple[object, ...]
 
     @classmethod
     def from_config(cls, config: Config) -> ProxyState:
@@ -86,12 +77,7 @@ class ProxyState:
         targets = {
             route.name: _target(route, frozenset(identity)) for route in config.routes
         }
-        return cls(
-            config=config,
-            router=Router.from_config(config.routes),
-            targets=targets,
-            trusted=parse_networks(config.trusted_proxies),
-        )
+        return cls(config=config, rules=Rules.from_config(config), targets=targets)
 
 
 def _identity_names(config: Config) -> tuple[str, str, str]:
@@ -175,94 +161,39 @@ class ProxyHandler:
         self, request: web.Request, exchange: Exchange
     ) -> web.StreamResponse:
         state = self.state
-        raw_path, _, raw_query = request.raw_path.partition("?")
-        if raw_query and not _clean_query(raw_query):
-            # SECURITY: the pure-Python parser lets raw non-ASCII and control
-            # bytes through where the C parser refuses them; refuse both alike.
-            exchange.reason = "bad_query"
-            return error_response(
-                400, "invalid_request", message="The query string is malformed."
-            )
-        try:
-            path = normalise_path(raw_path)
-        except PathError as exc:
-            exchange.reason = "bad_path"
-            return error_response(400, "invalid_request", message=str(exc))
-        host = request.headers.get(hdrs.HOST)
-        if host is not None and not valid_host(host):
-            exchange.reason = "bad_host"
-            return error_response(
-                400, "invalid_request", message="The Host header is not host[:port]."
-            )
-        route = state.router.match(host, path)
-        if route is None:
-            return error_response(404, "not_found")
-        config = route.config
-        exchange.route = config.name
-        peer = request.remote
-        peer_trusted = is_trusted(peer, state.trusted)  # type: ignore[arg-type]
-        client_ip = client_address(peer, request.headers, state.trusted)  # type: ignore[arg-type]
-        decision: Decision | None = None
-        view: RequestView | None = None
-        if config.auth != "none":
-            started = time.perf_counter()
-            credential = extract_credential(
-                request.headers.getall(hdrs.AUTHORIZATION, ()),
-                request.headers.getall(config.api_key_header, ())
-                if "header" in config.credentials
-                else (),
-                raw_query,
-                config.credentials,
-                config.query_params,
-            )
-            if isinstance(credential, CredentialError):
-                exchange.reason = credential.code
-                return error_response(
-                    400,
-                    "invalid_request",
-                    style=config.error_style,
-                    message=credential.message,
-                )
-            view = RequestView(request.method, path, client_ip, credential)
-            decision = await self.gate.authorize(route, view)
-            exchange.auth_seconds = time.perf_counter() - started
-            exchange.decision = decision
-            if not decision.allowed:
-                return refusal_response(
-                    decision,
-                    realm=config.realm,
-                    credentials=config.credentials,
-                    style=config.error_style,
-                )
-            if "query" in config.credentials and raw_query:
-                # SECURITY: the token never travels on in the forwarded URL.
-                raw_query = strip_query_params(raw_query, config.query_params)
-        if raw_query:
-            # SECURITY: nor does any other token, in a parameter this route
-            # does not read (a public route, a route without "query").
-            raw_query = strip_token_pairs(raw_query, state.config.token_prefix)
-        return await self._forward(
-            request, exchange, route, path, raw_query, view, decision, peer_trusted
+        facts = RequestFacts(
+            request.method,
+            request.raw_path,
+            request.headers,
+            request.remote,
+            request.scheme,
         )
+        verdict = await self.gate.check(facts, state.rules)
+        route = verdict.route
+        if route is not None:
+            exchange.route = route.config.name
+        exchange.decision = verdict.decision
+        exchange.reason = verdict.reason
+        exchange.auth_seconds = verdict.auth_seconds
+        if verdict.answer is not None or route is None:
+            return response_of(verdict.answer or NOT_FOUND_ANSWER)
+        return await self._forward(request, exchange, verdict, route)
 
     async def _forward(
         self,
         request: web.Request,
         exchange: Exchange,
+        verdict: Verdict,
         route: CompiledRoute,
-        path: str,
-        raw_query: str,
-        view: RequestView | None,
-        decision: Decision | None,
-        peer_trusted: bool,
     ) -> web.StreamResponse:
         state = self.state
         config = route.config
         target = state.targets[config.name]
+        trusted = verdict.client is not None and verdict.client.trusted
         headers = upstream_headers(
             request.headers,
-            drop=target.drop if peer_trusted else target.drop_untrusted,
-            peer_trusted=peer_trusted,
+            drop=target.drop if trusted else target.drop_untrusted,
+            peer_trusted=trusted,
             token_prefix=state.config.token_prefix,
         )
         add_forwarding(
@@ -270,19 +201,18 @@ class ProxyHandler:
             peer=request.remote,
             scheme=request.scheme,
             host=request.headers.get(hdrs.HOST),
-            peer_trusted=peer_trusted,
+            peer_trusted=trusted,
         )
         if request.content_length is not None and request.body_exists:
             headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
-        refused = None
-        if "Destination" in request.headers or "If" in request.headers:
-            refused = await self._rewrite_webdav(
-                request, route, target, headers, view, peer_trusted
+        if verdict.destination is not None:
+            headers["Destination"] = target.base + route.upstream_path(
+                verdict.destination
             )
-        if refused is not None:
-            if refused.status == 502:
-                exchange.reason = "foreign_destination"
-            return refused
+        if_header = request.headers.get("If")
+        if if_header is not None and "<" in if_header:
+            headers["If"] = map_if_urls(if_header, route, target.base)
+        decision = verdict.decision
         if decision is not None:
             _add_identity(headers, state.config, decision)
         for name, value in target.inject:
@@ -291,10 +221,10 @@ class ProxyHandler:
             # SECURITY: only now, authorised, may the client send its body.
             await request.writer.write(_CONTINUE)
             request.writer.output_size = 0  # the answer's own bytes come next
-        url = target.base + route.upstream_path(path)
-        if raw_query:
-            url += "?" + raw_query
-        stream = self.streams.open(route, view, decision)
+        url = target.base + route.upstream_path(verdict.path)
+        if verdict.query:
+            url += "?" + verdict.query
+        stream = self.streams.open(route, verdict.view, decision)
         try:
             if _wants_websocket(request) and config.websocket:
                 return await self._websocket(
@@ -341,7 +271,12 @@ class ProxyHandler:
         target: RouteTarget,
         style: str,
     ) -> web.StreamResponse:
-        body = request.content if request.body_exists else None
+        body: object = request.content if request.body_exists else None
+        limited: _LimitedBody | None = None
+        limit = self.state.rules.max_body
+        if body is not None and limit is not None and request.content_length is None:
+            # A chunked body has announced no length the gate could check.
+            body = limited = _LimitedBody(request.content, limit)
         try:
             upstream = await self.session.request(
                 request.method,
@@ -354,6 +289,9 @@ class ProxyHandler:
                 timeout=target.timeout or sentinel,
             )
         except (TimeoutError, ClientError, OSError) as exc:
+            if limited is not None and limited.exceeded:
+                exchange.reason = "body_too_large"
+                return error_response(413, "payload_too_large", style=style)
             return _upstream_failed(exc, style)
         async with upstream:
             length = upstream.headers.get(hdrs.CONTENT_LENGTH)
@@ -387,177 +325,49 @@ class ProxyHandler:
             await response.write_eof()
         return response
 
-    async def _rewrite_webdav(
-        self,
-        request: web.Request,
-        route: CompiledRoute,
-        target: RouteTarget,
-        headers: CIMultiDict[str],
-        view: RequestView | None,
-        peer_trusted: bool,
-    ) -> web.StreamResponse | None:
-        """Point ``Destination`` and ``If`` URLs at the upstream; authorise the target.
 
-        SECURITY: a MOVE or COPY writes at its destination, so the token must
-        hold that path too (node scopes), and it must stay on this route.
-        Only URLs naming this gateway, as the client reaches it, are
-        rewritten; one naming another server is a 502 (RFC 4918, 9.9.4),
-        never rewritten into one on this upstream.
-        """
-        style = route.config.error_style
-        origin = _ClientOrigin.of(request, peer_trusted)
-        destination = request.headers.get("Destination")
-        if destination is not None:
-            rewritten = await self._rewrite_url(
-                request, route, target, destination, view, origin
-            )
-            if isinstance(rewritten, web.StreamResponse):
-                return rewritten
-            headers["Destination"] = rewritten
-        if_header = request.headers.get("If")
-        if if_header is not None and "<" in if_header:
-            tagged = _IF_URL.findall(if_header)
-            if any(_names_other_server(url, origin) for url in tagged):
-                return error_response(
-                    502,
-                    "bad_gateway",
-                    style=style,
-                    message="An If header URL names another server.",
-                )
-            headers["If"] = _IF_URL.sub(
-                lambda m: (
-                    "<" + self._map_if_url(request, route, target, m.group(1)) + ">"
-                ),
-                if_header,
-            )
-        return None
+class _LimitedBody:
+    """A chunked request body, cut once it passes ``limit`` bytes.
 
-    async def _rewrite_url(
-        self,
-        request: web.Request,
-        route: CompiledRoute,
-        target: RouteTarget,
-        value: str,
-        view: RequestView | None,
-        origin: _ClientOrigin,
-    ) -> str | web.StreamResponse:
-        style = route.config.error_style
-        try:
-            url = URL(value, encoded=True)
-        except ValueError:
-            return error_response(
-                400, "invalid_request", style=style, message="Destination is not a URL."
-            )
-        if _names_other_server(value, origin):
-            return error_response(
-                502,
-                "bad_gateway",
-                style=style,
-                message="The Destination names another server.",
-            )
-        try:
-            path = normalise_path(url.raw_path or "/")
-        except PathError as exc:
-            return error_response(400, "invalid_request", style=style, message=str(exc))
-        other = self.state.router.match(request.headers.get(hdrs.HOST), path)
-        if other is None or other.config.name != route.config.name:
-            return error_response(
-                403,
-                "forbidden",
-                style=style,
-                message="Destination is outside this route.",
-            )
-        if view is not None:
-            moved = RequestView(view.method, path, view.client_ip, view.credential)
-            verdict = await self.gate.authorize(route, moved, note_usage=False)
-            if not verdict.allowed:
-                return refusal_response(
-                    verdict,
-                    realm=route.config.realm,
-                    credentials=route.config.credentials,
-                    style=style,
-                )
-        return target.base + route.upstream_path(path)
-
-    def _map_if_url(
-        self,
-        request: web.Request,
-        route: CompiledRoute,
-        target: RouteTarget,
-        value: str,
-    ) -> str:
-        """The upstream URL for an If header URL of this route; others as they are."""
-        try:
-            url = URL(value, encoded=True)
-            if not url.is_absolute():
-                return value
-            path = normalise_path(url.raw_path or "/")
-        except (ValueError, PathError):
-            return value
-        if not path.startswith(route.config.prefix.rstrip("/")):
-            return value
-        return target.base + route.upstream_path(path)
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-@dataclass(frozen=True, slots=True)
-class _ClientOrigin:
-    """The scheme and the host[:port] names by which the client reached us."""
-
-    scheme: str
-    authorities: tuple[tuple[str, int | None], ...]
-
-    @classmethod
-    def of(cls, request: web.Request, peer_trusted: bool) -> _ClientOrigin:
-        """From Host, and X-Forwarded-Host/-Proto when a trusted proxy sent them."""
-        scheme = request.scheme
-        names = [request.headers.get(hdrs.HOST, "")]
-        if peer_trusted:
-            forwarded = request.headers.get("X-Forwarded-Host", "")
-            names.append(forwarded.split(",", 1)[0].strip())
-            proto = request.headers.get("X-Forwarded-Proto", "")
-            scheme = proto.split(",", 1)[0].strip().lower() or scheme
-        port = _DEFAULT_PORTS.get(scheme)
-        authorities = tuple(
-            (host, explicit or port)
-            for host, explicit in map(_split_authority, names)
-            if host
-        )
-        return cls(scheme, authorities)
-
-
-def _split_authority(value: str) -> tuple[str, int | None]:
-    """``(name, port)`` of a Host value (already checked by ``valid_host``)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        digits = rest[1:]
-    else:
-        host, _, digits = value.partition(":")
-    return host.lower().rstrip("."), int(digits) if digits.isdigit() else None
-
-
-def _names_other_server(value: str, origin: _ClientOrigin) -> bool:
-    """Whether the URL ``value`` names a server (host, port, scheme) but not us.
-
-    A path (``/dav/x``) or a URI without a host (a lock token such as
-    ``opaquelocktoken:...``) names no server. Userinfo is never ours.
+    The upstream then sees a body that never ends properly (no last chunk)
+    and discards it; the client gets a 413 if nothing was answered yet.
     """
+
+    def __init__(self, content: StreamReader, limit: int) -> None:
+        self.content = content
+        self.limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.content.iter_any():
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise ValueError("request body over limits.max_body_bytes")
+            yield chunk
+
+
+def map_if_urls(if_header: str, route: CompiledRoute, base: str) -> str:
+    """``If`` with the URLs of this route pointed at the upstream (``base``).
+
+    The gate refused any URL naming another server; one of this gateway but
+    outside the route, or no URL at all (a lock token), stays as it is.
+    """
+    return IF_URL.sub(lambda m: f"<{_map_if_url(m.group(1), route, base)}>", if_header)
+
+
+def _map_if_url(value: str, route: CompiledRoute, base: str) -> str:
     try:
         url = URL(value, encoded=True)
-        host = url.host
-        port = url.port
-    except ValueError:
-        return True
-    if host is None:
-        return False
-    scheme = url.scheme.lower() or origin.scheme
-    if scheme != origin.scheme or url.raw_user is not None:
-        return True
-    if not url.scheme:
-        port = url.explicit_port or _DEFAULT_PORTS.get(scheme)
-    return (host.lower().rstrip("."), port) not in origin.authorities
+        if not url.is_absolute():
+            return value
+        path = normalise_path(url.raw_path or "/")
+    except (ValueError, PathError):
+        return value
+    if not path.startswith(route.config.prefix.rstrip("/")):
+        return value
+    return base + route.upstream_path(path)
 
 
 def _add_identity(
@@ -569,7 +379,7 @@ def _add_identity(
         {"user": names.user, "token_id": names.token_id, "scopes": names.scopes},
         decision.user or "",
         decision.token_id or "",
-        decision.scopes_header,
+        decision.scopes,
     ):
         headers[name] = value
 
@@ -630,7 +440,3 @@ def _expects_continue(request: web.Request) -> bool:
 
 def _wants_websocket(request: web.Request) -> bool:
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-
-
-def _clean_query(raw_query: str) -> bool:
-    return raw_query.isascii() and raw_query.isprintable()

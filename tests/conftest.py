@@ -23,7 +23,6 @@ import aiohttp
 import pytest
 import redis
 
-from patgate.logs import ACCESS_LOG
 from patgate.store import Store, open_store
 from tests.gateway_harness import (
     Gateway,
@@ -199,17 +198,6 @@ async def make_gateway() -> AsyncIterator[StartGateway]:
     finally:
         for gateway in reversed(started):
             await gateway.stop()
-
-
-@pytest.fixture(autouse=True)
-def _flush_access_log() -> Iterator[None]:
-    """Write batched access lines while this test's output is still captured.
-
-    Otherwise the last batch reaches the terminal at exit, after pytest's
-    summary line, which is what CI reads.
-    """
-    yield
-    ACCESS_LOG.flush()
 
 
 @pytest.fixture

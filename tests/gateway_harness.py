@@ -20,10 +20,11 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from patgate.config import Config, parse_config
+from patgate.logs import AccessLog
 from patgate.service import Actor, TokenService
 from patgate.store import Store, open_store
 from patgate.web.app import LISTENERS, create_app
-from patgate.web.ops import AccessLogger
+from patgate.web.ops.access import access_logger_class
 from patgate.web.protocol import GatewayRunner
 
 ADMIN = Actor(login="admin", admin=True)
@@ -183,6 +184,7 @@ class Gateway:
     runner: web.AppRunner
     url: str
     host: str
+    access_log: AccessLog
     # The separate listeners (manage:, ops:) by name: their URL and runner.
     listeners: dict[str, str] = field(default_factory=dict)
     listener_runners: list[web.AppRunner] = field(default_factory=list)
@@ -211,6 +213,9 @@ class Gateway:
             await runner.cleanup()
         await self.runner.cleanup()
         await self.store.close()
+        # Written while this test's output is still captured: otherwise the
+        # last batch reaches the terminal after pytest's summary line.
+        self.access_log.flush()
 
 
 async def start_gateway(
@@ -234,11 +239,12 @@ async def start_gateway(
         scope_sets=config.scope_sets,
         clock=clock,
     )
-    app = create_app(config, store, clock=clock)
+    access_log = AccessLog()
+    app = create_app(config, store, clock=clock, access_log=access_log)
     runner = GatewayRunner(
         app,
         header_timeout=config.limits.header_timeout,
-        access_log_class=AccessLogger,
+        access_log_class=access_logger_class(access_log),
         shutdown_timeout=5,
     )
     await runner.setup()
@@ -247,14 +253,14 @@ async def start_gateway(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     gateway = Gateway(
         config, store, service, app, runner, f"http://127.0.0.1:{port}",
-        f"127.0.0.1:{port}",
+        f"127.0.0.1:{port}", access_log,
     )  # fmt: skip
     for name, listener in app[LISTENERS].items():
         # Each separate listener on a port of its own, as `serve` runs them.
         listener_runner = GatewayRunner(
             listener,
             header_timeout=config.limits.header_timeout,
-            access_log_class=AccessLogger,
+            access_log_class=access_logger_class(access_log),
             shutdown_timeout=5,
         )
         await listener_runner.setup()

@@ -39,6 +39,7 @@ __all__ = [
     "CredentialSource",
     "carries_token",
     "extract_credential",
+    "parse_basic_authorization",
     "strip_query_params",
     "strip_token_pairs",
     "unquote_ascii",
@@ -133,12 +134,46 @@ def _from_authorization(
 ) -> Credential | CredentialError | None:
     if not values:
         return None
-    header = values[0].strip(" \t")
+    split = _split_authorization(values[0], sources)
+    if not isinstance(split, tuple):
+        return split
+    scheme, params = split
+    if scheme == "bearer":
+        return Credential(value=params, source="bearer")
+    basic = _parse_basic(params)
+    if not isinstance(basic, tuple):
+        return basic
+    login, password = basic
+    if not password:
+        # A client probing with "login:" has no token yet: no credential, so
+        # it gets the 401 challenge rather than a 400.
+        return None
+    return Credential(value=password, source="basic", login=login)
+
+
+def parse_basic_authorization(header: str) -> tuple[str, str] | CredentialError | None:
+    """``(login, password)`` of an ``Authorization: Basic`` value.
+
+    None when the scheme is not Basic; a :class:`CredentialError` when it
+    cannot be parsed. The one Basic parser, used by the gateway (through
+    :func:`extract_credential`) and by the management API.
+    """
+    split = _split_authorization(header, ("basic",))
+    if not isinstance(split, tuple):
+        return split
+    return _parse_basic(split[1])
+
+
+def _split_authorization(
+    header: str, schemes: Collection[str]
+) -> tuple[str, str] | CredentialError | None:
+    """``(scheme, credentials)`` for a bearer/basic scheme among ``schemes``."""
+    header = header.strip(" \t")
     match = _SCHEME.match(header)
     if match is None:
         return None
     scheme = match.group().lower()
-    if scheme not in ("bearer", "basic") or scheme not in sources:
+    if scheme not in ("bearer", "basic") or scheme not in schemes:
         return None
     rest = header[match.end() :]
     params = rest.lstrip(" \t")
@@ -147,12 +182,10 @@ def _from_authorization(
             "malformed_authorization",
             f"the Authorization header is not '{scheme.title()} <credentials>'",
         )
-    if scheme == "bearer":
-        return Credential(value=params, source="bearer")
-    return _from_basic(params)
+    return scheme, params
 
 
-def _from_basic(params: str) -> Credential | CredentialError | None:
+def _parse_basic(params: str) -> tuple[str, str] | CredentialError:
     try:
         raw = base64.b64decode(params, validate=True)
     except (binascii.Error, ValueError):
@@ -168,11 +201,7 @@ def _from_basic(params: str) -> Credential | CredentialError | None:
         return CredentialError(
             "malformed_authorization", "the Basic credentials have no ':'"
         )
-    if not password:
-        # A client probing with "login:" has no token yet: no credential, so
-        # it gets the 401 challenge rather than a 400.
-        return None
-    return Credential(value=password, source="basic", login=login)
+    return login, password
 
 
 def _from_api_key(

@@ -9,7 +9,6 @@ after the exception is formatted, so a token inside a traceback is hidden too.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import logging
 import re
@@ -233,9 +232,6 @@ def configure_logging(
         processors.append(structlog.processors.JSONRenderer())
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
-    ACCESS_LOG.flush()
-    ACCESS_LOG.stream = stream
-    ACCESS_LOG.enabled = json and _level_number(level) <= logging.INFO
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
@@ -262,9 +258,20 @@ class AccessLog:
     shape as every other log line (event, logger, level, timestamp).
     """
 
-    def __init__(self, stream: TextIO | None = None, flush_delay: float = 0.05):
+    @classmethod
+    def for_level(cls, level: str, stream: TextIO | None = None) -> AccessLog:
+        """The access log of a process logging at ``level``: off above info."""
+        return cls(stream, enabled=_level_number(level) <= logging.INFO)
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        flush_delay: float = 0.05,
+        *,
+        enabled: bool = True,
+    ) -> None:
         self.stream = stream
-        self.enabled = True
+        self.enabled = enabled
         self.flush_delay = flush_delay
         self._pending: list[str] = []
         self._size = 0
@@ -386,9 +393,6 @@ def _number(value: float | None) -> str:
 
 
 _INF = float("inf")
-
-ACCESS_LOG = AccessLog()
-atexit.register(ACCESS_LOG.flush)
 
 
 def get_logger(name: str | None = None) -> FilteringBoundLogger:

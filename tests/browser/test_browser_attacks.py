@@ -25,7 +25,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from patgate.web.api import API_PREFIX, SESSION_COOKIE
+from patgate.web.manage.endpoint import SESSION_COOKIE
+from patgate.web.manage.tokens import API_PREFIX
 from tests.gateway_harness import ADMIN, Gateway, bound_socket
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]

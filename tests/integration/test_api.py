@@ -16,8 +16,9 @@ from structlog.testing import capture_logs
 from patgate import passwords
 from patgate.models import User
 from patgate.service import Actor
-from patgate.web.api import API_PREFIX, ROUTES
-from patgate.web.page import session
+from patgate.web.manage.page import session
+from patgate.web.manage.routes import ROUTES
+from patgate.web.manage.tokens import API_PREFIX
 from tests.gateway_harness import Gateway, RecordingUpstream
 
 ALICE_PW = "alice-password-1"

@@ -300,7 +300,7 @@ async def test_request_metrics_read_as_prometheus_clients_own_would(sqlite_url):
     from patgate.store import open_store
     from patgate.throttle import FailureThrottle
     from patgate.usage import UsageRecorder
-    from patgate.web.ops import AUTH_BUCKETS, Metrics
+    from patgate.web.ops.metrics import AUTH_BUCKETS, Metrics
 
     store = open_store(sqlite_url)
     try:
@@ -316,7 +316,8 @@ async def test_request_metrics_read_as_prometheus_clients_own_would(sqlite_url):
             pepper=b"p",
             clock=time.time,
         )
-        ours = Metrics(gate, cache)
+        ours = Metrics()
+        ours.watch(gate, cache)
         reference = CollectorRegistry()
         requests = Counter(
             "patgate_requests",

@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from patgate.logs import ACCESS_LOG
 from tests.gateway_harness import RecordingUpstream
 
 
@@ -151,17 +150,14 @@ async def test_download_streams_back(gateway, upstream):
 
 async def test_metrics_count_requests_with_the_access_log_off(gateway):
     token = await gateway.token("alice")
-    ACCESS_LOG.enabled = False
-    try:
-        async with aiohttp.ClientSession() as client:
-            for _ in range(3):
-                response = await client.get(
-                    gateway.url + "/api/x", headers={"Authorization": f"Bearer {token}"}
-                )
-                assert response.status == 200
-            metrics = await (await client.get(gateway.url + "/_patgate/metrics")).text()
-    finally:
-        ACCESS_LOG.enabled = True
+    gateway.access_log.enabled = False
+    async with aiohttp.ClientSession() as client:
+        for _ in range(3):
+            response = await client.get(
+                gateway.url + "/api/x", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status == 200
+        metrics = await (await client.get(gateway.url + "/_patgate/metrics")).text()
     assert 'patgate_requests_total{outcome="allowed",route="api"} 3.0' in metrics
 
 

@@ -36,7 +36,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patgate.web.api import API_PREFIX, ROUTES
+from patgate.web.manage.routes import ROUTES
+from patgate.web.manage.tokens import API_PREFIX
 from tests.gateway_harness import ADMIN, Gateway
 from tests.security.conftest import RawResponse, parse_responses, request, send_raw
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from patgate.paths import normalise_path
 from patgate.tokens import format_token
-from patgate.web.headers import header_key
+from patgate.web.gateway.headers import header_key
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import parse_responses
 

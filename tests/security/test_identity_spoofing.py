@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from patgate.web.headers import header_key
+from patgate.web.gateway.headers import header_key
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import (
     NO_THROTTLE,

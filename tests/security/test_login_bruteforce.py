@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 from patgate.store import Store
 from patgate.store.base import RateVerdict
 from patgate.throttle import LoginThrottle, ThrottledError
-from patgate.web.api import API_PREFIX
+from patgate.web.manage.tokens import API_PREFIX
 from tests.conftest import RedisServer
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.processes import ProcessGroup, StoreAdmin, config_yaml, route_yaml

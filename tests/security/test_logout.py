@@ -21,7 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from patgate.web.api import API_PREFIX, SESSION_COOKIE
+from patgate.web.manage.endpoint import SESSION_COOKIE
+from patgate.web.manage.tokens import API_PREFIX
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.processes import ProcessGroup, StoreAdmin, config_yaml, route_yaml
 from tests.security.conftest import ROUTES, StartGateway

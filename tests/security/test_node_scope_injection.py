@@ -32,7 +32,7 @@ from patgate.errors import ConfigError, UsageError
 from patgate.paths import normalise_path
 from patgate.policy import describe_scopes
 from patgate.scopes import canonical_scope, effective_scopes
-from patgate.web.headers import encode_scopes
+from patgate.web.gateway.headers import encode_scopes
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream, StartGateway
 from tests.integration.test_cli import Cli
 

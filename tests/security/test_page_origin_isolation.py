@@ -28,7 +28,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from patgate.web.api import API_PREFIX, SECURE_SESSION_COOKIE, SESSION_COOKIE
+from patgate.web.manage.endpoint import SECURE_SESSION_COOKIE, SESSION_COOKIE
+from patgate.web.manage.tokens import API_PREFIX
 from tests.conftest import free_port
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.processes import (

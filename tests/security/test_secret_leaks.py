@@ -26,7 +26,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from patgate.logs import ACCESS_LOG, configure_logging
+from patgate.logs import configure_logging
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.security.conftest import RawResponse, bearer, request, send_raw
 
@@ -116,8 +116,6 @@ def json_log() -> Iterator[io.StringIO]:
         yield out
     finally:
         structlog.reset_defaults()
-        ACCESS_LOG.flush()
-        ACCESS_LOG.stream = None
 
 
 async def test_rendered_json_logs_upstream_and_errors_never_hold_a_token(
@@ -127,8 +125,9 @@ async def test_rendered_json_logs_upstream_and_errors_never_hold_a_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    gateway.access_log.stream = json_log
     values, responses = await realistic_session(gateway)
-    ACCESS_LOG.flush()  # access lines are written in batches
+    gateway.access_log.flush()  # access lines are written in batches
     lines = json_log.getvalue().splitlines()
     access = [json.loads(line) for line in lines if '"request"' in line]
     assert len(access) >= 17  # one access line per request, all rendered
@@ -147,7 +146,7 @@ async def test_raw_log_events_never_hold_a_token(
 ) -> None:
     """Before redaction: a token that reaches an event at all is a bug."""
     caplog.set_level(logging.DEBUG)
-    with capture_logs() as events, ACCESS_LOG.capture() as access:
+    with capture_logs() as events, gateway.access_log.capture() as access:
         values, responses = await realistic_session(gateway)
     assert len(access) >= 17  # one access line per request
     assert_nothing_betrays(

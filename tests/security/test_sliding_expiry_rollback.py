@@ -29,7 +29,8 @@ import pytest
 
 from patgate.models import ExpiryModel, TokenRecord
 from patgate.store import Store
-from patgate.web.app import CACHE, GATE, flush_usage
+from patgate.web.gateway.sync import flush_usage
+from patgate.web.keys import CACHE, GATE
 from tests.factories import make_token
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.processes import (

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from patgate.web.api import API_PREFIX, ROUTES
+from patgate.web.manage.routes import ROUTES
+from patgate.web.manage.tokens import API_PREFIX
 from tests.conftest import free_port
 from tests.gateway_harness import RecordingUpstream
 from tests.security.conftest import ROUTES as GATEWAY_ROUTES

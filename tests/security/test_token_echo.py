@@ -27,9 +27,9 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patgate.logs import ACCESS_LOG, configure_logging
+from patgate.logs import configure_logging
 from patgate.tokens import new_token
-from patgate.web.ops import route_library_logs
+from patgate.web.ops.access import route_library_logs
 from tests.gateway_harness import Gateway
 from tests.security.conftest import exchange, parse_responses
 
@@ -37,10 +37,11 @@ LONG = 9000  # over limits.max_header_bytes / max_url_bytes (8190)
 
 
 @pytest.fixture
-def served_log() -> Iterator[io.StringIO]:
+def served_log(gateway: Gateway) -> Iterator[io.StringIO]:
     """Every log line the gateway writes, rendered as ``patgate serve`` does."""
     out = io.StringIO()
     configure_logging(level="debug", json=True, stream=out)
+    gateway.access_log.stream = out
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     route_library_logs()
@@ -52,8 +53,8 @@ def served_log() -> Iterator[io.StringIO]:
                 root.removeHandler(handler)
         root.setLevel(level)
         structlog.reset_defaults()
-        ACCESS_LOG.flush()
-        ACCESS_LOG.stream = None
+        gateway.access_log.flush()
+        gateway.access_log.stream = None
 
 
 def betrayals(token: str) -> list[str]:
@@ -135,7 +136,7 @@ async def test_refused_or_logged_request_never_echoes_its_token(
     token = new_token().value
     raw = shapes(token)[index]
     answer = await exchange(gateway, raw, idle=2.0)
-    ACCESS_LOG.flush()
+    gateway.access_log.flush()
     assert answer.startswith(b"HTTP/1.1 ") or answer.startswith(b"HTTP/1.0 ")
     assert_nothing_betrays(token, answer_text(answer), served_log.getvalue())
 
@@ -158,7 +159,7 @@ async def test_access_log_keeps_the_path_but_not_the_token(
     token = new_token().value
     path = "/api/a%20b/" + spell(token, "%5F") + "/c%2Fd"
     await exchange(gateway, f"GET {path} HTTP/1.1\r\nHost: g\r\n\r\n".encode(), idle=1)
-    ACCESS_LOG.flush()
+    gateway.access_log.flush()
     assert '"path": "/api/a%20b/[REDACTED]/c%2Fd"' in served_log.getvalue()
 
 
@@ -214,7 +215,7 @@ async def test_property_no_spelling_of_a_token_is_echoed_or_logged(
 ) -> None:
     token = new_token().value
     answer = await exchange(gateway, build(token, place, how, junk, lower), idle=2.0)
-    ACCESS_LOG.flush()
+    gateway.access_log.flush()
     assert answer[:9] in (b"HTTP/1.1 ", b"HTTP/1.0 ")
     assert b" 500 " not in answer.split(b"\r\n", 1)[0]
     assert_nothing_betrays(token, answer_text(answer), served_log.getvalue())

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from patgate.web.app import flush_usage
+from patgate.web.gateway.sync import flush_usage
 from tests.conftest import RedisServer
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
 from tests.security.conftest import ROUTES, StartGateway, bearer, send_raw

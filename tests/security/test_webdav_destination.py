@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pytest
 
-from patgate.logs import ACCESS_LOG
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import (
     NO_THROTTLE,
@@ -65,7 +64,7 @@ async def move(
 async def test_destination_on_another_server_is_a_502(
     gateway: Gateway, upstream: RecordingUpstream, destination: str
 ) -> None:
-    with ACCESS_LOG.capture() as lines:
+    with gateway.access_log.capture() as lines:
         assert await move(gateway, destination) == 502
     assert upstream.requests == []
     assert [line["reason"] for line in lines] == ["foreign_destination"]

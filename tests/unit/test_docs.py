@@ -19,16 +19,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-import patgate.web.api as api_module
+import patgate.web.manage as manage_package
 from patgate import cli
 from patgate.answers import MESSAGES, RESULT_CODES
 from patgate.config import parse_config
 from patgate.config.sections import REDIS_URL_OPTIONS
 from patgate.errors import ConfigError
 from patgate.store import open_store
-from patgate.web.api import API_PREFIX, ROUTES
 from patgate.web.app import create_app
-from patgate.web.openapi import build_document
+from patgate.web.manage import endpoint as endpoint_module
+from patgate.web.manage.openapi import build_document
+from patgate.web.manage.routes import ROUTES
+from patgate.web.manage.tokens import API_PREFIX
 from patgate.web.server import RESTART_ONLY
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -259,9 +261,12 @@ def test_every_registered_route_is_documented(tmp_path: Path) -> None:
 
 def api_error_codes() -> set[tuple[int, str]]:
     """(status, error) of every ApiError the management API raises."""
-    found = {(status, error) for _, status, error in api_module._ERRORS}
-    tree = ast.parse(Path(api_module.__file__).read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+    found = {(status, error) for _, status, error in endpoint_module.ERRORS}
+    folder = Path(manage_package.__file__).parent
+    trees = [
+        ast.parse(path.read_text(encoding="utf-8")) for path in folder.glob("*.py")
+    ]
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from patgate.client import valid_host
 from patgate.policy import describe_scopes
 from patgate.scopes import EffectiveScopes, NodeScope
-from patgate.web.headers import encode_scopes, header_key
+from patgate.web.gateway.headers import encode_scopes, header_key
 
 plain_scope = st.from_regex(
     r"[A-Za-z0-9_.-]{1,8}(:[A-Za-z0-9_.-]{1,8}){0,2}(:\*)?", fullmatch=True

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from patgate import logs, tokens
 from patgate.errors import UsageError
-from patgate.logs import ACCESS_LOG, AccessLog, configure_logging
+from patgate.logs import AccessLog
 
 VALUE = tokens.format_token("pgt", "AbCd1234", "0123456789abcdefghijABCDEFGHIJkl")
 OTHER_PREFIX = tokens.format_token("acme", "zzzzzzzz", "Z" * 32)
@@ -238,14 +238,13 @@ def test_each_write_is_whole_lines_within_an_atomic_pipe_write():
 
 def test_access_log_follows_the_configured_level():
     out = io.StringIO()
-    try:
-        configure_logging(level="warning", stream=out)
-        assert not ACCESS_LOG.enabled
-        configure_logging(level="info", stream=out)
-        assert ACCESS_LOG.enabled
-    finally:
-        structlog.reset_defaults()
-        ACCESS_LOG.stream = None
+    assert not AccessLog.for_level("warning", out).enabled
+    assert AccessLog.for_level("info", out).enabled
+    assert AccessLog.for_level("debug", out).enabled
+    quiet = AccessLog.for_level("warning", out)
+    quiet.request("GET", "/x", 200)
+    quiet.flush()
+    assert out.getvalue() == ""
 
 
 # --------------------------------------------------------------------------

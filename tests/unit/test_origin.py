@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from patgate.web import origin
+from patgate.web.manage import origin
 
 HOSTS = st.sampled_from(
     ["gw.example.com", "127.0.0.1", "[::1]", "localhost", "a-b.example"]

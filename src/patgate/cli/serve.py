@@ -13,7 +13,7 @@ from typing import Any
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf
 from patgate.config import Config, load_config, parse_store
 from patgate.errors import PatgateError, UsageError
-from patgate.logs import configure_logging
+from patgate.logs import AccessLog, configure_logging
 from patgate.pepper import empty_pepper_warning, pepper_file, with_file_pepper
 
 
@@ -21,11 +21,8 @@ def serve_command(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM; SIGHUP reloads the config file."""
     from patgate.web.server import serve
 
-    configure_logging(
-        level=os.environ.get("PATGATE_LOG_LEVEL", "info"),
-        stream=sys.stderr,
-        cache_loggers=True,
-    )
+    level = os.environ.get("PATGATE_LOG_LEVEL", "info")
+    configure_logging(level=level, stream=sys.stderr, cache_loggers=True)
 
     def load() -> Config:
         config = load_config(args.config)
@@ -41,7 +38,7 @@ def serve_command(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, **changes)
         return with_file_pepper(config)
 
-    return serve(load)
+    return serve(load, access_log=AccessLog.for_level(level, sys.stderr))
 
 
 def _worker_count(text: str) -> int:

@@ -37,18 +37,18 @@ from aiohttp import web
 
 from patgate.config import Config
 from patgate.errors import PatgateError, StoreUnavailableError
-from patgate.logs import ACCESS_LOG
+from patgate.logs import AccessLog
 from patgate.pepper import PepperMismatchError, bind_pepper, empty_pepper_warning
 from patgate.store import Store, open_store
 from patgate.web.app import (
-    CONFIG,
-    IN_FLIGHT,
     LISTENERS,
     create_app,
     reload_config,
-    stop_task,
 )
-from patgate.web.ops import AccessLogger, route_library_logs
+from patgate.web.gateway.sync import stop_task
+from patgate.web.keys import CONFIG, IN_FLIGHT
+from patgate.web.ops.access import access_logger_class, route_library_logs
+from patgate.web.ops.metrics import Metrics
 from patgate.web.protocol import GatewayRunner
 
 log = structlog.get_logger("patgate.server")
@@ -163,8 +163,17 @@ def _listener_lines(socks: WorkerSockets) -> list[str]:
     return lines
 
 
-def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
-    """Run until SIGTERM/SIGINT. ``load`` reads the config (again on SIGHUP)."""
+def serve(
+    load: ConfigLoader,
+    *,
+    out: Callable[[str], None] = print,
+    access_log: AccessLog | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT. ``load`` reads the config (again on SIGHUP).
+
+    ``access_log`` gets one line per request (default: stderr).
+    """
+    access_log = access_log or AccessLog()
     config = load()
     route_library_logs()
     uvloop = install_uvloop()
@@ -194,8 +203,10 @@ def serve(load: ConfigLoader, *, out: Callable[[str], None] = print) -> int:
     # Held until the process can handle them gracefully (see _serve_one).
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     if workers == 1:
-        return asyncio.run(_serve_one(load, config, socks[0], announce, pepper_checked))
-    return _serve_many(load, config, socks, announce, pepper_checked)
+        return asyncio.run(
+            _serve_one(load, config, socks[0], announce, pepper_checked, access_log)
+        )
+    return _serve_many(load, config, socks, announce, pepper_checked, access_log)
 
 
 def _bind_pepper_at_start(config: Config) -> tuple[Config, bool]:
@@ -226,9 +237,10 @@ def _serve_many(
     socks: Sequence[WorkerSockets],
     ready: Ready,
     pepper_checked: bool,
+    access_log: AccessLog,
 ) -> int:
     """Fork one worker per socket; relay signals; exit when all have stopped."""
-    ACCESS_LOG.flush()
+    access_log.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -237,7 +249,9 @@ def _serve_many(
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _run_worker(load, config, sock, socks, write_end, pepper_checked)
+            _run_worker(
+                load, config, sock, socks, write_end, pepper_checked, access_log
+            )
         children.add(pid)
     os.close(write_end)
     for worker_socks in socks:
@@ -264,6 +278,7 @@ def _run_worker(
     socks: Sequence[WorkerSockets],
     ready_fd: int,
     pepper_checked: bool,
+    access_log: AccessLog,
 ) -> None:
     """The body of a forked worker; never returns into the parent's code."""
     code = 1
@@ -277,11 +292,13 @@ def _run_worker(
             os.write(ready_fd, b".")
             os.close(ready_fd)
 
-        code = asyncio.run(_serve_one(load, config, sock, ready, pepper_checked))
+        code = asyncio.run(
+            _serve_one(load, config, sock, ready, pepper_checked, access_log)
+        )
     except BaseException as exc:  # a worker must not fall back into the parent
         log.error("worker_crashed", pid=os.getpid(), error=repr(exc))
     finally:
-        ACCESS_LOG.flush()
+        access_log.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -348,24 +365,26 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def _runner(app: web.Application, config: Config) -> web.AppRunner:
+def _runner(
+    app: web.Application, config: Config, access_log: AccessLog
+) -> web.AppRunner:
     return GatewayRunner(
         app,
         header_timeout=config.limits.header_timeout,
         handle_signals=False,
-        access_log_class=AccessLogger,
+        access_log_class=access_logger_class(access_log),
         # What is left once InFlight waited SHUTDOWN_TIMEOUT: cut it short.
         shutdown_timeout=1.0,
     )
 
 
 async def _start_listeners(
-    app: web.Application, socks: WorkerSockets
+    app: web.Application, socks: WorkerSockets, access_log: AccessLog
 ) -> list[tuple[web.AppRunner, web.SockSite]]:
     """Serve the separate listeners' apps on their sockets."""
     started = []
     for name, sock in socks.extra.items():
-        runner = _runner(app[LISTENERS][name], app[CONFIG])
+        runner = _runner(app[LISTENERS][name], app[CONFIG], access_log)
         await runner.setup()
         site = web.SockSite(runner, sock)
         await site.start()
@@ -378,16 +397,18 @@ async def _serve_one(
     config: Config,
     socks: WorkerSockets,
     ready: Ready,
-    pepper_checked: bool = True,
+    pepper_checked: bool,
+    access_log: AccessLog,
 ) -> int:
     store = open_store(config.store)
-    app = create_app(config, store)
+    # The server's own metrics and access log, handed to the app.
+    app = create_app(config, store, metrics=Metrics(), access_log=access_log)
     in_flight = app[IN_FLIGHT]
-    runner = _runner(app, config)
+    runner = _runner(app, config, access_log)
     await runner.setup()
     site = web.SockSite(runner, socks.main)
     await site.start()
-    listeners = await _start_listeners(app, socks)
+    listeners = await _start_listeners(app, socks, access_log)
     settle_heap()
     stop = asyncio.Event()
     pepper_guard = None
@@ -419,7 +440,7 @@ async def _serve_one(
             await listener_runner.cleanup()
         await runner.cleanup()
         await store.close()
-        ACCESS_LOG.flush()
+        access_log.flush()
     log.info("gateway_stopped", pid=os.getpid())
     return 1 if _guard_failed(pepper_guard) else 0
 

@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patgate.web.errors import error_response
-from patgate.web.ops import Exchange
+from patgate.web.ops.access import Exchange
 
 # The handshake headers are the client library's to set, not ours to copy.
 HANDSHAKE = frozenset(

@@ -12,14 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from aiohttp import (
     ClientError,
     ClientResponse,
     ClientSession,
-    ClientTimeout,
-    HttpVersion11,
     StreamReader,
     hdrs,
     web,
@@ -30,93 +27,34 @@ from yarl import URL
 
 from patgate.answers import error_answer
 from patgate.config import Config, RouteConfig
-from patgate.gate import IF_URL, Gate, RequestFacts, Rules, Verdict
-from patgate.paths import PathError, normalise_path
+from patgate.gate import Gate, RequestFacts, Verdict
 from patgate.policy import CompiledRoute, Decision
 from patgate.web.errors import error_response, response_of
-from patgate.web.headers import (
+from patgate.web.gateway.headers import (
     add_forwarding,
     copy_response_headers,
-    header_drops,
-    header_key,
     identity_values,
     upstream_headers,
 )
-from patgate.web.inflight import InFlight
-from patgate.web.ops import EXCHANGE, Exchange, Metrics
-from patgate.web.streams import StreamRegistry
-from patgate.web.upstream import DEFAULT_TIMEOUT
+from patgate.web.gateway.inflight import InFlight
+from patgate.web.gateway.streams import StreamRegistry
+from patgate.web.gateway.targets import ProxyState, RouteTarget
+from patgate.web.gateway.webdav import map_if_urls
+from patgate.web.ops.access import EXCHANGE, Exchange
+from patgate.web.ops.metrics import Metrics
+from patgate.web.protocol import CONTINUE, expects_continue
 
 CHUNK = 256 * 1024
 NOT_FOUND_ANSWER = error_answer(404, "not_found")
 
 
-@dataclass(frozen=True, slots=True)
-class RouteTarget:
-    """What forwarding needs of a route, computed once per config load."""
-
-    base: str  # upstream origin + base path, no trailing slash
-    origin: URL
-    timeout: ClientTimeout | None  # None: the session's DEFAULT_TIMEOUT
-    drop: frozenset[str]  # folded header names never forwarded from a trusted peer
-    drop_untrusted: frozenset[str]  # ... from any other peer
-    inject: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyState:
-    """Everything the handler reads; swapped whole on a config reload."""
-
-    config: Config
-    rules: Rules
-    targets: dict[str, RouteTarget]
-
-    @classmethod
-    def from_config(cls, config: Config) -> ProxyState:
-        identity = {header_key(name) for name in _identity_names(config)}
-        targets = {
-            route.name: _target(route, frozenset(identity)) for route in config.routes
-        }
-        return cls(config=config, rules=Rules.from_config(config), targets=targets)
-
-
-def _identity_names(config: Config) -> tuple[str, str, str]:
-    names = config.identity_headers
-    return (names.user, names.token_id, names.scopes)
-
-
-def _target(route: RouteConfig, identity: frozenset[str]) -> RouteTarget:
-    upstream = URL(route.upstream)
-    names = set(identity)
-    if route.auth != "none":
-        names.add("authorization")
-        if "header" in route.credentials and route.api_key_header:
-            names.add(route.api_key_header)
-    inject = tuple(
-        (name, secret_text(value)) for name, value in route.upstream_headers.items()
-    )
-    names.update(name for name, _ in inject)
-    drop, drop_untrusted = header_drops(names, route.pass_headers)
-    timeout = ClientTimeout(
-        total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout
-    )
-    return RouteTarget(
-        base=str(upstream).rstrip("/"),
-        origin=upstream.origin(),
-        timeout=None if timeout == DEFAULT_TIMEOUT else timeout,
-        drop=drop,
-        drop_untrusted=drop_untrusted,
-        inject=inject,
-    )
-
-
-def secret_text(value: object) -> str:
-    """The text of a config value that may be wrapped as a Secret."""
-    raw = getattr(value, "value", value)
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
 class ProxyHandler:
+    """``request`` → :class:`RequestFacts` → ``Gate.check`` → forward or refuse.
+
+    It counts every request in the metrics; aiohttp's access logger writes
+    its line (:class:`~patgate.web.ops.access.Exchange` says what happened).
+    """
+
     def __init__(
         self,
         state: ProxyState,
@@ -134,7 +72,7 @@ class ProxyHandler:
         self.in_flight = in_flight
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        exchange = Exchange(self.metrics)
+        exchange = Exchange()
         request[EXCHANGE] = exchange
         in_flight = self.in_flight
         in_flight.enter()
@@ -146,11 +84,16 @@ class ProxyHandler:
             raise
         finally:
             in_flight.leave()
+        self.metrics.count(
+            exchange.route,
+            exchange.outcome(response.status),
+            exchange.auth_seconds,
+        )
         if in_flight.draining or (
             request.body_exists
             and not request.content.is_eof()
             and not response.prepared
-            and _expects_continue(request)
+            and expects_continue(request)
         ):
             # A refused upload that waits for its 100 Continue: its body
             # will never come, so the connection cannot carry another request.
@@ -217,9 +160,9 @@ class ProxyHandler:
             _add_identity(headers, state.config, decision)
         for name, value in target.inject:
             headers[name] = value
-        if request.body_exists and _expects_continue(request):
+        if request.body_exists and expects_continue(request):
             # SECURITY: only now, authorised, may the client send its body.
-            await request.writer.write(_CONTINUE)
+            await request.writer.write(CONTINUE)
             request.writer.output_size = 0  # the answer's own bytes come next
         url = target.base + route.upstream_path(verdict.path)
         if verdict.query:
@@ -249,7 +192,7 @@ class ProxyHandler:
         headers: CIMultiDict[str],
         config: RouteConfig,
     ) -> web.StreamResponse:
-        from patgate.web.websocket import proxy_websocket
+        from patgate.web.gateway.websocket import proxy_websocket
 
         task = asyncio.current_task()
         if task is not None:
@@ -348,28 +291,6 @@ class _LimitedBody:
             yield chunk
 
 
-def map_if_urls(if_header: str, route: CompiledRoute, base: str) -> str:
-    """``If`` with the URLs of this route pointed at the upstream (``base``).
-
-    The gate refused any URL naming another server; one of this gateway but
-    outside the route, or no URL at all (a lock token), stays as it is.
-    """
-    return IF_URL.sub(lambda m: f"<{_map_if_url(m.group(1), route, base)}>", if_header)
-
-
-def _map_if_url(value: str, route: CompiledRoute, base: str) -> str:
-    try:
-        url = URL(value, encoded=True)
-        if not url.is_absolute():
-            return value
-        path = normalise_path(url.raw_path or "/")
-    except (ValueError, PathError):
-        return value
-    if not path.startswith(route.config.prefix.rstrip("/")):
-        return value
-    return base + route.upstream_path(path)
-
-
 def _add_identity(
     headers: CIMultiDict[str], config: Config, decision: Decision
 ) -> None:
@@ -410,32 +331,6 @@ def _upstream_failed(exc: BaseException, style: str) -> web.StreamResponse:
 def _has_body(method: str, status: int) -> bool:
     """Whether the upstream's Content-Length is that of a body on the wire."""
     return method != "HEAD" and status >= 200 and status not in (204, 304)
-
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-async def answer_expect(request: web.Request) -> web.StreamResponse | None:
-    """The catch-all route's ``expect_handler``: no ``100 Continue`` here.
-
-    SECURITY: aiohttp's default sends ``100 Continue`` at once, before the
-    request is authorised, so a client without a token starts its upload;
-    and it quotes an unknown expectation in its 417 body. The proxy sends
-    ``100 Continue`` once it has authorised the request (``_forward``); an
-    expectation other than ``100-continue`` is a 417 that quotes nothing.
-    """
-    if request.version != HttpVersion11 or _expects_continue(request):
-        return None
-    response = error_response(417, "expectation_failed")
-    response.force_close()  # the body, if any, is not read
-    return response
-
-
-def _expects_continue(request: web.Request) -> bool:
-    return (
-        request.version == HttpVersion11
-        and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
-    )
 
 
 def _wants_websocket(request: web.Request) -> bool:

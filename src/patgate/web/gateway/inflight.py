@@ -23,17 +23,21 @@ import logging
 
 from aiohttp import web
 
-from patgate.web.ops import AccessLogger, Exchange
+from patgate.logs import AccessLog
+from patgate.web.ops.access import Exchange, access_logger_class
+from patgate.web.ops.metrics import Metrics
 
 
 class InFlight:
-    def __init__(self) -> None:
+    def __init__(self, access_log: AccessLog, metrics: Metrics) -> None:
         self.count = 0
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._websockets: set[asyncio.Task[object]] = set()
-        self._access = AccessLogger(logging.getLogger("aiohttp.access"), "")
+        logger_class = access_logger_class(access_log)
+        self._access = logger_class(logging.getLogger("aiohttp.access"), "")
+        self._metrics = metrics
 
     def enter(self) -> None:
         self.count += 1
@@ -48,9 +52,12 @@ class InFlight:
     def cancelled(
         self, request: web.BaseRequest, exchange: Exchange, seconds: float
     ) -> None:
-        """The access line of a request whose handler was cancelled."""
+        """The access line and count of a request whose handler was cancelled."""
         sent = exchange.response or web.StreamResponse(status=499)
-        self._access.log(request, sent, seconds)
+        status = sent.status
+        self._metrics.count(exchange.route, exchange.outcome(status), None)
+        if self._access.enabled:
+            self._access.log(request, sent, seconds)
 
     def add_websocket(self, task: asyncio.Task[object]) -> None:
         self._websockets.add(task)

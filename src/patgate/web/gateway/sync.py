@@ -1,0 +1,123 @@
+"""Keeping a gateway's view of the store true while it serves.
+
+- Change notices (:func:`listen_for_changes`): every edit or revocation made
+  anywhere drops the matching cache entries and re-checks the open streams
+  of that token or owner; while the feed is down nothing cached is trusted
+  alone, and when it is back every entry is confirmed again.
+- Usage writes (:func:`flush_usage`): the coalesced ``last_used``/sliding
+  expiry writes go to the store once per ``usage_flush_interval``.
+
+Both run as ``cleanup_ctx`` tasks of the app (:func:`change_listener`,
+:func:`usage_flusher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from patgate.cache import GrantCache
+from patgate.errors import StoreUnavailableError
+from patgate.gate import Gate
+from patgate.models import Change, ChangeKind
+from patgate.web.gateway.streams import StreamRegistry
+from patgate.web.keys import CACHE, CONFIG, GATE, STORE, STREAMS
+
+log = structlog.get_logger("patgate.gateway")
+
+
+async def change_listener(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(listen_for_changes(app))
+    yield
+    await stop_task(task)
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for its end, cancelling again if it shrugs one off.
+
+    On Python 3.11 ``asyncio.wait_for`` (redis-py connects with it) swallows a
+    cancellation that lands as the connection completes (CPython gh-86296),
+    and the listener would then run forever and hang shutdown.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def listen_for_changes(app: web.Application) -> None:
+    """Apply change notices to the cache and open streams; reconnect forever."""
+    store, cache, gate, streams = app[STORE], app[CACHE], app[GATE], app[STREAMS]
+    delay = 0.05
+    reconnecting = False
+    while True:
+        try:
+            if reconnecting:
+                await store.ping()
+                # Notices sent while we were away are lost: every entry must
+                # be confirmed by the store again before it is trusted.
+                cache.resume()
+                await streams.revalidate(gate, streams.all())
+                log.info("change_feed_reconnected")
+                reconnecting = False
+                delay = 0.05
+            async for change in store.changes():
+                delay = 0.05
+                await apply_change(change, cache, gate, streams)
+        except StoreUnavailableError as exc:
+            if not reconnecting:
+                log.warning("change_feed_lost", error=str(exc))
+                # Deaf to revocations: ask the store on every request until
+                # the feed is back; the cache is only the outage fallback.
+                cache.suspend()
+            reconnecting = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def apply_change(
+    change: Change, cache: GrantCache, gate: Gate, streams: StreamRegistry
+) -> None:
+    if change.kind is ChangeKind.TOKEN:
+        cache.drop_token(change.key)
+        # SECURITY: a pending slide computed from the old settings would undo
+        # a shortened expiry (the store also refuses it by version).
+        gate.usage.discard_expiry(change.key)
+    else:
+        cache.drop_owner(change.key)
+    affected = streams.affected(change)
+    if affected:
+        cancelled = await streams.revalidate(gate, affected)
+        if cancelled:
+            log.info("streams_closed", change=change.encode(), count=cancelled)
+
+
+async def usage_flusher(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_flush_usage_forever(app))
+    yield
+    await stop_task(task)
+    await flush_usage(app)
+
+
+async def _flush_usage_forever(app: web.Application) -> None:
+    interval = app[CONFIG].usage_flush_interval
+    while True:
+        await asyncio.sleep(interval)
+        await flush_usage(app)
+
+
+async def flush_usage(app: web.Application) -> None:
+    usage = app[GATE].usage
+    batch = usage.drain()
+    if not batch:
+        return
+    try:
+        await app[STORE].record_usage(batch)
+    except StoreUnavailableError:
+        usage.restore(batch)

@@ -1,0 +1,196 @@
+"""The API's token operations: create, list, show, edit, revoke, regenerate,
+copy, report a leak; and the scopes the page offers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from patgate import scopes
+from patgate.config import RouteConfig
+from patgate.models import TokenRecord
+from patgate.web.keys import CONFIG
+from patgate.web.manage.bodies import duration, expiry_args, fields_of, read_body
+from patgate.web.manage.caller import caller_of, service_of
+from patgate.web.manage.endpoint import endpoint
+
+API_PREFIX = "/_patgate/api/v1"
+
+
+def token_json(record: TokenRecord, now: float) -> dict[str, Any]:
+    return record.to_public(now)
+
+
+def new_token(record: TokenRecord, value: str, now: float) -> web.Response:
+    return web.json_response(
+        {**record.to_public(now), "token": value},
+        status=201,
+        headers={hdrs.LOCATION: f"{API_PREFIX}/tokens/{record.id}"},
+    )
+
+
+def token_id_of(request: web.Request) -> str:
+    return request.match_info["token_id"]
+
+
+@endpoint
+async def create_token(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields = fields_of("TokenCreate", body)
+    service = service_of(request)
+    now = service.now()
+    record, value = await service.create_token(
+        caller.actor,
+        fields.get("owner") or caller.user.login,
+        name=fields.get("name", ""),
+        scopes=fields.get("scopes", ()),
+        allowed_cidrs=fields.get("allowed_cidrs", ()),
+        project=fields.get("project"),
+        rate_limit=fields.get("rate_limit"),
+        **expiry_args(fields, now),
+    )
+    return new_token(record, value, now)
+
+
+@endpoint
+async def list_tokens(request: web.Request) -> web.Response:
+    caller = await caller_of(request)
+    service = service_of(request)
+    owner = request.query.get("owner") or None
+    records = await service.list_tokens(caller.actor, owner)
+    now = service.now()
+    return web.json_response({"tokens": [token_json(r, now) for r in records]})
+
+
+@endpoint
+async def get_token(request: web.Request) -> web.Response:
+    caller = await caller_of(request)
+    service = service_of(request)
+    record = await service.get_token(caller.actor, token_id_of(request))
+    return web.json_response(token_json(record, service.now()))
+
+
+@endpoint
+async def edit_token(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields = fields_of("TokenEdit", body)
+    service = service_of(request)
+    now = service.now()
+    changes: dict[str, Any] = {
+        key: fields[key]
+        for key in ("scopes", "allowed_cidrs", "project", "rate_limit")
+        if key in fields
+    }
+    if "name" in fields:
+        changes["name"] = fields["name"] or ""
+    changes.update(expiry_args(fields, now))
+    record = await service.edit_token(caller.actor, token_id_of(request), **changes)
+    return web.json_response(token_json(record, now))
+
+
+@endpoint
+async def revoke_token(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields_of("Confirm", body)
+    service = service_of(request)
+    token_id = token_id_of(request)
+    await service.revoke_tokens(caller.actor, [token_id])
+    record = await service.get_token(caller.actor, token_id)
+    return web.json_response(token_json(record, service.now()))
+
+
+@endpoint
+async def revoke_many(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields = fields_of("RevokeMany", body)
+    revoked = await service_of(request).revoke_tokens(caller.actor, fields["ids"])
+    return web.json_response(
+        {"revoked": revoked.ids, "already_revoked": revoked.already}
+    )
+
+
+@endpoint
+async def regenerate_token(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields = fields_of("Regenerate", body)
+    grace = fields.get("grace")
+    service = service_of(request)
+    record, value = await service.regenerate_token(
+        caller.actor,
+        token_id_of(request),
+        grace=None if grace is None else duration("grace", grace),
+    )
+    return new_token(record, value, service.now())
+
+
+@endpoint
+async def copy_token(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields_of("Confirm", body)
+    service = service_of(request)
+    record, value = await service.copy_token(caller.actor, token_id_of(request))
+    return new_token(record, value, service.now())
+
+
+@endpoint
+async def report_leak(request: web.Request) -> web.Response:
+    """No login: whoever finds a leaked token may kill it."""
+    fields = fields_of("LeakReport", await read_body(request))
+    # SECURITY: a token-validity oracle; the answer depends only on the input's
+    # size, never on whether any value was live.
+    examined = await service_of(request).report_leak(fields["tokens"])
+    return web.json_response({"status": "received", "examined": examined}, status=202)
+
+
+@endpoint
+async def scope_choices(request: web.Request) -> web.Response:
+    """What the page offers: the scope sets and the scopes that routes require."""
+    caller = await caller_of(request)
+    config = request.app[CONFIG]
+    held = caller.user.scopes
+    sets = [
+        {
+            "name": f"@{name}",
+            "scopes": list(members),
+            "grantable": not scopes.uncovered(members, held),
+        }
+        for name, members in sorted(config.scope_sets.items())
+    ]
+    uses: dict[str, list[str]] = {}
+    for route in config.routes:
+        for scope, use in _route_scopes(route):
+            uses.setdefault(scope, []).append(use)
+    required = [
+        {"scope": scope, "used_by": used, "grantable": scopes.covered_by(scope, held)}
+        for scope, used in sorted(uses.items())
+    ]
+    return web.json_response(
+        {"held": list(held), "scope_sets": sets, "scopes": required}
+    )
+
+
+def _route_scopes(route: RouteConfig) -> Iterator[tuple[str, str]]:
+    if route.auth == "none":
+        return
+    for pattern, rule in route.paths:
+        if isinstance(rule, str):
+            yield rule, f"{route.name}: {pattern}"
+        else:
+            for method, scope in rule.items():
+                yield scope, f"{route.name}: {_method(method)} {pattern}"
+    for method, scope in route.methods.items():
+        yield scope, f"{route.name}: {_method(method)} {route.prefix}"
+    if route.scope:
+        yield route.scope, f"{route.name}: {route.prefix}"
+
+
+def _method(method: str) -> str:
+    return "other methods" if method == "*" else method

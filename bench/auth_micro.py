@@ -22,7 +22,7 @@ from patgate.config import parse_config
 from patgate.extract import Credential, extract_credential
 from patgate.gate import Gate, RequestView
 from patgate.paths import normalise_path
-from patgate.policy import Router
+from patgate.routing import Router
 from patgate.service import Actor, TokenService
 from patgate.store import open_store
 from patgate.throttle import FailureThrottle

@@ -166,6 +166,8 @@ def bound_socket() -> socket.socket:
 
 
 def gateway_yaml(store_url: str, routes: str, extra: str = "") -> str:
+    """A gateway.yaml on a free port: ``routes`` is the indented body of
+    ``routes:`` (see :func:`route_yaml`), ``extra`` more top-level keys."""
     return (
         "listen: 127.0.0.1:0\n"
         f"store: {store_url}\n"
@@ -173,6 +175,12 @@ def gateway_yaml(store_url: str, routes: str, extra: str = "") -> str:
         f"{extra}\n"
         f"routes:\n{routes}"
     )
+
+
+def route_yaml(name: str, prefix: str, upstream: str, *more: str) -> str:
+    """One entry of ``routes:``; ``more`` are extra ``key: value`` lines."""
+    lines = [f"  - name: {name}", f"    prefix: {prefix}", f"    upstream: {upstream}"]
+    return "\n".join([*lines, *(f"    {line}" for line in more)]) + "\n"
 
 
 @dataclass

@@ -59,22 +59,6 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def config_yaml(store_url: str, routes: str, extra: str = "") -> str:
-    """A gateway.yaml: ``routes`` is the indented body of ``routes:``."""
-    return (
-        "listen: 127.0.0.1:0\n"
-        f"store: {store_url}\n"
-        "scope_sets:\n  files-rw: [files:read, files:write]\n"
-        f"{extra}\n"
-        f"routes:\n{routes}"
-    )
-
-
-def route_yaml(name: str, prefix: str, upstream: str, *more: str) -> str:
-    lines = [f"  - name: {name}", f"    prefix: {prefix}", f"    upstream: {upstream}"]
-    return "\n".join([*lines, *(f"    {line}" for line in more)]) + "\n"
-
-
 async def poll(
     check: Callable[[], Awaitable[T | None] | T | None],
     *,

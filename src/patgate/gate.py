@@ -52,7 +52,8 @@ from patgate.extract import (
 )
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord
 from patgate.paths import PathError, normalise_path
-from patgate.policy import Attempt, CompiledRoute, Decision, Router, decide
+from patgate.policy import Attempt, Decision, decide
+from patgate.routing import CompiledRoute, Router
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.tokens import hash_token, hashes_match, token_id_of

@@ -19,14 +19,8 @@ import time
 import aiohttp
 import pytest
 
-from tests.gateway_harness import RecordingUpstream
-from tests.processes import (
-    GatewayProcess,
-    ProcessGroup,
-    StoreAdmin,
-    config_yaml,
-    route_yaml,
-)
+from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
+from tests.processes import GatewayProcess, ProcessGroup, StoreAdmin
 
 WINDOW = 60
 
@@ -72,7 +66,7 @@ async def spread(
 async def start_pair(
     gateways: ProcessGroup, store_url: str, upstream: RecordingUpstream
 ) -> list[GatewayProcess]:
-    config = config_yaml(store_url, route_yaml("api", "/api/", upstream.url))
+    config = gateway_yaml(store_url, route_yaml("api", "/api/", upstream.url))
     return list(await asyncio.gather(gateways.start(config), gateways.start(config)))
 
 
@@ -102,7 +96,7 @@ async def test_rate_limit_is_shared_by_the_workers_of_one_gateway_on_sqlite(
     finally:
         await admin.close()
     gateway = await gateways.start(
-        config_yaml(sqlite_url, route_yaml("api", "/api/", upstream.url), "workers: 4")
+        gateway_yaml(sqlite_url, route_yaml("api", "/api/", upstream.url), "workers: 4")
     )
     workers = {e["pid"] for e in gateway.events("gateway_started")}
     assert len(workers) == 4
@@ -144,7 +138,7 @@ async def test_failed_auth_is_throttled_per_client_ip(
     finally:
         await admin.close()
     gateway = await gateways.start(
-        config_yaml(
+        gateway_yaml(
             sqlite_url,
             route_yaml("api", "/api/", upstream.url),
             "trusted_proxies: [127.0.0.1/32]\nlimits: {failed_auth_per_minute: 3}",
@@ -218,7 +212,7 @@ async def test_oversized_requests_are_refused_quietly(
     finally:
         await admin.close()
     gateway = await gateways.start(
-        config_yaml(
+        gateway_yaml(
             sqlite_url,
             route_yaml("api", "/api/", upstream.url),
             "limits: {max_header_bytes: 2048, max_url_bytes: 1024}",

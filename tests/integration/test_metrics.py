@@ -23,15 +23,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from tests.gateway_harness import RecordingUpstream
-from tests.processes import (
-    GatewayProcess,
-    StoreAdmin,
-    config_yaml,
-    poll,
-    route_yaml,
-    run_cli,
-)
+from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
+from tests.processes import GatewayProcess, StoreAdmin, poll, run_cli
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -40,7 +33,7 @@ def api_config(store_url: str, upstream: RecordingUpstream, extra: str = "") -> 
     routes = route_yaml(
         "api", "/api/", upstream.url, "methods: {GET: api:read, '*': api:write}"
     ) + route_yaml("public", "/public/", upstream.url, "auth: none")
-    return config_yaml(store_url, routes, extra)
+    return gateway_yaml(store_url, routes, extra)
 
 
 async def new_token(store_url: str, **kwargs: object) -> tuple[str, str]:

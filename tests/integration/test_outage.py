@@ -20,15 +20,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gateway_harness import RecordingUpstream
+from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
 from tests.processes import (
     DurableRedis,
     GatewayProcess,
     StoreAdmin,
-    config_yaml,
     durable_redis,
     poll,
-    route_yaml,
 )
 
 TTL = 1.0
@@ -46,7 +44,7 @@ def redis(tmp_path: Path) -> Iterator[DurableRedis]:
 
 
 def outage_config(store_url: str, upstream: RecordingUpstream, cache: str) -> str:
-    return config_yaml(
+    return gateway_yaml(
         store_url,
         route_yaml("api", "/api/", upstream.url),
         f"cache: {cache}\nusage_flush_interval: 0.1",

@@ -20,14 +20,8 @@ from patgate import tokens
 from patgate.pepper import FINGERPRINT_SETTING, pepper_fingerprint
 from patgate.store import open_store
 from tests.factories import make_user
-from tests.processes import (
-    GatewayProcess,
-    config_yaml,
-    durable_redis,
-    patgate_command,
-    process_env,
-    route_yaml,
-)
+from tests.gateway_harness import gateway_yaml, route_yaml
+from tests.processes import GatewayProcess, durable_redis, patgate_command, process_env
 
 
 def cli(directory: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -47,7 +41,7 @@ def cli(directory: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 def write_config(directory: Path, store_url: str) -> None:
     routes = route_yaml("api", "/api/", "http://127.0.0.1:9")
-    (directory / "gateway.yaml").write_text(config_yaml(store_url, routes))
+    (directory / "gateway.yaml").write_text(gateway_yaml(store_url, routes))
 
 
 def sqlite_rows(path: Path) -> list[tuple[object, ...]]:
@@ -98,7 +92,7 @@ async def test_gateway_under_another_pepper_refuses_to_start(sqlite_dir):
     before = sqlite_rows(sqlite_dir / "patgate.db")
     env = process_env(PATGATE_PEPPER="another-pepper")
     routes = route_yaml("api", "/api/", "http://127.0.0.1:9")
-    config = config_yaml(f"sqlite:///{sqlite_dir}/patgate.db", routes)
+    config = gateway_yaml(f"sqlite:///{sqlite_dir}/patgate.db", routes)
     gateway = GatewayProcess(sqlite_dir / "gw", config, env=env)
     with pytest.raises(AssertionError, match="pepper mismatch"):
         await gateway.start()
@@ -190,7 +184,7 @@ async def test_gateway_that_starts_before_redis_checks_the_pepper_later(tmp_path
             )
         server.stop()
         routes = route_yaml("api", "/api/", "http://127.0.0.1:9")
-        gateway = GatewayProcess(tmp_path / "gw", config_yaml(server.url(), routes))
+        gateway = GatewayProcess(tmp_path / "gw", gateway_yaml(server.url(), routes))
         try:
             await gateway.start()
             assert gateway.events("pepper_unchecked")

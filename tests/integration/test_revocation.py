@@ -16,15 +16,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.gateway_harness import RecordingUpstream
-from tests.processes import (
-    GatewayProcess,
-    ProcessGroup,
-    StoreAdmin,
-    config_yaml,
-    route_yaml,
-    run_cli,
-)
+from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
+from tests.processes import GatewayProcess, ProcessGroup, StoreAdmin, run_cli
 
 # What SPEC §3 promises, per store.
 BOUNDS = {"redis": 0.1, "sqlite": 1.0}
@@ -58,7 +51,7 @@ async def admin(shared_url: str) -> AsyncIterator[StoreAdmin]:
 async def pair(
     gateways: ProcessGroup, shared_url: str, upstream: RecordingUpstream
 ) -> list[GatewayProcess]:
-    config = config_yaml(
+    config = gateway_yaml(
         shared_url, route_yaml("api", "/api/", upstream.url), LONG_CACHE
     )
     return list(await asyncio.gather(gateways.start(config), gateways.start(config)))

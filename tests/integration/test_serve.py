@@ -18,16 +18,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import free_port
-from tests.gateway_harness import RecordingUpstream
-from tests.processes import (
-    GatewayProcess,
-    StoreAdmin,
-    config_yaml,
-    poll,
-    process_env,
-    route_yaml,
-    run_cli,
-)
+from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
+from tests.processes import GatewayProcess, StoreAdmin, poll, process_env, run_cli
 
 
 @pytest.fixture
@@ -47,7 +39,7 @@ async def token(admin: StoreAdmin) -> str:
 
 def api_config(store_url: str, upstream: RecordingUpstream, *more_routes: str) -> str:
     routes = route_yaml("api", "/api/", upstream.url) + "".join(more_routes)
-    return config_yaml(store_url, routes)
+    return gateway_yaml(store_url, routes)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -75,7 +67,7 @@ async def arrived(upstream: RecordingUpstream, path: str) -> bool:
 
 async def test_sigterm_right_after_listening_is_a_clean_stop(gateways, sqlite_url):
     gateway = await gateways.start(
-        config_yaml(sqlite_url, route_yaml("a", "/a/", "http://127.0.0.1:9"))
+        gateway_yaml(sqlite_url, route_yaml("a", "/a/", "http://127.0.0.1:9"))
     )
     gateway.send(signal.SIGTERM)
     assert await gateway.wait() == 0
@@ -237,7 +229,7 @@ async def test_port_in_use_is_one_clear_error(tmp_path, sqlite_url):
         port = taken.getsockname()[1]
         gateway = GatewayProcess(
             tmp_path / "gw",
-            config_yaml(sqlite_url, route_yaml("a", "/a/", "http://127.0.0.1:9")),
+            gateway_yaml(sqlite_url, route_yaml("a", "/a/", "http://127.0.0.1:9")),
             args=["--listen", f"127.0.0.1:{port}"],
             env=process_env(),
         )
@@ -266,7 +258,7 @@ async def test_sigterm_closes_websockets_at_once(
 async def test_healthcheck_command_asks_the_configured_port(gateways, sqlite_url):
     """``patgate healthcheck`` (the container's HEALTHCHECK) reads the config."""
     port = free_port()
-    config = config_yaml(sqlite_url, route_yaml("api", "/api/", "http://127.0.0.1:9"))
+    config = gateway_yaml(sqlite_url, route_yaml("api", "/api/", "http://127.0.0.1:9"))
     config = config.replace("listen: 127.0.0.1:0", f"listen: 0.0.0.0:{port}")
     gateway = await gateways.start(config)
     healthy = run_cli(gateway.directory, "healthcheck")

@@ -8,12 +8,12 @@ including one that another site makes it send. A cross-site
 any content type were accepted and ``Origin`` was never looked at.
 
 The class and where it is stopped (``patgate.web.origin``, applied by
-``web.api._endpoint`` before anything is read or any password checked):
+``web.manage.endpoint.endpoint`` before anything is read or any password checked):
 
 - every state-changing call needs a JSON body (no cross-site form can send
   one), bodiless ones (regenerate, copy, DELETE, logout) included: tested for
-  every such operation in ``api.ROUTES`` and every content type a form or a
-  no-cors fetch can send;
+  every such operation in ``web.manage.routes.ROUTES`` and every content type
+  a form or a no-cors fetch can send;
 - and must not come from another origin (``Origin``, ``Sec-Fetch-Site``),
   which is what stops a same-site page (another port on the same host);
 - browsers never get a Basic challenge, so they never cache the password.

@@ -4,7 +4,7 @@ SPEC §3 "Limits" (failed-auth throttling per client IP) and §4 "REST API"
 ("every change needs the user's password — a token alone cannot mint
 tokens"). Stopped in ``patgate.throttle.FailureThrottle`` via
 ``patgate.gate.Gate.authorize`` (keyed by the client address, which a spoofed
-X-Forwarded-For cannot change) and in ``web.api`` (Basic login + password
+X-Forwarded-For cannot change) and in ``web.manage`` (Basic login + password
 only; a token is never a management credential).
 """
 

@@ -4,7 +4,7 @@ Issue 11, finding 15: aiohttp answers ``Expect: 100-continue`` itself, at
 once, before the gateway has looked at the request, so a client without a
 token (or with one that may not write there) is invited to send its whole
 upload before it gets its 401/403; and its 417 for another expectation
-quoted the header back. Stopped in ``web.proxy.answer_expect`` (the
+quoted the header back. Stopped in ``web.protocol.answer_expect`` (the
 catch-all route's ``expect_handler``: never sends 100, a fixed 417 for any
 other expectation) and ``ProxyHandler._forward`` (sends 100 after every
 check, just before the body is streamed upstream).

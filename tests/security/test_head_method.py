@@ -7,7 +7,7 @@ ServeMux) run the GET handler for a HEAD: its side effects and its status
 (an existence oracle) were the export's. The same held for a ``paths``
 method map naming only GET.
 
-Stopped in ``policy.CompiledRoute.required_scopes``: a HEAD request needs
+Stopped in ``routing.CompiledRoute.required_scopes``: a HEAD request needs
 what its own rule says and what a GET of the same path needs, whatever map
 or fallback decides either. Method names are matched in upper case on both
 sides (the config refuses lower case, requests are upper-cased). Against a
@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patgate.config import RouteConfig
-from patgate.policy import CompiledRoute
+from patgate.routing import CompiledRoute
 from tests.gateway_harness import Gateway, RecordingUpstream, StartGateway
 from tests.security.conftest import bearer, request, send_raw
 

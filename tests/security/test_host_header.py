@@ -3,11 +3,11 @@
 SPEC §3 "Routes": "matched by path prefix (longest wins) and optional host".
 The upstream never sees the client's Host (it gets its own) but does see
 ``X-Forwarded-Host``, which name-based upstreams serve by. Stopped in
-``patgate.policy.Router`` / ``_host_name`` (case, trailing dot, port),
-in ``web.headers.valid_host`` (anything but ``host[:port]`` is a 400, see
-``test_host_list.py``), in ``web.proxy`` (the request
+``patgate.routing.Router`` / ``_host_name`` (case, trailing dot, port),
+in ``client.valid_host`` (anything but ``host[:port]`` is a 400, see
+``test_host_list.py``), in ``web.gateway.proxy`` (the request
 target must be a path: absolute-form, authority-form and ``*`` are refused)
-and in ``web.headers`` (X-Forwarded-Host from an untrusted client replaced).
+and in ``web.gateway.headers`` (X-Forwarded-Host from an untrusted client replaced).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ proxy middleware (werkzeug's ProxyFix, Express's ``trust proxy``) reads as
 ``secure.example.com``: the host-bound token route was served without a
 token. The class is every Host an upstream may read as another name than
 the gateway did: lists, spaces, userinfo, paths, brackets, bad ports, empty
-labels, an empty value. Stopped in ``web.headers.valid_host`` (called from
-``web.proxy`` before routing); two Host headers are refused by both of
+labels, an empty value. Stopped in ``client.valid_host`` (called from
+``web.gateway.proxy`` before routing); two Host headers are refused by both of
 aiohttp's parsers.
 """
 

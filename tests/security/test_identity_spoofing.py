@@ -4,7 +4,7 @@ SPEC §3 "Forwarding" and §8 "Connection-named headers", "Spoofed identity
 with other spellings". Stopped in ``patgate.web.headers.upstream_headers``
 (hop-by-hop and Connection-named headers first, identity headers in every
 ``-``/``_``/case spelling, X-Forwarded-* from untrusted peers) and in
-``web.proxy`` which adds the gateway's identity headers last.
+``web.gateway.proxy`` which adds the gateway's identity headers last.
 """
 
 from __future__ import annotations

@@ -31,8 +31,14 @@ from patgate.store.base import RateVerdict
 from patgate.throttle import LoginThrottle, ThrottledError
 from patgate.web.manage.tokens import API_PREFIX
 from tests.conftest import RedisServer
-from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
-from tests.processes import ProcessGroup, StoreAdmin, config_yaml, route_yaml
+from tests.gateway_harness import (
+    ADMIN,
+    Gateway,
+    RecordingUpstream,
+    gateway_yaml,
+    route_yaml,
+)
+from tests.processes import ProcessGroup, StoreAdmin
 from tests.security.conftest import ROUTES, StartGateway
 
 PASSWORD = "alice-password-for-guessing"
@@ -207,7 +213,7 @@ async def early_in_a_window(margin: float = 25.0) -> None:
 
 
 def process_config(store_url: str, upstream: RecordingUpstream) -> str:
-    return config_yaml(
+    return gateway_yaml(
         store_url,
         route_yaml("api", "/api/", upstream.url),
         f"workers: 2\nlimits: {{failed_auth_per_minute: {LIMIT}}}",

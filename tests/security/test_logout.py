@@ -5,8 +5,9 @@ only asked the browser to forget it; a copy taken before (from a shared
 machine, a proxy log, a backup of the profile) stayed valid for its eight
 hours, on every worker and replica.
 
-Stopped in ``web.api.close_session`` and ``web.api._session_user``: a logout
-records the session's id in the store until the cookie would have expired
+Stopped in ``web.manage.login.close_session`` and
+``web.manage.caller.session_user``: a logout records the session's id in
+the store until the cookie would have expired
 (``Store.revoke_session``), and every use of a session asks the store
 (``Store.session_revoked``). Checked on both stores, on a second gateway
 sharing the store, and on real ``patgate serve`` processes with workers.
@@ -23,8 +24,14 @@ import pytest
 
 from patgate.web.manage.endpoint import SESSION_COOKIE
 from patgate.web.manage.tokens import API_PREFIX
-from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
-from tests.processes import ProcessGroup, StoreAdmin, config_yaml, route_yaml
+from tests.gateway_harness import (
+    ADMIN,
+    Gateway,
+    RecordingUpstream,
+    gateway_yaml,
+    route_yaml,
+)
+from tests.processes import ProcessGroup, StoreAdmin
 from tests.security.conftest import ROUTES, StartGateway
 
 PASSWORD = "alice-password-for-logout"
@@ -145,7 +152,7 @@ async def test_a_logged_out_session_is_refused_by_every_worker(
         await admin.service.add_user(ADMIN, "alice", password=PASSWORD)
     finally:
         await admin.close()
-    config = config_yaml(
+    config = gateway_yaml(
         store_url, route_yaml("api", "/api/", upstream.url), "workers: 2"
     )
     replica = await gateways.start(config)

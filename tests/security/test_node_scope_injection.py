@@ -3,7 +3,7 @@
 Issue 11, finding 10 (the grant side): ``node:/dav/alice/x,*,admin:rw`` was
 accepted and forwarded as it is in ``X-Patgate-Scopes``, where an upstream
 splitting the list at commas read ``*`` and ``admin:rw`` as scopes of the
-token. (The encoding of the header itself is ``web.headers``'s business.)
+token. (The encoding of the header itself is ``web.gateway.headers``'s business.)
 
 Stopped in ``scopes.canonical_scope``, which every door to a grant goes
 through (``token create/edit``, ``user add/scopes`` on the CLI and the API,

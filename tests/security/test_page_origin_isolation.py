@@ -31,14 +31,14 @@ import pytest
 from patgate.web.manage.endpoint import SECURE_SESSION_COOKIE, SESSION_COOKIE
 from patgate.web.manage.tokens import API_PREFIX
 from tests.conftest import free_port
-from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
-from tests.processes import (
-    ProcessGroup,
-    StoreAdmin,
-    config_yaml,
+from tests.gateway_harness import (
+    ADMIN,
+    Gateway,
+    RecordingUpstream,
+    gateway_yaml,
     route_yaml,
-    run_cli,
 )
+from tests.processes import ProcessGroup, StoreAdmin, run_cli
 from tests.security.conftest import (
     ROUTES,
     Listening,
@@ -258,7 +258,7 @@ async def test_every_worker_serves_every_listener(
 ) -> None:
     routes = route_yaml("site", "/", upstream.url, "auth: none")
     process = await gateways.start(
-        config_yaml(sqlite_url, routes, f"workers: 2\n{SEPARATE}")
+        gateway_yaml(sqlite_url, routes, f"workers: 2\n{SEPARATE}")
     )
     found = dict(
         re.findall(
@@ -292,7 +292,7 @@ async def test_a_reload_reaches_the_separate_listeners(
     finally:
         await admin.close()
     site = route_yaml("site", "/", upstream.url, "auth: none")
-    process = await gateways.start(config_yaml(sqlite_url, site, SEPARATE))
+    process = await gateways.start(gateway_yaml(sqlite_url, site, SEPARATE))
     manage = re.search(
         r"management page and API on (http://\S+?)/_patgate/", process.stdout()
     )
@@ -312,7 +312,7 @@ async def test_a_reload_reaches_the_separate_listeners(
 
     assert "reload:test" not in await scopes()
     added = route_yaml("more", "/more/", upstream.url, "scope: reload:test")
-    process.write_config(config_yaml(sqlite_url, site + added, SEPARATE))
+    process.write_config(gateway_yaml(sqlite_url, site + added, SEPARATE))
     process.send(signal.SIGHUP)
     await process.wait_for_event("config_reloaded")
     assert "reload:test" in await scopes()
@@ -325,7 +325,7 @@ async def test_healthcheck_asks_the_ops_listener(
     # listener answers 404 for healthz, so the command must ask the ops one.
     port = free_port()
     process = await gateways.start(
-        config_yaml(
+        gateway_yaml(
             sqlite_url,
             route_yaml("site", "/", upstream.url, "auth: none"),
             f"ops: {{listen: '127.0.0.1:{port}'}}",

@@ -2,8 +2,8 @@
 
 SPEC §3 and §8 "Checked path ≠ forwarded path" / "Query or fragment taking
 part in route matching". Stopped in ``patgate.paths.normalise_path`` (one
-canonical form, ambiguous encodings refused) and ``patgate.policy.Router``
-(matches that form, never the query); ``web.proxy`` forwards the same string
+canonical form, ambiguous encodings refused) and ``patgate.routing.Router``
+(matches that form, never the query); ``web.gateway.proxy`` forwards the same string
 with ``URL(..., encoded=True)``.
 
 Every test asserts the status and what reached the upstream.

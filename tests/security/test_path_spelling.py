@@ -32,7 +32,7 @@ from yarl import URL
 
 from patgate.config import RouteConfig
 from patgate.paths import normalise_path
-from patgate.policy import CompiledRoute, Router
+from patgate.routing import CompiledRoute, Router
 from tests.gateway_harness import Gateway, RecordingUpstream, StartGateway
 
 ROUTES = """\

@@ -4,7 +4,7 @@ SPEC §8 "Tokens in logs"; issue 5 "a test runs a realistic session and scans
 every log line". The in-process tests (``test_secret_leaks``) see structlog;
 only the real process shows everything it writes: its structlog JSON lines
 *and* whatever the standard ``logging`` module (aiohttp's own loggers) prints
-to stderr. Stopped in ``patgate.logs`` (redaction) and ``web.ops.AccessLogger``.
+to stderr. Stopped in ``patgate.logs`` (redaction) and ``web.ops.access.AccessLogger``.
 """
 
 from __future__ import annotations

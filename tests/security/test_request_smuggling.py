@@ -6,8 +6,8 @@ C or pure Python), so the attacks here are: a second request hidden inside
 the first that reaches the upstream unchecked, a header that means one thing
 to the gateway and another upstream, and input that crashes the gateway
 (5xx). Stopped by aiohttp's parsers (configured in ``web.app`` with the
-``limits`` sizes), by ``web.headers`` (what is re-sent upstream), and by
-``web.proxy`` re-framing every body itself (Content-Length is never copied).
+``limits`` sizes), by ``web.gateway.headers`` (what is re-sent upstream), and by
+``web.gateway.proxy`` re-framing every body itself (Content-Length is never copied).
 
 Every case must end in a refusal (4xx, or a closed connection) or in a
 well-formed exchange; no response may be a 5xx; the upstream must never see

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from patgate.config import RouteConfig
 from patgate.models import TokenGrant, TokenRecord, User
-from patgate.policy import Attempt, CompiledRoute, decide
+from patgate.policy import Attempt, decide
+from patgate.routing import CompiledRoute
 from patgate.tokens import hash_token
 from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream, StartGateway
 

@@ -5,7 +5,7 @@ commas (``node:/dav/alice/x,*,admin:rw``) was forwarded as is, and an
 upstream splitting the header at ``,`` read ``*`` and ``admin:rw`` as
 scopes of their own. Which paths a node scope may name is the token
 service's business; whatever it holds, the header keeps it one element:
-``web.headers.encode_scopes`` percent-encodes every character outside
+``web.gateway.headers.encode_scopes`` percent-encodes every character outside
 ``A-Z a-z 0-9 - . _ ~ : / *`` in each element. The records here are written
 to the store directly, as a record made before a stricter rule would be.
 """

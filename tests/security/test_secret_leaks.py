@@ -2,9 +2,9 @@
 
 SPEC §3 ("the credential removed", "query tokens are stripped from the
 forwarded URL and from every log line") and §8 "Tokens in logs". Stopped in
-``patgate.web.headers.upstream_headers`` and ``web.proxy`` (credential
+``patgate.web.headers.upstream_headers`` and ``web.gateway.proxy`` (credential
 headers dropped, ``extract.strip_query_params`` on the forwarded query),
-``web.ops.AccessLogger`` (path without query) and ``patgate.logs``
+``web.ops.access.AccessLogger`` (path without query) and ``patgate.logs``
 (redaction before rendering).
 
 A realistic session runs twice: once rendered as real JSON lines by

@@ -32,15 +32,14 @@ from patgate.store import Store
 from patgate.web.gateway.sync import flush_usage
 from patgate.web.keys import CACHE, GATE
 from tests.factories import make_token
-from tests.gateway_harness import ADMIN, Gateway, RecordingUpstream
-from tests.processes import (
-    PEPPER,
-    ProcessGroup,
-    StoreAdmin,
-    config_yaml,
-    poll,
+from tests.gateway_harness import (
+    ADMIN,
+    Gateway,
+    RecordingUpstream,
+    gateway_yaml,
     route_yaml,
 )
+from tests.processes import PEPPER, ProcessGroup, StoreAdmin, poll
 from tests.security.conftest import StartGateway, bearer, send_raw
 from tests.security.conftest import request as http_request
 
@@ -169,7 +168,7 @@ async def test_cli_edit_is_not_undone_by_a_serving_process(
         await admin.user("alice")
         record, value = await used_hour_token(admin.store, PEPPER.encode())
         gateway = await gateways.start(
-            config_yaml(
+            gateway_yaml(
                 store_url, route_yaml("api", "/api/", upstream.url), FLUSH_OFTEN
             )
         )

@@ -4,8 +4,9 @@ The attack: ``/_patgate/readyz`` and the API's 503s quoted the store's
 error, which names its host and port (``redis store 10.0.3.7:6379: ...``) or
 its file, to anyone who asked while the store was down.
 
-Stopped in ``web.ops.readyz_handler`` and ``web.api.ApiError.from_patgate``:
-the answer says only that the store is unavailable; the log keeps the detail
+Stopped in ``web.ops.health.readyz_handler`` and
+``web.manage.endpoint.ApiError.from_patgate``: the answer says only that
+the store is unavailable; the log keeps the detail
 for the operator. Checked for readyz and every API operation, on a Redis
 store whose port is closed and on an SQLite file in a missing directory.
 """

@@ -6,7 +6,7 @@ control character after a Bearer value, an over-long header), and the
 access log wrote ``/public/pgt%5F...`` as sent. The class: any place where
 raw request text reaches an answer or a log line. Stopped in
 ``web.protocol.GatewayRequestHandler.handle_error`` (a fixed JSON body),
-``web.ops`` (a parse error is logged without its message) and
+``web.ops.access`` (a parse error is logged without its message) and
 ``logs.redact_text`` (token-shaped values redacted in the text and in every
 percent-decoding of it; the access log's method and path pass through it).
 

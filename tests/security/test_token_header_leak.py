@@ -8,7 +8,7 @@ credential sources did not read (an ``X-API-Key`` on a Bearer-only route,
 (name or value, any spelling, any repeat) or query pair that carries a
 well-formed token, plain, percent-encoded (any depth) or in Basic
 credentials, on every route. Stopped in ``extract.carries_token`` called
-from ``web.headers.upstream_headers`` (one pass over the headers) and in
+from ``web.gateway.headers.upstream_headers`` (one pass over the headers) and in
 ``extract.strip_token_pairs`` on the forwarded query. Values that only look
 like a token (bad checksum, another prefix) and foreign credentials pass.
 """

@@ -6,7 +6,7 @@ client and one identity; an upstream that reads the path from
 ``X-HTTP-Method-Override`` (Rails, Laravel, Express method-override), the
 client from ``X-Real-IP`` (nginx realip, Flask/werkzeug) or the identity
 from ``X.Patgate.User`` (PHP turns ``.`` into ``_``: ``HTTP_X_PATGATE_USER``)
-would act on something else. Stopped in ``web.headers.upstream_headers``:
+would act on something else. Stopped in ``web.gateway.headers.upstream_headers``:
 names are compared folded by one function (``config.reader.fold_header``:
 case, ``-``, ``_``, ``.``); overrides are dropped unless the route lists
 them in ``pass_headers``; client-address headers pass only from

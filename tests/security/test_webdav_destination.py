@@ -7,7 +7,8 @@ destination on another server is a 502. The class: any absolute URL in
 ``Destination`` or in an ``If`` tagged list whose scheme, host, port or
 userinfo is not how the client reached this gateway (its Host, or a
 trusted proxy's X-Forwarded-Host/-Proto). Stopped in
-``web.proxy._names_other_server``; paths and lock tokens name no server.
+``client.ClientOrigin.names_other_server`` (in ``gate.Gate.check``); paths
+and lock tokens name no server.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gate's usage and cache writes around an edit, with the clock injected.
 
 A real SQLite store in ``tmp_path`` stands behind the gate; what a change
-notice does to a gateway (``web.app._apply_change``) is done by hand here,
+notice does to a gateway (``web.gateway.sync.apply_change``) is done by hand here,
 step by step, so each step of the race can be placed where the test wants it.
 """
 
@@ -17,7 +17,7 @@ from patgate.config import RouteConfig
 from patgate.extract import Credential
 from patgate.gate import Gate, RequestView
 from patgate.models import ExpiryModel, TokenRecord
-from patgate.policy import CompiledRoute
+from patgate.routing import CompiledRoute
 from patgate.store.sqlite import SQLiteStore
 from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder

@@ -8,7 +8,8 @@ import pytest
 from patgate.config import RouteConfig, parse_config
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord, TokenStatus, User
 from patgate.paths import PathError, normalise_path
-from patgate.policy import Attempt, CompiledRoute, Decision, Router, decide
+from patgate.policy import Attempt, Decision, decide
+from patgate.routing import CompiledRoute, Router
 from patgate.tokens import hash_token
 
 NOW = 1_800_000_000.0

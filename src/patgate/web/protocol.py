@@ -124,7 +124,7 @@ class GatewayRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's own logs the error (patgate.web.ops keeps the message of a
+        # aiohttp's own logs the error (patgate.web.ops.access keeps the message of a
         # parse error out of the log) and refuses once a response has begun.
         super().handle_error(request, status, exc, None)
         # SECURITY: the message quotes the raw request line or header (the

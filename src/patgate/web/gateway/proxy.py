@@ -28,7 +28,8 @@ from yarl import URL
 from patgate.answers import error_answer
 from patgate.config import Config, RouteConfig
 from patgate.gate import Gate, RequestFacts, Verdict
-from patgate.policy import CompiledRoute, Decision
+from patgate.policy import Decision
+from patgate.routing import CompiledRoute
 from patgate.web.errors import error_response, response_of
 from patgate.web.gateway.headers import (
     add_forwarding,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from patgate.gate import Gate, RequestView
 from patgate.models import Change, ChangeKind
-from patgate.policy import CompiledRoute, Decision
+from patgate.policy import Decision
+from patgate.routing import CompiledRoute
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -12,7 +12,7 @@ from yarl import URL
 
 from patgate.gate import IF_URL
 from patgate.paths import PathError, normalise_path
-from patgate.policy import CompiledRoute
+from patgate.routing import CompiledRoute
 
 
 def map_if_urls(if_header: str, route: CompiledRoute, base: str) -> str:

@@ -110,7 +110,7 @@ def answer(handler: Handler) -> Handler:
 
 
 def refuse_cross_site(request: web.Request) -> None:
-    """Rules 1 and 2 of :mod:`patgate.web.origin`, before anything is read."""
+    """Rules 1 and 2 of :mod:`patgate.web.manage.origin`, before anything is read."""
     # SECURITY: CSRF; a cross-site form or no-cors fetch carrying the page's
     # cookie or the browser's cached Basic credentials must change nothing.
     reason = origin.cross_origin_reason(

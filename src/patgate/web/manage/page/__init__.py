@@ -2,7 +2,7 @@
 
 The page is a small vanilla-JS app (``index.html``, ``app.js``, ``app.css``)
 that talks to the management API with the session of
-:mod:`patgate.web.page.session`. It is served with a strict
+:mod:`patgate.web.manage.page.session`. It is served with a strict
 Content-Security-Policy (scripts and styles from this origin only, nothing
 inline, no framing), ``Referrer-Policy: no-referrer`` and ``no-store``.
 """

@@ -336,17 +336,40 @@ class Gate:
         token_id = token_id_of(credential.value, self.prefix)
         if token_id is None:
             # SECURITY: a bad shape or checksum never reaches the store.
-            self.throttle.note_failure(ip, now)
+            await self._note_failure(ip, now)
             return MALFORMED
         token_hash = hash_token(credential.value, self._pepper)
         decision, grant = await self._decide(route, view, token_hash, token_id, now)
         if not decision.allowed or grant is None:
             if decision.status == 401:
-                self.throttle.note_failure(ip, now)
+                await self._note_failure(ip, now)
             return decision
         if not note_usage:
             return decision
         return await self._admit(decision, grant, token_hash, view, now)
+
+    async def _note_failure(self, ip: str, now: float) -> None:
+        """Count a failed token check here, and in the store's shared counter.
+
+        SECURITY: token guessing spread over workers and replicas; once the
+        shared count of an address is over the limit, each process refuses
+        it locally until the window ends (one store write per failure, none
+        per success). A store that cannot answer leaves the local count.
+        """
+        throttle = self.throttle
+        throttle.note_failure(ip, now)
+        if throttle.limit <= 0:
+            return
+        window = int(throttle.window)
+        try:
+            rate = await self.store.take_rate(
+                f"authfail:{ip}", throttle.limit, window, now
+            )
+        except StoreUnavailableError:
+            self.store_errors += 1
+            return
+        if not rate.allowed:
+            throttle.block(ip, now + rate.retry_after)
 
     async def _decide(
         self,

@@ -24,18 +24,30 @@ class _Window:
 
 
 class FailureThrottle:
-    """Refuse a key for the rest of its window once it failed ``limit`` times."""
+    """Refuse a key for the rest of its window once it failed ``limit`` times.
+
+    Counted in this process; :meth:`block` adds what a shared count found
+    (the gate asks the store's counter on each failure, so every worker and
+    replica refuses an address that failed too often anywhere).
+    """
 
     def __init__(self, limit: int, window: float = 60.0, max_keys: int = 100_000):
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
         self._windows: dict[str, _Window] = {}
+        self._blocked: dict[str, float] = {}  # until when a shared count refused
 
     def retry_after(self, key: str, now: float) -> float:
         """Seconds until ``key`` may try again; 0.0 when it may now."""
         if self.limit <= 0:
             return 0.0
+        if self._blocked:
+            until = self._blocked.get(key)
+            if until is not None:
+                if now < until:
+                    return until - now
+                del self._blocked[key]
         window = self._windows.get(key)
         if window is None or window.count < self.limit:
             return 0.0
@@ -54,8 +66,16 @@ class FailureThrottle:
         else:
             window.count += 1
 
+    def block(self, key: str, until: float) -> None:
+        """Refuse ``key`` until ``until``: its shared count is over the limit."""
+        if len(self._blocked) >= self.max_keys:
+            for other in [k for k, end in self._blocked.items() if end <= until]:
+                del self._blocked[other]
+        self._blocked[key] = until
+
     def forget(self, key: str) -> None:
         self._windows.pop(key, None)
+        self._blocked.pop(key, None)
 
     def _prune(self, now: float) -> None:
         for key, window in list(self._windows.items()):

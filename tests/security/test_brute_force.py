@@ -43,6 +43,34 @@ async def test_failed_auth_is_throttled_per_client_address(
     assert response.status == 200
 
 
+async def test_failed_auth_is_throttled_across_gateways_sharing_a_store(
+    make_gateway: StartGateway, upstream: RecordingUpstream, store_url: str
+) -> None:
+    """Guesses spread over gateways (replicas, workers) share one budget."""
+    routes = ROUTES.format(upstream=upstream.url)
+    extra = f"limits: {{failed_auth_per_minute: {LIMIT}}}"
+    gateways = [await make_gateway(store_url, routes, extra=extra) for _ in range(3)]
+    good = await gateways[0].token("alice")
+    statuses = []
+    for guess in range(LIMIT + 6):
+        value = format_token("pgt", f"Guess{guess:03d}", "G" * 32)
+        gateway = gateways[guess % 3]
+        (response,) = await send_raw(gateway, request("/api/x", bearer(value)))
+        statuses.append(response.status)
+    # Each gateway alone saw at most 4 failures, under the limit of 5. The
+    # shared count runs out after five, wherever they were spent; a gateway
+    # learns it on its next failure (one store write per failure, none per
+    # success), so at most one guess per gateway gets past the budget.
+    assert statuses[:LIMIT] == [401] * LIMIT
+    assert statuses.count(401) <= LIMIT + len(gateways)
+    assert statuses[-3:] == [429] * 3
+    for gateway in gateways:  # even a good token, from that address
+        (response,) = await send_raw(gateway, request("/api/x", bearer(good)))
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+    assert upstream.requests == []
+
+
 async def test_token_alone_cannot_use_the_management_api(
     gateway: Gateway, upstream: RecordingUpstream
 ) -> None:

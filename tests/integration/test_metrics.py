@@ -350,3 +350,47 @@ async def test_request_metrics_read_as_prometheus_clients_own_would(sqlite_url):
     assert families(generate_latest(ours.registry).decode()) == families(
         generate_latest(reference).decode()
     )
+
+
+async def test_every_scrape_of_a_two_worker_gateway_counts_every_worker(
+    sqlite_url, gateways, upstream
+):
+    """One view of a multi-worker gateway: whichever worker answers a scrape."""
+    _, token = await new_token(sqlite_url, scopes=["api:read"])
+    gateway = await gateways.start(api_config(sqlite_url, upstream, "workers: 2"))
+    served_by: set[str] = set()
+    for _ in range(40):
+        # A connection each: SO_REUSEPORT spreads them over both workers.
+        async with aiohttp.ClientSession() as fresh:
+            assert await fetch(fresh, gateway.url + "/api/x", token) == 200
+            assert await fetch(fresh, gateway.url + "/api/nothing-here") == 401
+    for line in gateway.logs():
+        if line.get("event") == "request" and line.get("path") == "/api/x":
+            served_by.add(str(line["pid"]))
+    assert len(served_by) == 2, "both workers should have served requests"
+    await asyncio.sleep(1.5)  # each worker shares its counts once a second
+    totals = []
+    for _ in range(12):
+        async with aiohttp.ClientSession() as fresh:
+            samples = await scrape(fresh, gateway)
+        totals.append(
+            (
+                value(
+                    samples, "patgate_requests_total", route="api", outcome="allowed"
+                ),
+                value(
+                    samples,
+                    "patgate_requests_total",
+                    route="api",
+                    outcome="unauthorized",
+                ),
+                value(
+                    samples, "patgate_responses_total", route="api", status_class="2xx"
+                ),
+                value(samples, "patgate_request_duration_seconds_count", route="api"),
+                value(samples, "patgate_workers"),
+            )
+        )
+    assert set(totals) == {(40.0, 40.0, 40.0, 80.0, 2.0)}, totals
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "process_resident_memory_bytes") > 0

@@ -58,7 +58,7 @@ from patgate.web.keys import (
 )
 from patgate.web.manage import setup_management
 from patgate.web.ops import OPS_PREFIX, add_ops_routes
-from patgate.web.ops.metrics import Metrics
+from patgate.web.ops.metrics import Metrics, share_metrics
 from patgate.web.protocol import answer_expect, set_server_header
 
 # The applications of the separate listeners, by name ("manage", "ops").
@@ -83,6 +83,9 @@ def create_app(
     app.cleanup_ctx.append(_proxy_handler)
     app.cleanup_ctx.append(change_listener)
     app.cleanup_ctx.append(usage_flusher)
+    if app[METRICS].shared:
+        shared = app[METRICS]
+        app.cleanup_ctx.append(lambda app: share_metrics(app, shared))
     app[LISTENERS] = {}
     if config.ops_listen is None:
         add_ops_routes(app)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -202,11 +204,25 @@ def serve(
 
     # Held until the process can handle them gracefully (see _serve_one).
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    serving = _Serving(load, access_log, pepper_checked)
     if workers == 1:
-        return asyncio.run(
-            _serve_one(load, config, socks[0], announce, pepper_checked, access_log)
-        )
-    return _serve_many(load, config, socks, announce, pepper_checked, access_log)
+        return asyncio.run(_serve_one(serving, config, socks[0], announce))
+    with tempfile.TemporaryDirectory(prefix="patgate-metrics-") as metrics_dir:
+        serving = dataclasses.replace(serving, metrics_dir=metrics_dir)
+        return _serve_many(serving, config, socks, announce)
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """What every worker starts with besides its config and sockets.
+
+    ``metrics_dir``: where the workers share their metrics (``workers`` > 1).
+    """
+
+    load: ConfigLoader
+    access_log: AccessLog
+    pepper_checked: bool
+    metrics_dir: str | None = None
 
 
 def _bind_pepper_at_start(config: Config) -> tuple[Config, bool]:
@@ -232,15 +248,13 @@ def _bind_pepper_at_start(config: Config) -> tuple[Config, bool]:
 
 
 def _serve_many(
-    load: ConfigLoader,
+    serving: _Serving,
     config: Config,
     socks: Sequence[WorkerSockets],
     ready: Ready,
-    pepper_checked: bool,
-    access_log: AccessLog,
 ) -> int:
     """Fork one worker per socket; relay signals; exit when all have stopped."""
-    access_log.flush()
+    serving.access_log.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
@@ -249,9 +263,7 @@ def _serve_many(
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _run_worker(
-                load, config, sock, socks, write_end, pepper_checked, access_log
-            )
+            _run_worker(serving, config, sock, socks, write_end)
         children.add(pid)
     os.close(write_end)
     for worker_socks in socks:
@@ -272,13 +284,11 @@ def _serve_many(
 
 
 def _run_worker(
-    load: ConfigLoader,
+    serving: _Serving,
     config: Config,
     sock: WorkerSockets,
     socks: Sequence[WorkerSockets],
     ready_fd: int,
-    pepper_checked: bool,
-    access_log: AccessLog,
 ) -> None:
     """The body of a forked worker; never returns into the parent's code."""
     code = 1
@@ -292,13 +302,11 @@ def _run_worker(
             os.write(ready_fd, b".")
             os.close(ready_fd)
 
-        code = asyncio.run(
-            _serve_one(load, config, sock, ready, pepper_checked, access_log)
-        )
+        code = asyncio.run(_serve_one(serving, config, sock, ready))
     except BaseException as exc:  # a worker must not fall back into the parent
         log.error("worker_crashed", pid=os.getpid(), error=repr(exc))
     finally:
-        access_log.flush()
+        serving.access_log.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -393,16 +401,15 @@ async def _start_listeners(
 
 
 async def _serve_one(
-    load: ConfigLoader,
-    config: Config,
-    socks: WorkerSockets,
-    ready: Ready,
-    pepper_checked: bool,
-    access_log: AccessLog,
+    serving: _Serving, config: Config, socks: WorkerSockets, ready: Ready
 ) -> int:
+    load, access_log = serving.load, serving.access_log
     store = open_store(config.store)
     # The server's own metrics and access log, handed to the app.
-    app = create_app(config, store, metrics=Metrics(), access_log=access_log)
+    metrics = Metrics()
+    if serving.metrics_dir is not None:
+        metrics.share(serving.metrics_dir)
+    app = create_app(config, store, metrics=metrics, access_log=access_log)
     in_flight = app[IN_FLIGHT]
     runner = _runner(app, config, access_log)
     await runner.setup()
@@ -412,7 +419,7 @@ async def _serve_one(
     settle_heap()
     stop = asyncio.Event()
     pepper_guard = None
-    if not pepper_checked:
+    if not serving.pepper_checked:
         pepper_guard = asyncio.create_task(_guard_pepper(config, store, stop))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

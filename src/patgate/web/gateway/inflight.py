@@ -55,7 +55,8 @@ class InFlight:
         """The access line and count of a request whose handler was cancelled."""
         sent = exchange.response or web.StreamResponse(status=499)
         status = sent.status
-        self._metrics.count(exchange.route, exchange.outcome(status), None)
+        outcome = exchange.outcome(status)
+        self._metrics.count(exchange.route, outcome, None, status, seconds)
         if self._access.enabled:
             self._access.log(request, sent, seconds)
 

@@ -85,10 +85,13 @@ class ProxyHandler:
             raise
         finally:
             in_flight.leave()
+        status = response.status
         self.metrics.count(
             exchange.route,
-            exchange.outcome(response.status),
+            exchange.outcome(status),
             exchange.auth_seconds,
+            status,
+            time.monotonic() - started,
         )
         if in_flight.draining or (
             request.body_exists

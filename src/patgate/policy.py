@@ -63,7 +63,7 @@ PUBLIC = Decision(allowed=True, status=200, reason="public")
 # The decision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: not frozen, which costs more
 class Attempt:
     """One use of a token, as :func:`decide` weighs it against the grant.
 

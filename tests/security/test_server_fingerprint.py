@@ -3,9 +3,10 @@
 Issue 11, finding 15: every answer carried aiohttp's default
 ``Server: Python/3.11 aiohttp/3.x``, the gateway's own and, passed through,
 the upstream's: a fingerprint for looking up known bugs. Stopped in
-``web.protocol``: ``set_server_header`` (``on_response_prepare``, every
-answer of the app, over an upstream's own) and
-``GatewayRequestHandler`` (the answers aiohttp makes before the app runs).
+``web.protocol``: ``name_the_server`` (aiohttp's default for every answer
+that names no server; ``web.gateway.headers.copy_response_headers`` drops an
+upstream's own) and ``GatewayRequestHandler`` (the answers aiohttp makes
+before the app runs).
 """
 
 from __future__ import annotations

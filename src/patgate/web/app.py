@@ -59,7 +59,7 @@ from patgate.web.keys import (
 from patgate.web.manage import setup_management
 from patgate.web.ops import OPS_PREFIX, add_ops_routes
 from patgate.web.ops.metrics import Metrics, share_metrics
-from patgate.web.protocol import answer_expect, set_server_header
+from patgate.web.protocol import answer_expect, name_the_server
 
 # The applications of the separate listeners, by name ("manage", "ops").
 LISTENERS: web.AppKey[dict[str, web.Application]] = web.AppKey("listeners")
@@ -102,7 +102,7 @@ def create_app(
     app.router.add_route(
         "*", r"/{tail:[\s\S]*}", _dispatch, expect_handler=answer_expect
     )
-    app.on_response_prepare.append(set_server_header)
+    name_the_server()
     return app
 
 
@@ -175,7 +175,7 @@ def _listener_app(config: Config, main: web.Application) -> web.Application:
     app = _application(config)
     for key in (CONFIG, STORE, SERVICE, METRICS):
         app[key] = main[key]  # type: ignore[misc]
-    app.on_response_prepare.append(set_server_header)
+    name_the_server()
     return app
 
 

@@ -10,7 +10,7 @@
   a body quoting the raw request line or header (a token in ``?session=``
   or after ``Bearer`` with it); we answer with the gateway's fixed JSON.
 - **Server**: ``patgate`` on every answer, never the Python and aiohttp
-  versions (:func:`set_server_header` for the app's answers, the handler
+  versions (:func:`name_the_server` for the app's answers, the handler
   for its own).
 
 :class:`GatewayRunner` is ``web.AppRunner`` serving through
@@ -23,7 +23,7 @@ import asyncio
 from typing import Any
 
 import structlog
-from aiohttp import HttpVersion11, hdrs, web
+from aiohttp import HttpVersion11, hdrs, web, web_response
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -43,13 +43,17 @@ _REQUEST_TIMEOUT = (
 )
 
 
-async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: ``Server: patgate``, also over an upstream's own.
+def name_the_server() -> None:
+    """Every answer says ``Server: patgate``, never the Python and aiohttp versions.
 
-    SECURITY: aiohttp's default names the Python and aiohttp versions (a
-    fingerprint for known bugs); an upstream's names its software.
+    SECURITY: aiohttp's default names them (a fingerprint for known bugs).
+    aiohttp fills in ``Server`` from a module constant when a response has
+    none, so that constant is set once here: no per-response hook (an
+    ``on_response_prepare`` signal costs every request ~1.5 us). The proxy
+    drops an upstream's own ``Server`` (``copy_response_headers``), as nginx
+    does, so it names no upstream software either.
     """
-    response.headers[hdrs.SERVER] = SERVER_NAME
+    web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
 
 
 class GatewayRequestHandler(RequestHandler):

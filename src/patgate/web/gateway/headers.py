@@ -161,14 +161,18 @@ def add_forwarding(
 def copy_response_headers(
     upstream: CIMultiDictProxy[str], into: CIMultiDict[str]
 ) -> None:
-    """Add the upstream's response headers, minus hop-by-hop ones and
-    Content-Length (the response sets its own), to ``into``."""
+    """Add the upstream's response headers, minus hop-by-hop ones,
+    Content-Length (the response sets its own) and Server (ours), to ``into``."""
     dropped = connection_named(upstream) if "Connection" in upstream else ()
     for name, value in upstream.items():
         key = name.lower()
-        if key in HOP_BY_HOP or key in dropped or key == "content-length":
+        if key in HOP_BY_HOP or key in dropped or key in _OWN_RESPONSE_HEADERS:
             continue
         into.add(name, value)
+
+
+# What the gateway's answer sets itself rather than copy from the upstream's.
+_OWN_RESPONSE_HEADERS = frozenset({"content-length", "server"})
 
 
 def identity_values(

@@ -7,7 +7,9 @@ one line on stderr, never a traceback.
 
 Each command group is added by one function in :data:`COMMANDS`; a leaf parser
 sets ``handler``, a function of the parsed arguments that returns the exit
-code. The CLI works on the store directly, so it acts as an admin; the tokens
+code. The CLI works on the store directly, so it acts as an admin (unless
+``patgate login`` sent token commands through the API,
+:mod:`~patgate.cli.remote`); the tokens
 it makes are ``created_by`` ``cli:<OS user>`` (never a login, which cannot
 hold ``:``).
 
@@ -37,6 +39,7 @@ from patgate.cli.output import (
     print_tokens,
     print_users,
 )
+from patgate.cli.remote import add_session_commands
 from patgate.cli.runner import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -191,5 +194,6 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[ArgumentParser]], None], ..
     add_config_commands,
     add_user_commands,
     add_token_commands,
+    add_session_commands,
 )
 """One function per command group; each adds its parsers to the subparsers."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from patgate.cli import remote
 from patgate.cli.output import (
     add_output_options,
     print_json,
@@ -21,6 +22,12 @@ from patgate.service import Actor, Revoked, TokenService
 
 
 def token_create(args: argparse.Namespace) -> int:
+    session = remote.remote_session(args)
+    if session is not None:  # patgate login: through the API, as that user
+        return remote.token_create(args, session)
+    if not args.user:
+        raise UsageError("the following arguments are required: -u/--user")
+
     async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
         now = service.now()
         return await service.create_token(
@@ -43,6 +50,10 @@ def token_create(args: argparse.Namespace) -> int:
 
 
 def token_list(args: argparse.Namespace) -> int:
+    session = remote.remote_session(args)
+    if session is not None:  # patgate login: through the API, as that user
+        return remote.token_list(args, session)
+
     async def work(
         service: TokenService, actor: Actor
     ) -> tuple[list[TokenRecord], float]:
@@ -57,6 +68,10 @@ def token_list(args: argparse.Namespace) -> int:
 
 
 def token_show(args: argparse.Namespace) -> int:
+    session = remote.remote_session(args)
+    if session is not None:  # patgate login: through the API, as that user
+        return remote.token_show(args, session)
+
     async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, float]:
         return await service.get_token(actor, args.id), service.now()
 
@@ -150,6 +165,10 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def token_regenerate(args: argparse.Namespace) -> int:
+    session = remote.remote_session(args)
+    if session is not None:  # patgate login: through the API, as that user
+        return remote.token_regenerate(args, session)
+
     async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
         grace = _duration_or_none(args.grace)
         return await service.regenerate_token(actor, args.id, grace)
@@ -175,6 +194,10 @@ def token_copy(args: argparse.Namespace) -> int:
 
 
 def token_revoke(args: argparse.Namespace) -> int:
+    session = remote.remote_session(args)
+    if session is not None:  # patgate login: through the API, as that user
+        return remote.token_revoke(args, session)
+
     async def work(service: TokenService, actor: Actor) -> Revoked:
         return await service.revoke_tokens(actor, args.ids)
 
@@ -261,10 +284,14 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
 
     create = add_leaf(sub, "create", token_create, "create a token for a user")
     create.add_argument(
-        "-u", "--user", required=True, metavar="LOGIN", help="the owner"
+        "-u",
+        "--user",
+        metavar="LOGIN",
+        help="the owner (after patgate login: yourself unless given)",
     )
     _add_token_settings(create, edit=False)
     add_output_options(create, quiet=True)
+    _add_password_stdin(create)
 
     listing = add_leaf(sub, "list", token_list, "list tokens (never their values)")
     listing.add_argument("-u", "--user", metavar="LOGIN", help="only this owner's")
@@ -289,6 +316,7 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
         help="keep the old value working this long (default: it dies at once)",
     )
     add_output_options(regenerate, quiet=True)
+    _add_password_stdin(regenerate)
 
     copy = add_leaf(sub, "copy", token_copy, "a new token with the same settings")
     copy.add_argument("id", metavar="ID")
@@ -296,3 +324,12 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
 
     revoke = add_leaf(sub, "revoke", token_revoke, "revoke one or more tokens")
     revoke.add_argument("ids", nargs="+", metavar="ID")
+    _add_password_stdin(revoke)
+
+
+def _add_password_stdin(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="after patgate login: the password confirming this change, from stdin",
+    )

@@ -195,7 +195,7 @@ async def test_the_basic_challenge_of_a_webdav_route(gateway, client):
 async def test_auth_none_routes_are_200_without_identity(gateway, client):
     status, headers, body, _ = await ask(client, gateway, nginx("GET", "/public/x"))
     assert (status, body) == (200, b"")
-    assert "X-Patgate-User" not in headers
+    assert headers["X-Patgate-User"] == headers["X-Patgate-Scopes"] == ""
     assert headers["X-Patgate-Uri"] == "/public/x"
 
 

@@ -20,7 +20,7 @@ Host from ``X-Forwarded-Host`` (else ``Host``), scheme from
 
 Answers:
 
-- allowed: 200, empty body, the identity headers (none on ``auth: none``
+- allowed: 200, empty body, the identity headers (empty on ``auth: none``
   routes) and ``X-Patgate-Uri``, the target as checked (canonical path, the
   query without credentials), for a proxy that can forward that instead;
 - refused: the status, ``WWW-Authenticate``/``Retry-After`` and body the proxy
@@ -136,14 +136,23 @@ class ForwardAuthHandler:
         if answer is not None or route is None:
             return response_of(answer or _NOT_FOUND)
         uri = verdict.path + "?" + verdict.query if verdict.query else verdict.path
-        response = web.Response(headers={URI_HEADER: uri})
-        if decision is not None:
-            names = state.config.identity_headers
-            out = response.headers
-            out[names.user] = decision.user or ""
-            out[names.token_id] = decision.token_id or ""
-            out[names.scopes] = encode_scopes(decision.scopes)
-        return response
+        names = state.config.identity_headers
+        if decision is None:
+            # Empty rather than absent: Caddy 2.6's copy_headers would set
+            # the literal placeholder of a header the answer lacks.
+            user = token_id = scopes = ""
+        else:
+            user = decision.user or ""
+            token_id = decision.token_id or ""
+            scopes = encode_scopes(decision.scopes)
+        return web.Response(
+            headers={
+                URI_HEADER: uri,
+                names.user: user,
+                names.token_id: token_id,
+                names.scopes: scopes,
+            }
+        )
 
     def _original(
         self, own_method: str, raw_path: str, headers: CIMultiDictProxy[str]

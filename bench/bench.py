@@ -2,7 +2,9 @@
 
 One run starts, on free 127.0.0.1 ports: the upstream (``upstream.py``), nginx as a
 plain proxy, the plain aiohttp proxy (``plain_proxy.py``), a ``redis-server`` of its
-own per Redis case, and patgate on SQLite, on Redis, and on Redis with two workers.
+own per Redis case, patgate on SQLite, on Redis, and on Redis with two workers, and
+nginx in front of patgate's decision endpoint (``fwd-auth``; ``fwd-auth-cached``
+with the shipped config's 1 s decision cache on), patgate on SQLite deciding.
 Each target is warmed up, then driven with ``wrk --latency`` for a fixed time while
 the CPU time of its process tree is read from ``/proc``. Then 1 GiB is uploaded and
 downloaded through the proxies with curl while their RSS is sampled every 50 ms.
@@ -42,6 +44,7 @@ from measure import log, run_requests, run_streaming
 from processes import Processes
 from targets import (
     BENCH_DIR,
+    FORWARD_AUTH_YAML,
     PATGATE_UNAVAILABLE,
     REPO_DIR,
     PatgateCase,
@@ -49,6 +52,7 @@ from targets import (
     TargetError,
     describe_failure,
     patgate_serve_available,
+    start_forward_auth,
     start_nginx,
     start_patgate,
     start_plain_proxy,
@@ -60,7 +64,21 @@ PATGATE_CASES = (
     PatgateCase("patgate-redis", "patgate redis", "redis", 1),
     PatgateCase("patgate-redis-w2", "patgate redis workers=2", "redis", 2),
 )
-ALL_TARGETS = ("direct", "nginx", "plain", *(case.name for case in PATGATE_CASES))
+# nginx + patgate's decision endpoint: (name, label, decision cache on).
+FORWARD_AUTH_CASES = (
+    ("fwd-auth", "nginx + patgate decision", False),
+    ("fwd-auth-cached", "nginx + decision, 1 s cache", True),
+)
+FORWARD_AUTH_PATGATE = PatgateCase(
+    "fwd-auth-patgate", "patgate deciding", "sqlite", 1, FORWARD_AUTH_YAML
+)
+ALL_TARGETS = (
+    "direct",
+    "nginx",
+    "plain",
+    *(case.name for case in PATGATE_CASES),
+    *(name for name, _, _ in FORWARD_AUTH_CASES),
+)
 REQUIRED_TOOLS = ("wrk", "nginx", "curl", "redis-server")
 
 
@@ -173,10 +191,58 @@ def start_targets(
             start_patgate, procs, workdir, upstream, case, pepper, args.patgate_python
         )
         targets.append(start_guarded(case.name, case.label, start, targets))
+    targets += start_forward_auth_targets(procs, workdir, upstream, args, available)
     for target in targets:
         state = target.base_url if target.ready else f"{target.status}: {target.reason}"
         log(f"{target.name}: {state}")
     return upstream, targets, patgate
+
+
+def start_forward_auth_targets(
+    procs: Processes,
+    workdir: Path,
+    upstream: Target,
+    args: argparse.Namespace,
+    available: bool,
+) -> list[Target]:
+    """nginx in front of one patgate's decision endpoint, per wanted case."""
+    cases = [case for case in FORWARD_AUTH_CASES if case[0] in args.targets]
+    if not cases:
+        return []
+    if not available:
+        return [
+            Target(name, label, "pending", PATGATE_UNAVAILABLE)
+            for name, label, _ in cases
+        ]
+    case = FORWARD_AUTH_PATGATE
+    start = functools.partial(
+        start_patgate,
+        procs,
+        workdir,
+        upstream,
+        case,
+        secrets.token_hex(16),
+        args.patgate_python,
+    )
+    decider = start_guarded(case.name, case.label, start, [])
+    targets = []
+    for name, label, cached in cases:
+        if not decider.ready:
+            targets.append(Target(name, label, "error", decider.reason))
+            continue
+        start = functools.partial(
+            start_forward_auth,
+            procs,
+            workdir,
+            upstream,
+            decider,
+            name,
+            label,
+            cached=cached,
+            workers=args.nginx_workers,
+        )
+        targets.append(start_guarded(name, label, start, [decider]))
+    return targets
 
 
 def start_guarded(

@@ -118,6 +118,7 @@ def request_checks(rows: list[Row]) -> list[Check]:
             judge(name, "p99 ≤ 1.2 × plain p99", p99 <= 1.2, f"{p99:.2f}×"),
             judge(name, "CPU/req ≤ plain + 20 µs", extra <= 20, f"{extra:+.0f} µs"),
         ]
+    checks += forward_auth_checks(by_name)
     for row in rows:
         per_req = row.get("redis_commands_per_req")
         if per_req is not None:
@@ -129,6 +130,29 @@ def request_checks(rows: list[Row]) -> list[Check]:
                     f"{per_req:.4f}",
                 )
             )
+    return checks
+
+
+# Issue 13: nginx + the decision endpoint against patgate's proxy mode, and
+# with nginx caching decisions for 1 s against nginx as a plain proxy.
+FORWARD_AUTH_TARGETS = (
+    ("fwd-auth", "patgate-sqlite", 2.0, "req/s ≥ 2.0 × patgate proxy mode"),
+    ("fwd-auth-cached", "nginx", 0.75, "req/s ≥ 0.75 × nginx plain"),
+)
+
+
+def forward_auth_checks(by_name: Mapping[str, Row]) -> list[Check]:
+    checks: list[Check] = []
+    for name, base_name, floor, what in FORWARD_AUTH_TARGETS:
+        row, base = by_name.get(name), by_name.get(base_name)
+        if row is None:
+            continue
+        if base is None or row["status"] != "ok" or base.get("status") != "ok":
+            why = row.get("reason") or (base or {}).get("reason")
+            checks.append(Check(name, what, "n/a", why or f"{base_name} not measured"))
+            continue
+        share = row["rps"] / base["rps"]
+        checks.append(judge(name, what, share >= floor, f"{share:.2f}×"))
     return checks
 
 

@@ -1,10 +1,12 @@
 """What the benchmark drives, and how each one is started on loopback.
 
 A ``Target`` is something wrk can hit: the upstream itself, nginx, the plain aiohttp
-proxy, or patgate on SQLite or Redis. Each proxy gets a free 127.0.0.1 port and a
-directory of its own under the run's temporary directory. patgate is set up with its
-own CLI exactly as a user would (``user add``, ``token create -q``); when
-``patgate serve`` does not exist yet, its targets are reported as pending.
+proxy, patgate on SQLite or Redis, or nginx in front of patgate's decision endpoint
+(``deploy/forward-auth/nginx.conf`` as shipped, without and with its 1 s cache).
+Each proxy gets a free 127.0.0.1 port and a directory of its own under the run's
+temporary directory. patgate is set up with its own CLI exactly as a user would
+(``user add``, ``token create -q``); when ``patgate serve`` does not exist yet,
+its targets are reported as pending.
 
 The token value lives only in memory and in 0600 files of the run's temporary
 directory; it is never printed (see ``redact``).
@@ -61,13 +63,16 @@ class Target:
     redis_child: Child | None = None
     workdir: Path | None = None
     info: dict[str, object] = field(default_factory=dict)
+    # Processes that serve this target besides ``child`` (patgate behind nginx).
+    companions: list[Child] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
         return self.status == "ready"
 
     def pids(self) -> list[int]:
-        return process_tree(self.child.pid) if self.child else []
+        children = [self.child, *self.companions] if self.child else []
+        return [pid for child in children for pid in process_tree(child.pid)]
 
 
 def redact(text: str, targets: list[Target]) -> str:
@@ -240,6 +245,7 @@ pepper_env: PATGATE_PEPPER
 token_prefix: pgt
 workers: {workers}
 cache: {{ttl: 30s, negative_ttl: 5s, max_entries: 100000, max_stale: 60s}}
+{extra}
 routes:
   - name: api
     prefix: /api/
@@ -319,6 +325,7 @@ class PatgateCase:
     label: str
     store_kind: str  # sqlite | redis
     workers: int
+    extra: str = ""  # more top-level gateway.yaml
 
 
 def start_patgate(
@@ -372,6 +379,7 @@ def _start_patgate(
             store=store,
             workers=case.workers,
             upstream=upstream.base_url,
+            extra=case.extra,
         )
     )
     command = patgate_command(interpreter, config, store)
@@ -403,6 +411,97 @@ def _start_patgate(
         raise TargetError(
             f"auth not enforced: GET {HELLO_PATH} without token → {status}"
         )
+
+
+FORWARD_AUTH_YAML = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {}"
+FORWARD_AUTH_NGINX = REPO_DIR / "deploy" / "forward-auth" / "nginx.conf"
+FORWARD_AUTH_MAIN = """\
+# Written by bench/bench.py: nginx in front of patgate's decision endpoint.
+{user_line}
+worker_processes {workers};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    proxy_cache_path {dir}/decisions levels=1 keys_zone=patgate_decisions:10m;
+    keepalive_requests 1000000;
+    include {dir}/site.conf;
+}}
+"""
+
+
+def forward_auth_site(patgate: str, upstream: str, port: int, cached: bool) -> str:
+    """deploy/forward-auth/nginx.conf on these addresses; ``cached``: its cache on."""
+    text = FORWARD_AUTH_NGINX.read_text()
+    for old, new in (
+        ("server 127.0.0.1:8080;", f"server {patgate};"),
+        ("server 127.0.0.1:8081;", f"server {upstream};"),
+        ("listen 80;", f"listen 127.0.0.1:{port} backlog=1024;"),
+    ):
+        if text.count(old) != 1:
+            raise TargetError(f"{FORWARD_AUTH_NGINX.name} no longer holds {old!r}")
+        text = text.replace(old, new)
+    if cached:
+        if "#cache " not in text:
+            raise TargetError(f"{FORWARD_AUTH_NGINX.name} has no '#cache ' lines")
+        text = text.replace("#cache ", "")
+    return text
+
+
+def start_forward_auth(
+    procs: Processes,
+    workdir: Path,
+    upstream: Target,
+    patgate: Target,
+    name: str,
+    label: str,
+    *,
+    cached: bool,
+    workers: int,
+) -> Target:
+    """nginx (the shipped forward-auth config) in front of ``patgate``'s endpoint."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    directory = workdir / name
+    directory.mkdir()
+    user_line = ""
+    if os.geteuid() == 0:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        group = grp.getgrgid(os.getegid()).gr_name
+        user_line = f"user {user} {group};"
+    port = free_port()
+    site = forward_auth_site(
+        patgate.base_url.split("://", 1)[1],
+        upstream.base_url.split("://", 1)[1],
+        port,
+        cached,
+    )
+    (directory / "site.conf").write_text(site)
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        FORWARD_AUTH_MAIN.format(user_line=user_line, workers=workers, dir=directory)
+    )
+    argv = [nginx, "-p", str(directory), "-e", str(directory / "error.log")]
+    argv += ["-c", str(conf), "-g", "daemon off;"]
+    target = Target(name, label, base_url=f"http://127.0.0.1:{port}")
+    target.auth_headers = dict(patgate.auth_headers)
+    target.child = procs.start(name, argv)
+    if patgate.child is not None:
+        target.companions.append(patgate.child)
+    target.info.update(worker_processes=workers, decision_cache_s=1 if cached else 0)
+    check_answer(target, target.auth_headers)
+    status, _ = http_get(target.base_url + HELLO_PATH)
+    target.info["status_without_token"] = status
+    if status != 401:
+        raise TargetError(
+            f"auth not enforced: GET {HELLO_PATH} without token → {status}"
+        )
+    return target
 
 
 def describe_failure(

@@ -51,6 +51,13 @@ def parse_networks(cidrs: Iterable[str]) -> Networks:
 def is_trusted(ip: str | None, networks: Networks) -> bool:
     if not ip or not networks:
         return False
+    return _in_networks(ip, networks)
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_networks(ip: str, networks: Networks) -> bool:
+    """Cached: parsing an address costs more than the rest of a decision's
+    client check, and a handful of proxies and clients ask again and again."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

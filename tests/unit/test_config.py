@@ -885,3 +885,74 @@ def test_port_zero_listeners_may_share_the_spelling():
         "listen: '127.0.0.1:0'\nmanage: {listen: '127.0.0.1:0'}\n" + MINIMAL_ROUTE
     )
     assert config.manage_listen == ("127.0.0.1", 0)
+
+
+TRUSTED = "trusted_proxies: [127.0.0.1/32]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("forward_auth: {}", "/_patgate/auth"),
+        ("forward_auth:", "/_patgate/auth"),
+        ("forward_auth: {path: /_patgate/decide}", "/_patgate/decide"),
+        ("forward_auth: {path: /_patgate/auth/v1}", "/_patgate/auth/v1"),
+    ],
+)
+def test_forward_auth_is_on_when_the_section_is_present(text, path):
+    config = parse(TRUSTED + text)
+    assert config.forward_auth is not None
+    assert config.forward_auth.path == path
+    assert parse(TRUSTED).forward_auth is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "forward_auth: {}",
+            "forward_auth: the decision endpoint answers only the proxies in"
+            " trusted_proxies, and the list is empty",
+        ),
+        (
+            TRUSTED + "forward_auth: {pth: /_patgate/x}",
+            "forward_auth: unknown key 'pth' (did you mean 'path'?)",
+        ),
+        (TRUSTED + "forward_auth: /_patgate/x", "forward_auth: expected a mapping"),
+        (TRUSTED + "forward_auth: {path: 3}", "forward_auth.path: expected a string"),
+        (
+            TRUSTED + "forward_auth: {path: /auth}",
+            "forward_auth.path: '/auth' is not under /_patgate/",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate}",
+            "forward_auth.path: '/_patgate' is not under /_patgate/",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate/api/auth}",
+            "forward_auth.path: /_patgate/api is one of patgate's own endpoints",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate/healthz}",
+            "forward_auth.path: /_patgate/healthz is one of patgate's own",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate/auth/}",
+            "forward_auth.path: expected a plain path such as /_patgate/auth",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate/%61uth}",
+            "forward_auth.path: expected a plain path such as /_patgate/auth",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: /_patgate/../auth}",
+            "forward_auth.path: ",
+        ),
+        (
+            TRUSTED + "forward_auth: {path: _patgate/auth}",
+            "forward_auth.path: expected a plain path such as /_patgate/auth",
+        ),
+    ],
+)
+def test_forward_auth_errors(text, message):
+    assert error_of(text).startswith(message)

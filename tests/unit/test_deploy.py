@@ -143,3 +143,111 @@ def test_kubernetes_deployment_runs_three_non_root_replicas_with_probes():
     )
     assert config.store.startswith("redis://")
     assert (config.listen_host, config.listen_port) == ("0.0.0.0", 8080)
+
+
+# deploy/forward-auth: nginx and the Caddyfile also run in
+# tests/integration/test_forward_auth_proxies.py; Traefik and Envoy are not
+# packaged for Debian, so their files are checked here as data.
+
+FORWARD_AUTH = ROOT / "deploy" / "forward-auth"
+IDENTITY = ["X-Patgate-User", "X-Patgate-Token-Id", "X-Patgate-Scopes"]
+
+
+def default_forward_auth_path() -> str:
+    config = parse_config(
+        "trusted_proxies: [127.0.0.1/32]\nforward_auth: {}\n", {}, "/etc/patgate"
+    )
+    assert config.forward_auth is not None
+    return config.forward_auth.path
+
+
+def test_traefik_forward_auth_asks_patgate_and_copies_the_identity():
+    data: dict[str, Any] = yaml.safe_load((FORWARD_AUTH / "traefik.yaml").read_text())
+    http = data["http"]
+    router = http["routers"]["app"]
+    assert router["middlewares"] == ["patgate", "strip-credentials"]
+    forward = http["middlewares"]["patgate"]["forwardAuth"]
+    assert forward["address"] == "http://127.0.0.1:8080" + default_forward_auth_path()
+    assert forward["trustForwardHeader"] is False
+    assert forward["authResponseHeaders"] == IDENTITY
+    removed = http["middlewares"]["strip-credentials"]["headers"]
+    stripped = removed["customRequestHeaders"]
+    assert stripped["Authorization"] == stripped["X-API-Key"] == ""
+    assert all(stripped[name.replace("-", "_")] == "" for name in IDENTITY)
+    assert http["services"]["app"]["loadBalancer"]["servers"]
+
+
+def find(data: Any, key: str) -> list[Any]:
+    """Every value under ``key`` anywhere in ``data``."""
+    found = []
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if name == key:
+                found.append(value)
+            found.extend(find(value, key))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(find(item, key))
+    return found
+
+
+def test_envoy_ext_authz_asks_at_the_path_prefix_and_fails_closed():
+    data = yaml.safe_load((FORWARD_AUTH / "envoy.yaml").read_text())
+    (manager,) = find(data, "stat_prefix") and [
+        entry["typed_config"]
+        for entry in find(data, "filters")[0]
+        if entry["name"].endswith("http_connection_manager")
+    ]
+    assert manager["normalize_path"] is False
+    assert manager["merge_slashes"] is False
+    assert manager["path_with_escaped_slashes_action"] == "KEEP_UNCHANGED"
+    assert manager["use_remote_address"] is True
+    underscores = manager["common_http_protocol_options"]
+    assert underscores["headers_with_underscores_action"] == "REJECT_REQUEST"
+    (ext_authz,) = [
+        entry["typed_config"]
+        for entry in manager["http_filters"]
+        if entry["name"] == "envoy.filters.http.ext_authz"
+    ]
+    assert manager["http_filters"][-1]["name"] == "envoy.filters.http.router"
+    assert ext_authz["failure_mode_allow"] is False
+    service = ext_authz["http_service"]
+    assert service["path_prefix"] == default_forward_auth_path()
+    assert service["server_uri"]["cluster"] == "patgate"
+
+    def exact(section: dict[str, Any]) -> list[str]:
+        return [pattern["exact"] for pattern in section["patterns"]]
+
+    asked = exact(service["authorization_request"]["allowed_headers"])
+    assert {"authorization", "x-api-key", "destination", "if"} <= set(asked)
+    answered = service["authorization_response"]
+    assert exact(answered["allowed_upstream_headers"]) == [
+        name.lower() for name in IDENTITY
+    ]
+    assert "www-authenticate" in exact(answered["allowed_client_headers"])
+    (removed,) = find(data, "request_headers_to_remove")
+    assert {"authorization", "x-api-key"} <= set(removed)
+    clusters = {cluster["name"] for cluster in data["static_resources"]["clusters"]}
+    assert clusters == {"patgate", "app"}
+
+
+def test_nginx_asks_with_the_request_uri_and_strips_what_the_client_sent():
+    text = (FORWARD_AUTH / "nginx.conf").read_text()
+    assert "proxy_set_header X-Original-URI $request_uri;" in text
+    assert not re.search(r"X-Original-URI \$uri\b", text)
+    assert f"proxy_pass http://patgate{default_forward_auth_path()};" in text
+    assert "proxy_pass http://app$patgate_uri;" in text
+    for header in ["Authorization", "X-API-Key", "X-Patgate-Uri"]:
+        assert f'proxy_set_header {header} "";' in text
+    for name in IDENTITY:
+        assert re.search(rf"proxy_set_header {name} \$patgate_\w+;", text)
+    assert "error_page 401 403 500 = @patgate_refused;" in text
+
+
+def test_caddy_asks_patgate_and_copies_the_identity():
+    text = (FORWARD_AUTH / "Caddyfile").read_text()
+    assert f"uri {default_forward_auth_path()}" in text
+    assert "copy_headers " + " ".join(IDENTITY) in text
+    assert "header_up -Authorization" in text
+    first = text.index("request_header -X-Patgate-*")
+    assert first < text.index("forward_auth 127.0.0.1:8080 {")

@@ -87,7 +87,9 @@ def test_every_top_level_key_is_documented(tmp_path: Path) -> None:
     assert not missing, f"top-level keys missing from docs/config.md: {missing}"
 
 
-@pytest.mark.parametrize("name", ["cache", "identity_headers", "limits"])
+@pytest.mark.parametrize(
+    "name", ["cache", "identity_headers", "limits", "forward_auth"]
+)
 def test_every_key_of_a_section_is_documented(tmp_path: Path, name: str) -> None:
     keys = accepted_keys(f"{name}: {{{UNKNOWN}: 1}}", tmp_path)
     text = section(read("config.md"), f"### {name}")

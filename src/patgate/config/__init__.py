@@ -32,6 +32,7 @@ from patgate.config.model import CREDENTIAL_SOURCES as CREDENTIAL_SOURCES
 from patgate.config.model import (
     CacheConfig,
     Config,
+    ForwardAuthConfig,
     IdentityHeaders,
     Limits,
     MethodMap,
@@ -54,6 +55,7 @@ from patgate.config.reader import (
 from patgate.config.routes import RouteContext
 from patgate.config.sections import (
     parse_cache,
+    parse_forward_auth,
     parse_identity_headers,
     parse_limits,
     parse_listen,
@@ -72,6 +74,7 @@ __all__ = [
     "STORE_ENV",
     "CacheConfig",
     "Config",
+    "ForwardAuthConfig",
     "IdentityHeaders",
     "Limits",
     "MethodMap",
@@ -92,7 +95,7 @@ DEFAULT_CONFIG_PATH = "./gateway.yaml"
 _TOP_KEYS = (
     "listen", "store", "pepper_env", "token_prefix", "workers", "cache",
     "identity_headers", "scope_sets", "routes", "trusted_proxies", "limits",
-    "usage_flush_interval", "api", "manage", "ops",
+    "usage_flush_interval", "api", "manage", "ops", "forward_auth",
 )
 # fmt: on
 _TOP_HINTS = {
@@ -134,6 +137,16 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         warnings.append("no routes: the gateway will answer 404 to every request")
     manage = take(data, "manage", "", parse_listener, None)
     ops = take(data, "ops", "", parse_listener, None)
+    trusted: tuple[str, ...] = take(data, "trusted_proxies", "", parse_networks, ())
+    forward_auth = None
+    if "forward_auth" in data:
+        forward_auth = parse_forward_auth(data["forward_auth"], "forward_auth")
+        if not trusted:
+            raise ConfigError(
+                "forward_auth: the decision endpoint answers only the proxies in"
+                " trusted_proxies, and the list is empty; add the address of"
+                " the proxy in front (e.g. trusted_proxies: [127.0.0.1/32])"
+            )
     _check_distinct(
         {"listen": (host, port), "manage.listen": manage, "ops.listen": ops}
     )
@@ -153,12 +166,13 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         identity_headers=identity,
         scope_sets=frozen_mapping(scope_sets),
         routes=routes,
-        trusted_proxies=take(data, "trusted_proxies", "", parse_networks, ()),
+        trusted_proxies=trusted,
         limits=take(data, "limits", "", parse_limits, Limits()),
         usage_flush_interval=take(data, "usage_flush_interval", "", read_seconds, 1.0),
         api=take(data, "api", "", read_bool, True),
         manage_listen=manage,
         ops_listen=ops,
+        forward_auth=forward_auth,
         base_dir=base_dir,
         warnings=tuple(warnings),
     )

@@ -109,6 +109,17 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardAuthConfig:
+    """``forward_auth:``: the decision endpoint for a proxy in front.
+
+    ``path`` is where nginx ``auth_request``, Traefik ``ForwardAuth``, Caddy
+    ``forward_auth`` and Envoy ``ext_authz`` (its ``path_prefix``) ask.
+    """
+
+    path: str = "/_patgate/auth"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     """One entry of ``routes:``. ``realm`` defaults to the route's name.
 
@@ -171,5 +182,7 @@ class Config:
     # endpoints; None: served on the main listener.
     manage_listen: tuple[str, int] | None = None
     ops_listen: tuple[str, int] | None = None
+    # The decision endpoint; None: not served (no forward_auth section).
+    forward_auth: ForwardAuthConfig | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()

@@ -2,7 +2,7 @@
 
 ``listen``, ``store``, ``cache``, ``identity_headers``, ``scope_sets`` (expanded,
 cycles refused), ``trusted_proxies``, ``limits``, and the separate listeners
-``manage`` and ``ops``.
+``manage`` and ``ops``, and ``forward_auth``.
 
 The store URL follows SQLAlchemy's convention for SQLite: ``sqlite:///x.db``
 and ``sqlite:///./x.db`` are relative, ``sqlite:////var/lib/x.db`` is
@@ -19,7 +19,12 @@ import re
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from patgate.config.model import CacheConfig, IdentityHeaders, Limits
+from patgate.config.model import (
+    CacheConfig,
+    ForwardAuthConfig,
+    IdentityHeaders,
+    Limits,
+)
 from patgate.config.reader import (
     HOSTNAME,
     check_keys,
@@ -35,9 +40,12 @@ from patgate.config.reader import (
     read_mapping,
     read_matching,
     read_seconds,
+    read_string,
     read_string_list,
     take,
 )
+from patgate.paths import PathError, normalise_path
+from patgate.scopes import path_within
 
 
 def parse_listen(value: object, where: str) -> tuple[str, int]:
@@ -278,3 +286,45 @@ def parse_listener(value: object, where: str) -> tuple[str, int]:
     if "listen" not in data:
         raise error_at(where, "needs listen: host:port (e.g. 127.0.0.1:8090)")
     return parse_listen(data["listen"], locate(where, "listen"))
+
+
+# Paths under /_patgate/ that patgate serves itself: the page, its files, the
+# API and the ops endpoints. The decision endpoint takes any other.
+_OWN_PATHS = (
+    "/_patgate/api",
+    "/_patgate/static",
+    "/_patgate/healthz",
+    "/_patgate/readyz",
+    "/_patgate/metrics",
+)
+
+
+def parse_forward_auth(value: object, where: str) -> ForwardAuthConfig:
+    """``forward_auth: {path: /_patgate/auth}`` (``{}`` or null: the default path).
+
+    The path is canonical, under ``/_patgate/`` (where no route can be, so
+    the endpoint never hides one) and none of patgate's own endpoints there.
+    """
+    data = {} if value is None else read_mapping(value, where)
+    check_keys(data, field_names(ForwardAuthConfig), where)
+    default = ForwardAuthConfig()
+    path = take(data, "path", where, read_string, default.path)
+    at = locate(where, "path")
+    try:
+        canonical = normalise_path(path) if path.startswith("/") else ""
+    except PathError as exc:
+        raise error_at(at, str(exc)) from None
+    if canonical != path or path.endswith("/") or "?" in path or "%" in path:
+        raise error_at(
+            at, f"expected a plain path such as /_patgate/auth, got {path!r}"
+        )
+    if not path_within(path, "/_patgate") or path == "/_patgate":
+        raise error_at(
+            at,
+            f"{path!r} is not under /_patgate/ (where no route can be,"
+            " so the endpoint never hides one)",
+        )
+    for own in _OWN_PATHS:
+        if path_within(path, own):
+            raise error_at(at, f"{own} is one of patgate's own endpoints")
+    return ForwardAuthConfig(path=path)

@@ -2,7 +2,8 @@
 
 Three applications share one state (:mod:`patgate.web.keys`):
 
-- the gateway (:mod:`patgate.web.gateway`): the catch-all proxy handler;
+- the gateway (:mod:`patgate.web.gateway`): the catch-all proxy handler, and
+  the decision endpoint at ``forward_auth.path`` when configured;
 - management (:mod:`patgate.web.manage`): the REST API and the token page;
 - operations (:mod:`patgate.web.ops`): health, readiness, metrics.
 
@@ -38,6 +39,7 @@ from patgate.service import TokenService
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
+from patgate.web.gateway.forward_auth import ForwardAuthHandler
 from patgate.web.gateway.inflight import InFlight
 from patgate.web.gateway.proxy import ProxyHandler
 from patgate.web.gateway.streams import StreamRegistry
@@ -48,6 +50,7 @@ from patgate.web.keys import (
     ACCESS_LOG,
     CACHE,
     CONFIG,
+    FORWARD_AUTH,
     GATE,
     IN_FLIGHT,
     METRICS,
@@ -87,6 +90,13 @@ def create_app(
         shared = app[METRICS]
         app.cleanup_ctx.append(lambda app: share_metrics(app, shared))
     app[LISTENERS] = {}
+    if config.forward_auth is not None:
+        # Before everything else under /_patgate/ and the catch-all.
+        path = config.forward_auth.path
+        app.router.add_route("*", path, _decide, expect_handler=answer_expect)
+        app.router.add_route(
+            "*", path + r"/{tail:[\s\S]*}", _decide, expect_handler=answer_expect
+        )
     if config.ops_listen is None:
         add_ops_routes(app)
     else:
@@ -199,9 +209,16 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY](request)
 
 
+async def _decide(request: web.Request) -> web.StreamResponse:
+    return await request.app[FORWARD_AUTH](request)
+
+
 def reload_config(app: web.Application, config: Config) -> None:
     """Serve new routes from the next request on; in-flight ones finish as they were."""
-    app[PROXY].state = ProxyState.from_config(config)
+    state = ProxyState.from_config(config)
+    app[PROXY].state = state
+    if FORWARD_AUTH in app:
+        app[FORWARD_AUTH].state = state
     app[CONFIG] = config
     app[SERVICE].scope_sets = config.scope_sets
     for listener in app[LISTENERS].values():
@@ -219,5 +236,10 @@ async def _proxy_handler(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         app[IN_FLIGHT],
     )
+    forward_auth = app[CONFIG].forward_auth
+    if forward_auth is not None:
+        app[FORWARD_AUTH] = ForwardAuthHandler(
+            app[PROXY].state, app[GATE], app[METRICS], forward_auth.path
+        )
     yield
     await session.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from patgate.service import TokenService
     from patgate.store.base import Store
     from patgate.throttle import LoginThrottle
+    from patgate.web.gateway.forward_auth import ForwardAuthHandler
     from patgate.web.gateway.inflight import InFlight
     from patgate.web.gateway.proxy import ProxyHandler
     from patgate.web.gateway.streams import StreamRegistry
@@ -31,6 +32,7 @@ GATE: web.AppKey[Gate] = web.AppKey("gate")
 CACHE: web.AppKey[GrantCache] = web.AppKey("cache")
 SERVICE: web.AppKey[TokenService] = web.AppKey("service")
 PROXY: web.AppKey[ProxyHandler] = web.AppKey("proxy")
+FORWARD_AUTH: web.AppKey[ForwardAuthHandler] = web.AppKey("forward_auth")
 STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -70,6 +70,7 @@ RESTART_ONLY = (
     "token_prefix",
     "cache",
     "limits",
+    "forward_auth",
 )
 ConfigLoader = Callable[[], Config]
 Ready = Callable[[], None]

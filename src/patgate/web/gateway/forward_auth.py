@@ -1,0 +1,227 @@
+"""The decision endpoint (``forward_auth:``): ``Gate.check`` for a proxy in front.
+
+nginx ``auth_request``, Traefik ``ForwardAuth``, Caddy ``forward_auth`` and
+Envoy's HTTP ``ext_authz`` ask here whether a request may pass, and carry the
+bytes themselves. The handler is a thin adapter: it rebuilds the original
+request's :class:`~patgate.gate.RequestFacts` and answers with the gate's
+verdict, so the decision is the proxy mode's (routes, canonical path, every
+credential source, scopes, node scopes, WebDAV ``Destination``, CIDRs,
+throttles, rate limits, usage, the revocation bound).
+
+Where the original request comes from:
+
+- ``X-Original-Method`` + ``X-Original-URI`` (nginx, as in deploy/nginx), or
+  ``X-Forwarded-Method`` + ``X-Forwarded-Uri`` (Traefik, Caddy), at ``path``;
+- Envoy (``path_prefix``): this request's own method, and its target after
+  ``path`` (``/_patgate/auth/dav/x?y`` is ``/dav/x?y``).
+
+Host from ``X-Forwarded-Host`` (else ``Host``), scheme from
+``X-Forwarded-Proto``; the client address from ``X-Forwarded-For``.
+
+Answers:
+
+- allowed: 200, empty body, the identity headers (empty on ``auth: none``
+  routes) and ``X-Patgate-Uri``, the target as checked (canonical path, the
+  query without credentials), for a proxy that can forward that instead;
+- refused: the status, ``WWW-Authenticate``/``Retry-After`` and body the proxy
+  mode gives (400/401/403/404/413/429/502/503);
+- SECURITY: a peer outside ``trusted_proxies``: 403 before any header is
+  read (those headers would let anyone ask about any request as anyone);
+- no or conflicting original method/URI (two spellings that differ, a header
+  given twice, a URI that is not a path): 400. Never 200 on doubt.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from patgate.answers import Answer, error_answer
+from patgate.client import is_trusted
+from patgate.gate import Gate, RequestFacts
+from patgate.web.errors import response_of
+from patgate.web.gateway.headers import encode_scopes
+from patgate.web.gateway.targets import ProxyState
+from patgate.web.ops.access import EXCHANGE, Exchange
+from patgate.web.ops.metrics import Metrics
+
+URI_HEADER = "X-Patgate-Uri"
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_NOT_TRUSTED = error_answer(
+    403,
+    "forbidden",
+    message="The decision endpoint answers only the proxies in trusted_proxies.",
+)
+_NO_ORIGINAL = "No original request: send X-Original-Method and X-Original-URI."
+_CONFLICT = "The original request is named twice, differently."
+_BAD_URI = "The original request target is not a path."
+_BAD_METHOD = "The original method is not an HTTP method."
+_BAD_HOST = "X-Forwarded-Host names more than one host."
+_EMPTY: tuple[str, ...] = ()
+
+
+class ForwardAuthHandler:
+    """``request`` → original :class:`RequestFacts` → ``Gate.check`` → 200 or refusal.
+
+    ``state`` is swapped whole on a config reload, as the proxy handler's is.
+    """
+
+    def __init__(self, state: ProxyState, gate: Gate, metrics: Metrics, path: str):
+        self.state = state
+        self.gate = gate
+        self.metrics = metrics
+        self.path = path
+        self._tail = len(path)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        exchange = Exchange()
+        request[EXCHANGE] = exchange
+        started = time.monotonic()
+        response = await self._handle(request, exchange)
+        status = response.status
+        self.metrics.count(
+            exchange.route,
+            exchange.outcome(status),
+            exchange.auth_seconds,
+            status,
+            time.monotonic() - started,
+        )
+        return response
+
+    async def _handle(
+        self, request: web.Request, exchange: Exchange
+    ) -> web.StreamResponse:
+        state = self.state
+        rules = state.rules
+        if not is_trusted(request.remote, rules.trusted):
+            exchange.reason = "untrusted_peer"
+            return response_of(_NOT_TRUSTED)
+        headers = request.headers
+        original = self._original(request.method, request.raw_path, headers)
+        if isinstance(original, str):
+            exchange.reason = "no_original_request"
+            return response_of(error_answer(400, "invalid_request", message=original))
+        method, target = original
+        forwarded = headers.getall("X-Forwarded-Host", _EMPTY)
+        view = headers
+        if forwarded:
+            if len(forwarded) > 1 or "," in forwarded[0]:
+                exchange.reason = "bad_host"
+                return response_of(
+                    error_answer(400, "invalid_request", message=_BAD_HOST)
+                )
+            host = forwarded[0].strip()
+            if host != headers.get("Host"):
+                view = _WithHost(headers, host)  # type: ignore[assignment]
+        facts = RequestFacts(
+            method,
+            target,
+            view,
+            request.remote,
+            request.scheme,
+        )
+        verdict = await self.gate.check(facts, rules)
+        route = verdict.route
+        if route is not None:
+            exchange.route = route.config.name
+        decision = verdict.decision
+        exchange.decision = decision
+        exchange.reason = verdict.reason
+        exchange.auth_seconds = verdict.auth_seconds
+        answer = verdict.answer
+        if answer is not None or route is None:
+            return response_of(answer or _NOT_FOUND)
+        uri = verdict.path + "?" + verdict.query if verdict.query else verdict.path
+        names = state.config.identity_headers
+        if decision is None:
+            # Empty rather than absent: Caddy 2.6's copy_headers would set
+            # the literal placeholder of a header the answer lacks.
+            user = token_id = scopes = ""
+        else:
+            user = decision.user or ""
+            token_id = decision.token_id or ""
+            scopes = encode_scopes(decision.scopes)
+        return web.Response(
+            headers={
+                URI_HEADER: uri,
+                names.user: user,
+                names.token_id: token_id,
+                names.scopes: scopes,
+            }
+        )
+
+    def _original(
+        self, own_method: str, raw_path: str, headers: CIMultiDictProxy[str]
+    ) -> tuple[str, str] | str:
+        """``(method, target)`` of the original request, or why there is none."""
+        nginx_uri = headers.getall("X-Original-URI", _EMPTY)
+        other_uri = headers.getall("X-Forwarded-Uri", _EMPTY)
+        path = raw_path.partition("?")[0]
+        if len(path) > self._tail:
+            # Envoy: path_prefix + the original target. The route matched the
+            # decoded path; the raw one must spell the prefix as it is.
+            if nginx_uri or other_uri:
+                return _CONFLICT
+            if not raw_path.startswith(self.path) or raw_path[self._tail] != "/":
+                return _BAD_URI
+            return own_method, raw_path[self._tail :]
+        uri = _one(nginx_uri, other_uri)
+        method = _one(
+            headers.getall("X-Original-Method", _EMPTY),
+            headers.getall("X-Forwarded-Method", _EMPTY),
+        )
+        if uri is None or method is None:
+            return _CONFLICT
+        if not uri or not method:
+            return _NO_ORIGINAL
+        if uri[0] != "/":
+            return _BAD_URI
+        if _METHOD.fullmatch(method) is None:
+            return _BAD_METHOD
+        return method, uri
+
+
+_NOT_FOUND: Answer = error_answer(404, "not_found")
+
+
+def _one(first: Sequence[str], second: Sequence[str]) -> str | None:
+    """The one value two header spellings give; "" for none, None for a conflict.
+
+    SECURITY: nginx passes the client's own headers to ``auth_request``, so a
+    client can add an ``X-Forwarded-Uri`` next to nginx's ``X-Original-URI``
+    (and the other way round behind Traefik or Caddy). Believing either one
+    would let it name another request than the one that is forwarded.
+    """
+    values = {*first, *second}
+    if len(first) > 1 or len(second) > 1 or len(values) > 1:
+        return None
+    return values.pop() if values else ""
+
+
+class _WithHost:
+    """Request headers with ``Host`` taken from a trusted ``X-Forwarded-Host``."""
+
+    __slots__ = ("_headers", "_host")
+
+    def __init__(self, headers: CIMultiDictProxy[str], host: str) -> None:
+        self._headers = headers
+        self._host = host
+
+    def get(self, key: str, /) -> str | None:
+        if key.lower() == "host":
+            return self._host
+        return self._headers.get(key)
+
+    def getall(self, key: str, default: Sequence[str], /) -> Sequence[str]:
+        if key.lower() == "host":
+            return (self._host,)
+        return self._headers.getall(key, default)
+
+    def __contains__(self, key: object, /) -> bool:
+        if isinstance(key, str) and key.lower() == "host":
+            return True
+        return key in self._headers

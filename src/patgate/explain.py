@@ -29,7 +29,7 @@ from patgate.gate import RequestFacts, Rules, forwarded_query, locate
 from patgate.models import TokenGrant, TokenRecord, User
 from patgate.policy import Attempt, Decision, decide
 from patgate.routing import CompiledRoute
-from patgate.scopes import ALL
+from patgate.scopes import ALL, accepting_scopes
 
 __all__ = ["Explanation", "explain_request", "grant_of_scopes", "split_target"]
 
@@ -53,7 +53,9 @@ class Explanation:
     ``status`` is what the gateway answers (200: forwarded upstream, whose
     own answer is then passed on); ``reason`` the precise cause, as in the
     access log; ``why`` one sentence for people. ``needed`` are the scopes
-    the request needs, all of them; ``held`` the token's effective scopes.
+    the request needs, all of them; ``accepted`` what a token could hold
+    instead, each alone (as a 403 lists them); ``held`` the token's
+    effective scopes.
     """
 
     method: str
@@ -67,6 +69,7 @@ class Explanation:
     forwarded: str | None = None
     credentials: tuple[str, ...] = ()
     needed: tuple[str, ...] = ()
+    accepted: tuple[str, ...] = ()
     token: str | None = None
     held: tuple[str, ...] = ()
 
@@ -88,6 +91,7 @@ class Explanation:
             "upstream_url": self.forwarded,
             "credentials": list(self.credentials),
             "needed_scopes": list(self.needed),
+            "accepted_scopes": list(self.accepted),
             "token": self.token,
             "token_scopes": list(self.held),
         }
@@ -195,7 +199,12 @@ def explain_request(
         )
     needed = route.required_scopes(path, method)
     query = forwarded_query(route, query, rules.token_prefix, True)
-    base = replace(base, needed=needed, forwarded=_upstream_url(route, path, query))
+    base = replace(
+        base,
+        needed=needed,
+        accepted=accepting_scopes(needed, rules.scope_sets),
+        forwarded=_upstream_url(route, path, query),
+    )
     if grant is None:
         return _without_token(base, token)
     attempt = Attempt(method, path, client_ip, None, grant.token.token_hash)

@@ -54,6 +54,7 @@ from patgate.models import ExpiryModel, TokenGrant, TokenRecord
 from patgate.paths import PathError, normalise_path
 from patgate.policy import Attempt, Decision, decide
 from patgate.routing import CompiledRoute, Router
+from patgate.scopes import NO_SETS, ScopeSets, accepting_scopes
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.tokens import hash_token, hashes_match, token_id_of
@@ -94,6 +95,7 @@ class Rules:
     trusted: Networks
     token_prefix: str
     max_body: int | None = None  # limits.max_body_bytes
+    scope_sets: ScopeSets = NO_SETS
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -102,7 +104,16 @@ class Rules:
             trusted=parse_networks(config.trusted_proxies),
             token_prefix=config.token_prefix,
             max_body=config.limits.max_body_bytes,
+            scope_sets=ScopeSets(config.scope_sets),
         )
+
+    def refusal(self, decision: Decision, route: CompiledRoute) -> Answer:
+        """The answer to a token refusal; a 403 for a missing scope names the
+        scopes that would have worked (only a valid token ever gets one)."""
+        accepted: tuple[str, ...] = ()
+        if decision.error == "insufficient_scope" and decision.scope:
+            accepted = accepting_scopes(decision.scope.split(" "), self.scope_sets)
+        return refusal_answer(decision, route.config, accepted)
 
 
 @dataclass(slots=True)
@@ -279,7 +290,7 @@ class Gate:
         decision = await self.authorize(route, view)
         seconds = time.perf_counter() - started
         if not decision.allowed:
-            answer = refusal_answer(decision, config)
+            answer = rules.refusal(decision, route)
             return Verdict(answer, route, decision=decision, auth_seconds=seconds)
         if "query" in config.credentials and query:
             # SECURITY: the token never travels on in the forwarded URL.
@@ -354,7 +365,7 @@ class Gate:
             moved = RequestView(view.method, path, view.client_ip, view.credential)
             decision = await self.authorize(route, moved, note_usage=False)
             if not decision.allowed:
-                answer = refusal_answer(decision, route.config)
+                answer = rules.refusal(decision, route)
                 return Verdict(answer, route, decision=decision)
         return path
 

@@ -218,6 +218,57 @@ def uncovered(wanted: Iterable[str], held: Sequence[str]) -> list[str]:
     return [scope for scope in wanted if not covered_by(scope, held)]
 
 
+class ScopeSets:
+    """The config's scope sets (each already expanded), as requests read them.
+
+    Compared and hashed by identity: every config load makes a new one, so a
+    memo keyed by it can never serve a set's old definition after a reload.
+    """
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.members: dict[str, tuple[str, ...]] = {
+            name: tuple(scopes) for name, scopes in (members or {}).items()
+        }
+
+
+NO_SETS = ScopeSets()
+
+
+def accepting_scopes(
+    needed: Sequence[str], sets: ScopeSets = NO_SETS
+) -> tuple[str, ...]:
+    """What a token could have held to be granted every scope of ``needed``.
+
+    Each element alone would do: the scopes themselves (space-separated when
+    more than one), then the wildcards that cover them all, narrowest first,
+    then the scope sets whose members cover them all. ``*`` is left out: it
+    always covers, within what the owner holds.
+    """
+    if not needed:
+        return ()
+    if any(is_node_scope(scope) for scope in needed):
+        # SECURITY: a request path may hold "," or ";", which would forge list
+        # elements in a header; only a node scope that could be granted is named.
+        try:
+            return (" ".join(canonical_scope(scope) for scope in needed),)
+        except UsageError:
+            return ()
+    found: list[str] = [" ".join(needed)]
+    first = needed[0]
+    if first:
+        parts = first.split(":")
+        for length in range(len(parts) - 1, 0, -1):
+            wildcard = ":".join(parts[:length]) + ":*"
+            if wildcard != first and all(scope_covers(wildcard, s) for s in needed):
+                found.append(wildcard)
+    for name, members in sorted(sets.members.items()):
+        if all(covered_by(scope, members) for scope in needed):
+            found.append(f"@{name}")
+    return tuple(dict.fromkeys(found))
+
+
 @dataclass(frozen=True, slots=True)
 class EffectiveScopes:
     """What a token may do right now, after its owner's scopes are applied.

@@ -4,6 +4,8 @@ from patgate.errors import UsageError
 from patgate.scopes import (
     NOWHERE,
     NodeScope,
+    ScopeSets,
+    accepting_scopes,
     canonical_scope,
     covered_by,
     effective_scopes,
@@ -173,3 +175,36 @@ def test_parse_node_scope():
     assert node.read
     assert node.write
     assert parse_node_scope("files:read") is None
+
+
+# What would have worked (the 403 hint)
+
+
+def test_accepting_scopes_lists_the_scope_its_wildcards_and_sets():
+    sets = ScopeSets(
+        {"env-all": ("env:*",), "ro": ("env:read",), "ctl": ("env:control",)}
+    )
+    assert accepting_scopes(("env:control",), sets) == (
+        "env:control",
+        "env:*",
+        "@ctl",
+        "@env-all",
+    )
+
+
+def test_accepting_scopes_for_several_needs_only_what_covers_them_all():
+    sets = ScopeSets({"rw": ("a:b:read", "a:b:write"), "r": ("a:b:read",)})
+    assert accepting_scopes(("a:b:read", "a:b:write"), sets) == (
+        "a:b:read a:b:write",
+        "a:b:*",
+        "a:*",
+        "@rw",
+    )
+    assert accepting_scopes(("a:read", "b:read")) == ("a:read b:read",)
+
+
+def test_accepting_scopes_of_nothing_or_of_a_node():
+    assert accepting_scopes(()) == ()
+    sets = ScopeSets({"all": ("files:read",)})
+    assert accepting_scopes(("node:/dav/a:w",), sets) == ("node:/dav/a:w",)
+    assert accepting_scopes(("node:/dav/a,b:w",), sets) == ()

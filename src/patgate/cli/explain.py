@@ -101,6 +101,8 @@ def print_explanation(explanation: Explanation) -> None:
         rows.append(("credentials", "; ".join(explanation.credentials)))
     if explanation.auth == "token":
         rows.append(("scopes needed", " and ".join(explanation.needed) or "none"))
+        if len(explanation.accepted) > 1:
+            rows.append(("or any of", ", ".join(explanation.accepted[1:])))
     if explanation.token is not None:
         rows.append(("token", explanation.token))
         rows.append(("token scopes", ", ".join(explanation.held) or "-"))

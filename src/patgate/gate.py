@@ -99,12 +99,13 @@ class Rules:
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
+        sets = ScopeSets(config.scope_sets)
         return cls(
-            router=Router.from_config(config.routes),
+            router=Router.from_config(config.routes, sets),
             trusted=parse_networks(config.trusted_proxies),
             token_prefix=config.token_prefix,
             max_body=config.limits.max_body_bytes,
-            scope_sets=ScopeSets(config.scope_sets),
+            scope_sets=sets,
         )
 
     def refusal(self, decision: Decision, route: CompiledRoute) -> Answer:

@@ -4,7 +4,8 @@ Grammar:
   ``*``                      everything the owner holds
   ``files:*``                every scope starting with ``files:``
   ``files:read``             one scope
-  ``@files-rw``              a scope set from the config, expanded when granted
+  ``@files-rw``              a scope set from the config, kept by name on a
+                             token and read from the config at each request
   ``node:/dav/alpha:rw``     a subtree of paths; ``r`` = safe methods, ``w`` = the rest
 
 Node scopes confine; they never grant a path. A token with node scopes acts
@@ -173,11 +174,7 @@ def expand_scopes(
     for scope in requested:
         scope = scope.strip()
         if scope.startswith("@"):
-            name = scope[1:]
-            if name not in scope_sets:
-                known = ", ".join(sorted(scope_sets)) or "none defined"
-                raise UsageError(f"unknown scope set {scope!r} (known: {known})")
-            members: Sequence[str] = scope_sets[name]
+            members: Sequence[str] = scope_sets[_known_set(scope, scope_sets)]
         else:
             members = (scope,)
         for member in members:
@@ -185,6 +182,32 @@ def expand_scopes(
             if canonical not in result:
                 result.append(canonical)
     return tuple(result) if result else (ALL,)
+
+
+def name_scopes(
+    requested: Iterable[str], scope_sets: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
+    """What a token keeps: like :func:`expand_scopes`, but a ``@set`` stays a
+    name (it must exist now), so the token follows the set's definition in
+    the config as it is at each request (:func:`effective_scopes`)."""
+    result: list[str] = []
+    for scope in requested:
+        scope = scope.strip()
+        if scope.startswith("@"):
+            canonical = "@" + _known_set(scope, scope_sets)
+        else:
+            canonical = canonical_scope(scope)
+        if canonical not in result:
+            result.append(canonical)
+    return tuple(result) if result else (ALL,)
+
+
+def _known_set(scope: str, scope_sets: Mapping[str, Sequence[str]]) -> str:
+    name = scope[1:]
+    if name not in scope_sets:
+        known = ", ".join(sorted(scope_sets)) or "none defined"
+        raise UsageError(f"unknown scope set {scope!r} (known: {known})")
+    return name
 
 
 def scope_covers(held: str, wanted: str) -> bool:
@@ -299,17 +322,24 @@ def _any_covers(held: tuple[str, ...], wanted: str) -> bool:
 
 
 def effective_scopes(
-    token_scopes: Sequence[str], owner_scopes: Sequence[str]
+    token_scopes: Sequence[str],
+    owner_scopes: Sequence[str],
+    sets: ScopeSets = NO_SETS,
 ) -> EffectiveScopes:
     """Apply the subset rule at request time.
 
-    ``*`` on the token means the owner's plain scopes as they are now; any
-    other plain scope counts only while the owner still holds it. A token
-    whose only scopes are node scopes holds ``*`` (of the owner) inside those
-    nodes. The token acts only where both its own node scopes and its owner's
+    ``*`` on the token means the owner's plain scopes as they are now; a
+    ``@set`` means the set's members as ``sets`` (the config now) defines
+    them, nothing once the set is gone; any other plain scope, and each
+    member, counts only while the owner still holds it. A token whose only
+    scopes are node scopes holds ``*`` (of the owner) inside those nodes.
+    The token acts only where both its own node scopes and its owner's
     allow (each side without node scopes allows every path).
     """
     owner_plain, owner_nodes = _split(owner_scopes)
+    gone = False
+    if any(scope.startswith("@") for scope in token_scopes):
+        token_scopes, gone = _expand_live(token_scopes, sets)
     token_plain, token_nodes = _split(token_scopes)
     plain: list[str] = []
     for scope in token_plain:
@@ -317,13 +347,32 @@ def effective_scopes(
             plain.extend(owner_plain)
         elif covered_by(scope, owner_plain):
             plain.append(scope)
-    if token_nodes is not None and not token_plain:
+    # SECURITY: a set removed from the config leaves its token nothing; it
+    # must not turn "@set + node" into "node only", the owner's "*" there.
+    if token_nodes is not None and not token_plain and not gone:
         plain.extend(owner_plain)
     # SECURITY: scope narrowing; a token's own node scopes always confine it,
     # whatever its owner holds now, and the owner's confine every token.
     return EffectiveScopes(
         plain=tuple(dict.fromkeys(plain)), nodes=_confine(token_nodes, owner_nodes)
     )
+
+
+def _expand_live(
+    scopes: Sequence[str], sets: ScopeSets
+) -> tuple[tuple[str, ...], bool]:
+    """``@set`` names replaced by the members ``sets`` gives them now, and
+    whether any named set is gone."""
+    expanded: list[str] = []
+    gone = False
+    for scope in scopes:
+        if scope.startswith("@"):
+            members = sets.members.get(scope[1:])
+            gone = gone or members is None
+            expanded.extend(members or ())
+        else:
+            expanded.append(scope)
+    return tuple(dict.fromkeys(expanded)), gone
 
 
 def _split(

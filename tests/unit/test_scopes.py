@@ -10,6 +10,7 @@ from patgate.scopes import (
     covered_by,
     effective_scopes,
     expand_scopes,
+    name_scopes,
     parse_node_scope,
     uncovered,
 )
@@ -208,3 +209,42 @@ def test_accepting_scopes_of_nothing_or_of_a_node():
     sets = ScopeSets({"all": ("files:read",)})
     assert accepting_scopes(("node:/dav/a:w",), sets) == ("node:/dav/a:w",)
     assert accepting_scopes(("node:/dav/a,b:w",), sets) == ()
+
+
+# Live scope sets
+
+
+def test_a_token_keeps_a_set_by_name():
+    assert name_scopes(["@files-rw", " files:read", "@files-rw"], SETS) == (
+        "@files-rw",
+        "files:read",
+    )
+    with pytest.raises(UsageError, match="unknown scope set '@nope'"):
+        name_scopes(["@nope"], SETS)
+
+
+def test_a_set_is_read_as_the_config_defines_it_now():
+    token = ("@env-all",)
+    before = ScopeSets({"env-all": ("env:read",)})
+    after = ScopeSets({"env-all": ("env:read", "env:control")})
+    assert effective_scopes(token, ("*",), before).plain == ("env:read",)
+    assert effective_scopes(token, ("*",), after).plain == ("env:read", "env:control")
+    # The subset rule against the expanded set: only what the owner holds.
+    assert effective_scopes(token, ("env:read",), after).plain == ("env:read",)
+
+
+def test_a_removed_set_grants_nothing_even_beside_a_node_scope():
+    gone = ScopeSets({})
+    assert effective_scopes(("@env-all",), ("*",), gone).plain == ()
+    confined = effective_scopes(("@env-all", "node:/dav/a:r"), ("files:read",), gone)
+    assert confined.plain == ()
+    only_node = effective_scopes(("node:/dav/a:r",), ("files:read",), gone)
+    assert only_node.plain == ("files:read",)
+
+
+def test_a_set_may_hold_node_scopes():
+    sets = ScopeSets({"mine": ("node:/dav/a:rw",)})
+    scopes = effective_scopes(("@mine",), ("files:read",), sets)
+    assert scopes.plain == ("files:read",)
+    assert scopes.allows_path("/dav/a/x", "PUT")
+    assert not scopes.allows_path("/dav/b", "GET")

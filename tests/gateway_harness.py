@@ -165,13 +165,19 @@ def bound_socket() -> socket.socket:
     return sock
 
 
-def gateway_yaml(store_url: str, routes: str, extra: str = "") -> str:
+FILES_RW = "  files-rw: [files:read, files:write]\n"
+
+
+def gateway_yaml(
+    store_url: str, routes: str, extra: str = "", scope_sets: str = FILES_RW
+) -> str:
     """A gateway.yaml on a free port: ``routes`` is the indented body of
-    ``routes:`` (see :func:`route_yaml`), ``extra`` more top-level keys."""
+    ``routes:`` (see :func:`route_yaml`), ``extra`` more top-level keys,
+    ``scope_sets`` the indented body of ``scope_sets:``."""
     return (
         "listen: 127.0.0.1:0\n"
         f"store: {store_url}\n"
-        "scope_sets:\n  files-rw: [files:read, files:write]\n"
+        f"scope_sets:\n{scope_sets}"
         f"{extra}\n"
         f"routes:\n{routes}"
     )
@@ -231,11 +237,12 @@ async def start_gateway(
     routes: str,
     *,
     extra: str = "",
+    scope_sets: str = FILES_RW,
     env: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Gateway:
     config = parse_config(
-        gateway_yaml(store_url, routes, extra),
+        gateway_yaml(store_url, routes, extra, scope_sets),
         dict(env or {"PATGATE_PEPPER": "test-pepper"}),
         ".",
     )

@@ -3,8 +3,9 @@
 An :class:`Answer` is a status, headers and a body. 401 carries
 ``WWW-Authenticate`` (a Basic challenge on routes that take Basic credentials,
 so WebDAV clients send them; a Bearer challenge with the RFC 6750 error
-otherwise); 403 names the scope that was missing. Bodies are JSON by default,
-or the ``result`` style of PaaS APIs per route. Nothing here says whether a
+otherwise); 403 names the scope that was missing and the scopes that would
+have worked (``X-Patgate-Accepted-Scopes``). Bodies are JSON by default, or
+the ``result`` style of PaaS APIs per route. Nothing here says whether a
 token id exists: every token refusal has the same text.
 
 The proxy and the forward-auth endpoint send the same answers; the HTTP edge
@@ -51,6 +52,7 @@ MESSAGES = {
 }
 
 WWW_AUTHENTICATE = "WWW-Authenticate"
+ACCEPTED_SCOPES = "X-Patgate-Accepted-Scopes"
 RETRY_AFTER = "Retry-After"
 JSON = "application/json"
 
@@ -64,7 +66,13 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def error_body(status: int, error: str, message: str, style: str) -> bytes:
+def error_body(
+    status: int,
+    error: str,
+    message: str,
+    style: str,
+    accepted: tuple[str, ...] = (),
+) -> bytes:
     body: dict[str, Any]
     if style == "result":
         body = {"result": RESULT_CODES.get(status, 799), "error": message}
@@ -72,6 +80,8 @@ def error_body(status: int, error: str, message: str, style: str) -> bytes:
             body["reason"] = error
     else:
         body = {"error": error or "unauthorized", "message": message}
+    if accepted:
+        body["accepted_scopes"] = list(accepted)
     return json.dumps(body).encode()
 
 
@@ -104,8 +114,21 @@ def challenge_headers(
     return challenges
 
 
-def refusal_answer(decision: Decision, route: RouteConfig) -> Answer:
-    """The answer to a token ``decision`` that refused, on ``route``."""
+def refusal_answer(
+    decision: Decision, route: RouteConfig, accepted: tuple[str, ...] = ()
+) -> Answer:
+    """The answer to a token ``decision`` that refused, on ``route``.
+
+    ``accepted`` (a 403 for a missing scope only) lists what would have been
+    granted, each element alone: ``X-Patgate-Accepted-Scopes`` and
+    ``accepted_scopes`` in the body. SECURITY: only a valid token is ever
+    refused with 403 ``insufficient_scope``, so nothing here is told to a
+    caller without one; and it says no more of the route than its required
+    scopes, which the challenge's ``scope=`` names already, and the names of
+    scope sets, which every user sees on the token page.
+    """
+    if decision.status != 403 or decision.error != "insufficient_scope":
+        accepted = ()
     error = decision.error or "invalid_token"
     message = MESSAGES.get(error, "The request was refused.")
     if decision.status == 401 and not decision.error:
@@ -117,7 +140,11 @@ def refusal_answer(decision: Decision, route: RouteConfig) -> Answer:
         headers = challenge_headers(route.realm, route.credentials, decision)
     if decision.retry_after:
         headers.append((RETRY_AFTER, str(max(1, math.ceil(decision.retry_after)))))
-    body = error_body(decision.status, decision.error or "", message, route.error_style)
+    if accepted:
+        headers.append((ACCEPTED_SCOPES, ", ".join(accepted)))
+    body = error_body(
+        decision.status, decision.error or "", message, route.error_style, accepted
+    )
     return Answer(decision.status, body, tuple(headers))
 
 

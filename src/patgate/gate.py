@@ -54,6 +54,7 @@ from patgate.models import ExpiryModel, TokenGrant, TokenRecord
 from patgate.paths import PathError, normalise_path
 from patgate.policy import Attempt, Decision, decide
 from patgate.routing import CompiledRoute, Router
+from patgate.scopes import NO_SETS, ScopeSets, accepting_scopes
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.tokens import hash_token, hashes_match, token_id_of
@@ -94,15 +95,26 @@ class Rules:
     trusted: Networks
     token_prefix: str
     max_body: int | None = None  # limits.max_body_bytes
+    scope_sets: ScopeSets = NO_SETS
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
+        sets = ScopeSets(config.scope_sets)
         return cls(
-            router=Router.from_config(config.routes),
+            router=Router.from_config(config.routes, sets),
             trusted=parse_networks(config.trusted_proxies),
             token_prefix=config.token_prefix,
             max_body=config.limits.max_body_bytes,
+            scope_sets=sets,
         )
+
+    def refusal(self, decision: Decision, route: CompiledRoute) -> Answer:
+        """The answer to a token refusal; a 403 for a missing scope names the
+        scopes that would have worked (only a valid token ever gets one)."""
+        accepted: tuple[str, ...] = ()
+        if decision.error == "insufficient_scope" and decision.scope:
+            accepted = accepting_scopes(decision.scope.split(" "), self.scope_sets)
+        return refusal_answer(decision, route.config, accepted)
 
 
 @dataclass(slots=True)
@@ -165,6 +177,51 @@ def _bad_request(reason: str, message: str, style: str = "json") -> Verdict:
     return Verdict(answer, reason=reason)
 
 
+def locate(
+    facts: RequestFacts, rules: Rules
+) -> tuple[CompiledRoute, str, str] | Verdict:
+    """The steps before any token: the route, canonical path and query, or
+    the refusal (400 bad query, path or Host; 404 no route; 413 too large).
+
+    Shared by :meth:`Gate.check` and :mod:`patgate.explain`, so what
+    ``explain`` says is what the gateway does.
+    """
+    raw_path, _, query = facts.target.partition("?")
+    if query and not (query.isascii() and query.isprintable()):
+        # SECURITY: the pure-Python parser lets raw non-ASCII and control
+        # bytes through where the C parser refuses them; refuse both alike.
+        return _bad_request("bad_query", _BAD_QUERY)
+    try:
+        path = normalise_path(raw_path)
+    except PathError as exc:
+        return _bad_request("bad_path", str(exc))
+    host = facts.headers.get("Host")
+    if host is not None and not valid_host(host):
+        return _bad_request("bad_host", _BAD_HOST)
+    route = rules.router.match(host, path)
+    if route is None:
+        return NOT_FOUND
+    if rules.max_body is not None and _too_large(facts.headers, rules.max_body):
+        answer = error_answer(413, "payload_too_large", style=route.config.error_style)
+        return Verdict(answer, route, reason="body_too_large")
+    return route, path, query
+
+
+def forwarded_query(
+    route: CompiledRoute, query: str, token_prefix: str, credential_used: bool
+) -> str:
+    """The query sent upstream: without this route's query credential (when
+    a token was read from it) and without any other token value."""
+    if credential_used and "query" in route.config.credentials and query:
+        # SECURITY: the token never travels on in the forwarded URL.
+        query = strip_query_params(query, route.config.query_params)
+    if query:
+        # SECURITY: nor does any other token, in a parameter this route
+        # does not read (a public route, a route without "query").
+        query = strip_token_pairs(query, token_prefix)
+    return query
+
+
 class _StoreDown:
     """Marker: the store could not answer and no usable stale entry exists."""
 
@@ -196,26 +253,10 @@ class Gate:
 
     async def check(self, facts: RequestFacts, rules: Rules) -> Verdict:
         """The whole pipeline for one request (see the module docstring)."""
-        raw_path, _, query = facts.target.partition("?")
-        if query and not (query.isascii() and query.isprintable()):
-            # SECURITY: the pure-Python parser lets raw non-ASCII and control
-            # bytes through where the C parser refuses them; refuse both alike.
-            return _bad_request("bad_query", _BAD_QUERY)
-        try:
-            path = normalise_path(raw_path)
-        except PathError as exc:
-            return _bad_request("bad_path", str(exc))
-        host = facts.headers.get("Host")
-        if host is not None and not valid_host(host):
-            return _bad_request("bad_host", _BAD_HOST)
-        route = rules.router.match(host, path)
-        if route is None:
-            return NOT_FOUND
-        if rules.max_body is not None and _too_large(facts.headers, rules.max_body):
-            answer = error_answer(
-                413, "payload_too_large", style=route.config.error_style
-            )
-            return Verdict(answer, route, reason="body_too_large")
+        located = locate(facts, rules)
+        if isinstance(located, Verdict):
+            return located
+        route, path, query = located
         client = Client.of(facts.peer, facts.headers, rules.trusted)
         if route.config.auth == "none":
             return await self._allow(facts, rules, route, path, query, client)
@@ -250,7 +291,7 @@ class Gate:
         decision = await self.authorize(route, view)
         seconds = time.perf_counter() - started
         if not decision.allowed:
-            answer = refusal_answer(decision, config)
+            answer = rules.refusal(decision, route)
             return Verdict(answer, route, decision=decision, auth_seconds=seconds)
         if "query" in config.credentials and query:
             # SECURITY: the token never travels on in the forwarded URL.
@@ -273,9 +314,7 @@ class Gate:
     ) -> Verdict:
         """The verdict for a request whose token (if any) passed."""
         if query:
-            # SECURITY: nor does any other token, in a parameter this route
-            # does not read (a public route, a route without "query").
-            query = strip_token_pairs(query, rules.token_prefix)
+            query = forwarded_query(route, query, rules.token_prefix, False)
         destination = None
         headers = facts.headers
         if "Destination" in headers or "If" in headers:
@@ -327,7 +366,7 @@ class Gate:
             moved = RequestView(view.method, path, view.client_ip, view.credential)
             decision = await self.authorize(route, moved, note_usage=False)
             if not decision.allowed:
-                answer = refusal_answer(decision, route.config)
+                answer = rules.refusal(decision, route)
                 return Verdict(answer, route, decision=decision)
         return path
 

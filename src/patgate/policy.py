@@ -18,7 +18,12 @@ from functools import lru_cache
 
 from patgate.models import TokenGrant, TokenStatus
 from patgate.routing import CompiledRoute
-from patgate.scopes import SAFE_METHODS, EffectiveScopes, effective_scopes
+from patgate.scopes import (
+    SAFE_METHODS,
+    EffectiveScopes,
+    ScopeSets,
+    effective_scopes,
+)
 from patgate.tokens import hashes_match
 
 __all__ = [
@@ -124,7 +129,7 @@ def _check_scopes(
     route: CompiledRoute, path: str, method: str, grant: TokenGrant
 ) -> Decision:
     token = grant.token
-    scopes, described = _effective(token.scopes, grant.owner.scopes)
+    scopes, described = _effective(token.scopes, grant.owner.scopes, route.scope_sets)
     method = method if method.isupper() else method.upper()
     needed = route.required_scopes(path, method)
     if not scopes.allows_path(path, method):
@@ -201,11 +206,12 @@ def _insufficient(
 
 @lru_cache(maxsize=4096)
 def _effective(
-    token_scopes: tuple[str, ...], owner_scopes: tuple[str, ...]
+    token_scopes: tuple[str, ...], owner_scopes: tuple[str, ...], sets: ScopeSets
 ) -> tuple[EffectiveScopes, tuple[str, ...]]:
     # Keyed by the scopes themselves, not by token: an edit that changes them
-    # is a new key, so nothing stale can be served from here.
-    scopes = effective_scopes(token_scopes, owner_scopes)
+    # is a new key, so nothing stale can be served from here; and by the
+    # config's sets, hashed by identity, so a reload is a new key too.
+    scopes = effective_scopes(token_scopes, owner_scopes, sets)
     return scopes, describe_scopes(scopes)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from patgate.config import RouteConfig
 from patgate.paths import Glob, PathPattern, decode_text
+from patgate.scopes import NO_SETS, ScopeSets
 
 __all__ = ["NO_SCOPE", "CompiledRoute", "Router", "Scopes"]
 
@@ -69,10 +70,14 @@ class CompiledRoute:
         "host",
         "prefix",
         "root",
+        "scope_sets",
     )
 
-    def __init__(self, config: RouteConfig) -> None:
+    def __init__(self, config: RouteConfig, scope_sets: ScopeSets = NO_SETS) -> None:
         self.config = config
+        # The config's sets as this route was compiled with them: what a
+        # token's "@set" means on it (rebuilt with the route on a reload).
+        self.scope_sets = scope_sets
         self.host = config.host.lower().rstrip(".") if config.host else None
         self.root = config.prefix.rstrip("/")
         self.case_sensitive = config.case_sensitive
@@ -184,8 +189,10 @@ class Router:
         self._any_host = any(route.host is not None for route in self.routes)
 
     @classmethod
-    def from_config(cls, routes: Iterable[RouteConfig]) -> Router:
-        return cls(CompiledRoute(route) for route in routes)
+    def from_config(
+        cls, routes: Iterable[RouteConfig], scope_sets: ScopeSets = NO_SETS
+    ) -> Router:
+        return cls(CompiledRoute(route, scope_sets) for route in routes)
 
     def match(self, host: str | None, path: str) -> CompiledRoute | None:
         """The route for a canonical ``path`` (no query) and ``Host`` header.

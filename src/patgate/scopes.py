@@ -4,7 +4,8 @@ Grammar:
   ``*``                      everything the owner holds
   ``files:*``                every scope starting with ``files:``
   ``files:read``             one scope
-  ``@files-rw``              a scope set from the config, expanded when granted
+  ``@files-rw``              a scope set from the config, kept by name on a
+                             token and read from the config at each request
   ``node:/dav/alpha:rw``     a subtree of paths; ``r`` = safe methods, ``w`` = the rest
 
 Node scopes confine; they never grant a path. A token with node scopes acts
@@ -173,11 +174,7 @@ def expand_scopes(
     for scope in requested:
         scope = scope.strip()
         if scope.startswith("@"):
-            name = scope[1:]
-            if name not in scope_sets:
-                known = ", ".join(sorted(scope_sets)) or "none defined"
-                raise UsageError(f"unknown scope set {scope!r} (known: {known})")
-            members: Sequence[str] = scope_sets[name]
+            members: Sequence[str] = scope_sets[_known_set(scope, scope_sets)]
         else:
             members = (scope,)
         for member in members:
@@ -185,6 +182,32 @@ def expand_scopes(
             if canonical not in result:
                 result.append(canonical)
     return tuple(result) if result else (ALL,)
+
+
+def name_scopes(
+    requested: Iterable[str], scope_sets: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
+    """What a token keeps: like :func:`expand_scopes`, but a ``@set`` stays a
+    name (it must exist now), so the token follows the set's definition in
+    the config as it is at each request (:func:`effective_scopes`)."""
+    result: list[str] = []
+    for scope in requested:
+        scope = scope.strip()
+        if scope.startswith("@"):
+            canonical = "@" + _known_set(scope, scope_sets)
+        else:
+            canonical = canonical_scope(scope)
+        if canonical not in result:
+            result.append(canonical)
+    return tuple(result) if result else (ALL,)
+
+
+def _known_set(scope: str, scope_sets: Mapping[str, Sequence[str]]) -> str:
+    name = scope[1:]
+    if name not in scope_sets:
+        known = ", ".join(sorted(scope_sets)) or "none defined"
+        raise UsageError(f"unknown scope set {scope!r} (known: {known})")
+    return name
 
 
 def scope_covers(held: str, wanted: str) -> bool:
@@ -218,6 +241,57 @@ def uncovered(wanted: Iterable[str], held: Sequence[str]) -> list[str]:
     return [scope for scope in wanted if not covered_by(scope, held)]
 
 
+class ScopeSets:
+    """The config's scope sets (each already expanded), as requests read them.
+
+    Compared and hashed by identity: every config load makes a new one, so a
+    memo keyed by it can never serve a set's old definition after a reload.
+    """
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.members: dict[str, tuple[str, ...]] = {
+            name: tuple(scopes) for name, scopes in (members or {}).items()
+        }
+
+
+NO_SETS = ScopeSets()
+
+
+def accepting_scopes(
+    needed: Sequence[str], sets: ScopeSets = NO_SETS
+) -> tuple[str, ...]:
+    """What a token could have held to be granted every scope of ``needed``.
+
+    Each element alone would do: the scopes themselves (space-separated when
+    more than one), then the wildcards that cover them all, narrowest first,
+    then the scope sets whose members cover them all. ``*`` is left out: it
+    always covers, within what the owner holds.
+    """
+    if not needed:
+        return ()
+    if any(is_node_scope(scope) for scope in needed):
+        # SECURITY: a request path may hold "," or ";", which would forge list
+        # elements in a header; only a node scope that could be granted is named.
+        try:
+            return (" ".join(canonical_scope(scope) for scope in needed),)
+        except UsageError:
+            return ()
+    found: list[str] = [" ".join(needed)]
+    first = needed[0]
+    if first:
+        parts = first.split(":")
+        for length in range(len(parts) - 1, 0, -1):
+            wildcard = ":".join(parts[:length]) + ":*"
+            if wildcard != first and all(scope_covers(wildcard, s) for s in needed):
+                found.append(wildcard)
+    for name, members in sorted(sets.members.items()):
+        if all(covered_by(scope, members) for scope in needed):
+            found.append(f"@{name}")
+    return tuple(dict.fromkeys(found))
+
+
 @dataclass(frozen=True, slots=True)
 class EffectiveScopes:
     """What a token may do right now, after its owner's scopes are applied.
@@ -248,17 +322,24 @@ def _any_covers(held: tuple[str, ...], wanted: str) -> bool:
 
 
 def effective_scopes(
-    token_scopes: Sequence[str], owner_scopes: Sequence[str]
+    token_scopes: Sequence[str],
+    owner_scopes: Sequence[str],
+    sets: ScopeSets = NO_SETS,
 ) -> EffectiveScopes:
     """Apply the subset rule at request time.
 
-    ``*`` on the token means the owner's plain scopes as they are now; any
-    other plain scope counts only while the owner still holds it. A token
-    whose only scopes are node scopes holds ``*`` (of the owner) inside those
-    nodes. The token acts only where both its own node scopes and its owner's
+    ``*`` on the token means the owner's plain scopes as they are now; a
+    ``@set`` means the set's members as ``sets`` (the config now) defines
+    them, nothing once the set is gone; any other plain scope, and each
+    member, counts only while the owner still holds it. A token whose only
+    scopes are node scopes holds ``*`` (of the owner) inside those nodes.
+    The token acts only where both its own node scopes and its owner's
     allow (each side without node scopes allows every path).
     """
     owner_plain, owner_nodes = _split(owner_scopes)
+    gone = False
+    if any(scope.startswith("@") for scope in token_scopes):
+        token_scopes, gone = _expand_live(token_scopes, sets)
     token_plain, token_nodes = _split(token_scopes)
     plain: list[str] = []
     for scope in token_plain:
@@ -266,13 +347,32 @@ def effective_scopes(
             plain.extend(owner_plain)
         elif covered_by(scope, owner_plain):
             plain.append(scope)
-    if token_nodes is not None and not token_plain:
+    # SECURITY: a set removed from the config leaves its token nothing; it
+    # must not turn "@set + node" into "node only", the owner's "*" there.
+    if token_nodes is not None and not token_plain and not gone:
         plain.extend(owner_plain)
     # SECURITY: scope narrowing; a token's own node scopes always confine it,
     # whatever its owner holds now, and the owner's confine every token.
     return EffectiveScopes(
         plain=tuple(dict.fromkeys(plain)), nodes=_confine(token_nodes, owner_nodes)
     )
+
+
+def _expand_live(
+    scopes: Sequence[str], sets: ScopeSets
+) -> tuple[tuple[str, ...], bool]:
+    """``@set`` names replaced by the members ``sets`` gives them now, and
+    whether any named set is gone."""
+    expanded: list[str] = []
+    gone = False
+    for scope in scopes:
+        if scope.startswith("@"):
+            members = sets.members.get(scope[1:])
+            gone = gone or members is None
+            expanded.extend(members or ())
+        else:
+            expanded.append(scope)
+    return tuple(dict.fromkeys(expanded)), gone
 
 
 def _split(

@@ -225,7 +225,8 @@ async def test_create_token_with_every_setting(service, people):
         project="alpha",
         rate_limit=60,
     )
-    assert record.scopes == ("files:read", "files:write", "env:read")
+    # A set stays a name: the token follows the set's definition (issue 16).
+    assert record.scopes == ("@files-rw", "env:read")
     assert record.expiry is ExpiryModel.HARD
     assert record.expires_at == START + 86400
     assert record.allowed_cidrs == ("10.1.2.0/24", "2001:db8::1/128")
@@ -414,7 +415,7 @@ async def test_edit_changes_only_what_is_given(service, store, clock, people):
         project=None,
         rate_limit=None,
     )
-    assert edited.scopes == ("files:read", "files:write")
+    assert edited.scopes == ("@files-rw",)
     assert edited.expiry is ExpiryModel.SLIDING
     assert edited.expires_at == clock() + 600
     assert edited.allowed_cidrs == ("192.0.2.0/24",)

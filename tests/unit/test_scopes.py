@@ -4,10 +4,13 @@ from patgate.errors import UsageError
 from patgate.scopes import (
     NOWHERE,
     NodeScope,
+    ScopeSets,
+    accepting_scopes,
     canonical_scope,
     covered_by,
     effective_scopes,
     expand_scopes,
+    name_scopes,
     parse_node_scope,
     uncovered,
 )
@@ -173,3 +176,75 @@ def test_parse_node_scope():
     assert node.read
     assert node.write
     assert parse_node_scope("files:read") is None
+
+
+# What would have worked (the 403 hint)
+
+
+def test_accepting_scopes_lists_the_scope_its_wildcards_and_sets():
+    sets = ScopeSets(
+        {"env-all": ("env:*",), "ro": ("env:read",), "ctl": ("env:control",)}
+    )
+    assert accepting_scopes(("env:control",), sets) == (
+        "env:control",
+        "env:*",
+        "@ctl",
+        "@env-all",
+    )
+
+
+def test_accepting_scopes_for_several_needs_only_what_covers_them_all():
+    sets = ScopeSets({"rw": ("a:b:read", "a:b:write"), "r": ("a:b:read",)})
+    assert accepting_scopes(("a:b:read", "a:b:write"), sets) == (
+        "a:b:read a:b:write",
+        "a:b:*",
+        "a:*",
+        "@rw",
+    )
+    assert accepting_scopes(("a:read", "b:read")) == ("a:read b:read",)
+
+
+def test_accepting_scopes_of_nothing_or_of_a_node():
+    assert accepting_scopes(()) == ()
+    sets = ScopeSets({"all": ("files:read",)})
+    assert accepting_scopes(("node:/dav/a:w",), sets) == ("node:/dav/a:w",)
+    assert accepting_scopes(("node:/dav/a,b:w",), sets) == ()
+
+
+# Live scope sets
+
+
+def test_a_token_keeps_a_set_by_name():
+    assert name_scopes(["@files-rw", " files:read", "@files-rw"], SETS) == (
+        "@files-rw",
+        "files:read",
+    )
+    with pytest.raises(UsageError, match="unknown scope set '@nope'"):
+        name_scopes(["@nope"], SETS)
+
+
+def test_a_set_is_read_as_the_config_defines_it_now():
+    token = ("@env-all",)
+    before = ScopeSets({"env-all": ("env:read",)})
+    after = ScopeSets({"env-all": ("env:read", "env:control")})
+    assert effective_scopes(token, ("*",), before).plain == ("env:read",)
+    assert effective_scopes(token, ("*",), after).plain == ("env:read", "env:control")
+    # The subset rule against the expanded set: only what the owner holds.
+    assert effective_scopes(token, ("env:read",), after).plain == ("env:read",)
+
+
+def test_a_removed_set_grants_nothing_even_beside_a_node_scope():
+    gone = ScopeSets({})
+    assert effective_scopes(("@env-all",), ("*",), gone).plain == ()
+    confined = effective_scopes(("@env-all", "node:/dav/a:r"), ("files:read",), gone)
+    assert confined.plain == ()
+    only_node = effective_scopes(("node:/dav/a:r",), ("files:read",), gone)
+    assert only_node.plain == ("files:read",)
+
+
+def test_a_set_may_hold_node_scopes():
+    sets = ScopeSets({"mine": ("node:/dav/a:rw",)})
+    scopes = effective_scopes(("@mine",), ("files:read",), sets)
+    assert scopes.plain == ("files:read",)
+    assert scopes.allows_path("/dav/a/x", "PUT")
+    assert not scopes.allows_path("/dav/b", "GET")

@@ -17,7 +17,8 @@ This module owns :func:`main` and the parser; the rest of the package:
 :mod:`~patgate.cli.runner` (exit codes, leaf parsers, the service over the
 store), :mod:`~patgate.cli.output` (tables and JSON), and one module per
 command group: :mod:`~patgate.cli.serve` (``serve``, ``config check``),
-:mod:`~patgate.cli.users` and :mod:`~patgate.cli.tokens`. Every name the CLI
+:mod:`~patgate.cli.users`, :mod:`~patgate.cli.tokens` and
+:mod:`~patgate.cli.explain`. Every name the CLI
 had before it became a package is importable from here.
 """
 
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from patgate import __version__
+from patgate.cli.explain import add_explain_commands, explain_command
 from patgate.cli.output import (
     SHOWN_ONCE,
     describe_expiry,
@@ -92,12 +94,14 @@ __all__ = [
     "ArgumentParser",
     "Handler",
     "add_config_commands",
+    "add_explain_commands",
     "add_serve_commands",
     "add_token_commands",
     "add_user_commands",
     "build_parser",
     "config_check",
     "describe_expiry",
+    "explain_command",
     "main",
     "parse_listen",
     "print_json",
@@ -195,5 +199,6 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[ArgumentParser]], None], ..
     add_user_commands,
     add_token_commands,
     add_session_commands,
+    add_explain_commands,
 )
 """One function per command group; each adds its parsers to the subparsers."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf
 from patgate.config import Config, load_config, parse_store
+from patgate.config.lint import lint_config
 from patgate.errors import PatgateError, UsageError
 from patgate.logs import AccessLog, configure_logging
 from patgate.pepper import empty_pepper_warning, pepper_file, with_file_pepper
@@ -102,10 +103,14 @@ def config_check(args: argparse.Namespace) -> int:
     config = with_file_pepper(config)
     print(f"ok: {len(config.routes)} routes, store {_hide_password(config.store)}")
     print(f"pepper: {_describe_pepper(config)}")
-    for warning in config.warnings:
-        print(f"warning: {warning}")
+    warnings = [*config.warnings, *map(str, lint_config(config))]
     if not config.pepper.value and pepper_file(config) is None:
-        print(f"warning: {empty_pepper_warning(config)}")
+        warnings.append(empty_pepper_warning(config))
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if args.strict and warnings:
+        count = f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+        raise PatgateError(f"{count} (--strict)")
     return EXIT_OK
 
 
@@ -126,4 +131,9 @@ def _hide_password(url: str) -> str:
 def add_config_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:
     group = commands.add_parser("config", help="check the configuration")
     sub = group.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    add_leaf(sub, "check", config_check, "load the config and report what it holds")
+    check = add_leaf(
+        sub, "check", config_check, "load the config and report what it holds"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 when there is any warning (CI)"
+    )

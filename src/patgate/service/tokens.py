@@ -278,11 +278,16 @@ class TokenOperations(ServiceCore):
         return len(unique)
 
     def _check_subset(self, owner: User, requested: Sequence[str]) -> tuple[str, ...]:
-        """The expanded scopes, if ``owner`` holds them all (the subset rule)."""
-        granted = self._expand(requested)
+        """The scopes a token keeps (``@set`` names kept, so the token follows
+        the set), if ``owner`` holds them all as the sets stand now (the
+        subset rule; the gateway applies it again at each request)."""
+        if isinstance(requested, str):
+            requested = (requested,)
+        granted = scopes.name_scopes(requested, self.scope_sets)
+        expanded = self._expand(granted)
         # ``*`` on a token means "whatever the owner holds", always grantable.
         missing = scopes.uncovered(
-            [s for s in granted if s != scopes.ALL], owner.scopes
+            [s for s in expanded if s != scopes.ALL], owner.scopes
         )
         if missing:
             raise PermissionDeniedError(

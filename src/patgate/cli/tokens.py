@@ -1,10 +1,12 @@
-"""``patgate token``: create, list, show, edit, regenerate, copy, revoke."""
+"""``patgate token``: create, list, show, edit, regenerate, copy, revoke (and
+remove, purge, renew from :mod:`patgate.cli.lifecycle`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from patgate.cli.lifecycle import add_lifecycle_commands
 from patgate.cli.output import (
     add_output_options,
     print_json,
@@ -296,3 +298,5 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
 
     revoke = add_leaf(sub, "revoke", token_revoke, "revoke one or more tokens")
     revoke.add_argument("ids", nargs="+", metavar="ID")
+
+    add_lifecycle_commands(sub)

@@ -274,6 +274,41 @@ async def test_update_missing_token_is_not_found_and_creates_nothing(store):
     assert await store.list_tokens() == []
 
 
+async def test_delete_token_removes_it_from_everything_and_answers_it(store):
+    await with_owner(store)
+    record = every_field_token()
+    kept, _ = make_token(now=NOW + 1)
+    await store.create_token(record)
+    await store.create_token(kept)
+    deleted = await store.delete_token(record.id)
+    assert deleted is not None
+    assert deleted.with_changes(version=0) == record
+    assert await store.get_token(record.id) is None
+    assert await store.resolve(record.id) is None
+    assert await store.list_tokens("alice") == [kept]
+    assert await store.list_tokens() == [kept]
+    # Removing twice is removing once; an unknown id is no error.
+    assert await store.delete_token(record.id) is None
+    # The id is free again, as if it never existed.
+    await store.create_token(record)
+    assert await store.get_token(record.id) is not None
+
+
+async def test_a_deletion_is_a_change_notice(store, store_url):
+    other = open_store(store_url)
+    listener = ChangeListener(store)
+    try:
+        await listener.until_listening(other)
+        await other.create_user(make_user("alice"))
+        record, _ = make_token()
+        await other.create_token(record)
+        await other.delete_token(record.id)
+        await listener.wait_for(Change(ChangeKind.TOKEN, record.id))
+    finally:
+        await listener.stop()
+        await other.close()
+
+
 # resolve
 
 

@@ -1,4 +1,5 @@
-"""``patgate token``: create, list, show, edit, regenerate, copy, revoke."""
+"""``patgate token``: create, list, show, edit, regenerate, copy, revoke (and
+remove, purge, renew from :mod:`patgate.cli.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from patgate.cli import remote
+from patgate.cli.lifecycle import add_lifecycle_commands
 from patgate.cli.output import (
     add_output_options,
     print_json,
@@ -325,6 +327,8 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
     revoke = add_leaf(sub, "revoke", token_revoke, "revoke one or more tokens")
     revoke.add_argument("ids", nargs="+", metavar="ID")
     _add_password_stdin(revoke)
+
+    add_lifecycle_commands(sub)
 
 
 def _add_password_stdin(parser: ArgumentParser) -> None:

@@ -20,8 +20,9 @@ Decisions the spec leaves open:
   operation sees it, which emits ``token.expired`` once.
 
 The package: :mod:`~patgate.service.core` (Actor, UNSET, the shared state),
-:mod:`~patgate.service.users` and :mod:`~patgate.service.tokens` (the two
-halves of :class:`TokenService`), :mod:`~patgate.service.expiry` (expiry
+:mod:`~patgate.service.users`, :mod:`~patgate.service.tokens` and
+:mod:`~patgate.service.lifecycle` (remove, purge, renew): the parts of
+:class:`TokenService`, :mod:`~patgate.service.expiry` (expiry
 models, pure) and :mod:`~patgate.service.validation` (input checks). Import
 every name from here.
 """
@@ -30,7 +31,8 @@ from __future__ import annotations
 
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import compute_expiry
-from patgate.service.tokens import Revoked, TokenOperations
+from patgate.service.lifecycle import Purge, TokenLifecycle
+from patgate.service.tokens import Revoked
 from patgate.service.users import UserOperations
 from patgate.service.validation import (
     LOGIN_PATTERN,
@@ -54,6 +56,7 @@ __all__ = [
     "MIN_PASSWORD_LENGTH",
     "UNSET",
     "Actor",
+    "Purge",
     "Revoked",
     "TokenService",
     "Unset",
@@ -63,5 +66,5 @@ __all__ = [
 ]
 
 
-class TokenService(UserOperations, TokenOperations):
+class TokenService(UserOperations, TokenLifecycle):
     """Users and tokens: every management operation, checked and audited."""

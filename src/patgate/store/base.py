@@ -106,6 +106,15 @@ class Store(Protocol):
         Publishes a token change so that every gateway drops its cache entry.
         """
 
+    async def delete_token(self, token_id: str) -> TokenRecord | None:
+        """Remove a token for good: it leaves every list and ``get_token``.
+
+        Answers the record as it was, or None if there was none (no error:
+        removing twice is removing once). Publishes a token change, like
+        ``update_token``, so that every gateway drops its cache entry.
+        """
+        ...
+
     async def resolve(self, token_id: str) -> TokenGrant | None:
         """The token and its owner in one round trip (the gateway's cache miss)."""
 

@@ -105,6 +105,17 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: the token. ARGV: channel, notice. Answers the deleted hash (flat),
+# empty if there was none; the caller then takes the id out of its owner's
+# set (another slot on a Cluster), which lists ignore if it fails first.
+_DELETE = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return fields end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return fields
+"""
+
 # KEYS: the token. ARGV: head and tail of the owner's key around the login.
 _RESOLVE = """
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -198,6 +209,7 @@ class RedisStore:
         self._closed = False
         self._create = client.register_script(_CREATE)
         self._replace = client.register_script(_REPLACE)
+        self._delete = client.register_script(_DELETE)
         self._resolve = client.register_script(_RESOLVE)
         self._record_usage = client.register_script(_RECORD_USAGE)
         self._take_rate = client.register_script(_TAKE_RATE)
@@ -357,6 +369,18 @@ class RedisStore:
         )
         if not replaced:
             raise NotFoundError(f"no token {record.id!r}")
+
+    async def delete_token(self, token_id: str) -> TokenRecord | None:
+        notice = Change(ChangeKind.TOKEN, token_id)
+        with self._errors():
+            flat = await self._delete(
+                keys=[token_key(token_id)], args=[CHANGES_CHANNEL, notice.encode()]
+            )
+            if not flat:
+                return None
+            record = _token_from_fields(_pairs(flat))
+            await self._client.srem(user_tokens_key(record.owner), token_id)
+        return record
 
     async def resolve(self, token_id: str) -> TokenGrant | None:
         with self._errors():

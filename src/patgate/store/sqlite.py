@@ -462,6 +462,19 @@ class SQLiteStore:
             raise NotFoundError(f"no token {record.id!r}")
         self._note_change(conn, Change(ChangeKind.TOKEN, record.id))
 
+    async def delete_token(self, token_id: str) -> TokenRecord | None:
+        return await self._write(self._delete_token, token_id)
+
+    def _delete_token(
+        self, conn: sqlite3.Connection, token_id: str
+    ) -> TokenRecord | None:
+        rows = _fetch(conn, f"{_SELECT_TOKEN} WHERE id = ?", token_id)
+        if not rows:
+            return None
+        conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+        self._note_change(conn, Change(ChangeKind.TOKEN, token_id))
+        return _token_from_row(rows[0])
+
     async def resolve(self, token_id: str) -> TokenGrant | None:
         rows = await self._run(_fetch, _SELECT_GRANT, token_id)
         if not rows:

@@ -131,6 +131,26 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
     ),
     "Confirm": _object({"password": _CONFIRM}),
     "RevokeMany": _object({"ids": _STRINGS, "password": _CONFIRM}, ["ids"]),
+    "RemoveMany": _object({"ids": _STRINGS, "password": _CONFIRM}, ["ids"]),
+    "Purge": _object(
+        {
+            "revoked": {"type": "boolean", "description": "Purge revoked tokens."},
+            "expired": {"type": "boolean", "description": "Purge expired tokens."},
+            "older_than": _nullable(
+                {
+                    **_DURATION,
+                    "description": "Only tokens revoked or expired at least this"
+                    " long ago, e.g. 30d.",
+                }
+            ),
+            "owner": {
+                "type": "string",
+                "description": "Only this user's (admins; a user purges their own).",
+            },
+            "password": _CONFIRM,
+        }
+    ),
+    "Renew": _object({**_EXPIRY_FIELDS, "password": _CONFIRM}),
     "LeakReport": _object(
         {"tokens": {**_STRINGS, "maxItems": 100}},
         ["tokens"],
@@ -207,6 +227,13 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Revoked": {
         "type": "object",
         "properties": {"revoked": _STRINGS, "already_revoked": _STRINGS},
+    },
+    "Removed": {"type": "object", "properties": {"removed": _STRINGS}},
+    "Purged": {
+        "type": "object",
+        "properties": {
+            "purged": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}
+        },
     },
     "LeakReceived": {
         "type": "object",

@@ -16,6 +16,12 @@ from patgate.web.manage.endpoint import (
     endpoint,
     error_response,
 )
+from patgate.web.manage.lifecycle import (
+    purge_tokens,
+    remove_many,
+    remove_token,
+    renew_token,
+)
 from patgate.web.manage.login import close_session, open_session, read_session
 from patgate.web.manage.openapi import Operation, build_document
 from patgate.web.manage.page import add_page_routes
@@ -29,7 +35,6 @@ from patgate.web.manage.tokens import (
     regenerate_token,
     report_leak,
     revoke_many,
-    revoke_token,
     scope_choices,
 )
 from patgate.web.manage.users import (
@@ -60,6 +65,14 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/tokens/revoke", "revokeTokens", "Revoke several tokens:"
                " all, or none if any id is unknown", request="RevokeMany",
                response="Revoked", auth=_CHANGE), revoke_many),
+    (Operation("POST", "/tokens/remove", "removeTokens", "Remove several"
+               " tokens: revoked, then gone from every list; all, or none if"
+               " any id is unknown", request="RemoveMany", response="Removed",
+               auth=_CHANGE), remove_many),
+    (Operation("POST", "/tokens/purge", "purgeTokens", "Remove revoked and/or"
+               " expired tokens, optionally only those dead for a while (admins:"
+               " anyone's; users: their own)", request="Purge",
+               response="Purged", auth=_CHANGE), purge_tokens),
     (Operation("POST", "/tokens/report-leak", "reportLeak", "Report leaked token"
                " values; live ones are revoked. No login; the same answer"
                " always", 202, "LeakReport", "LeakReceived", _PUBLIC,
@@ -71,13 +84,19 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                request="TokenEdit", response="Token", auth=_CHANGE,
                parameters=_ID, errors=(400, 401, 403, 404, 409, 415, 422, 429)),
      edit_token),
-    (Operation("DELETE", "/tokens/{token_id}", "revokeToken", "Revoke a token",
-               request="Confirm", response="Token", auth=_CHANGE,
-               parameters=_ID), revoke_token),
+    (Operation("DELETE", "/tokens/{token_id}", "removeToken", "Remove a token:"
+               " revoked, then gone from every list (the audit log keeps it);"
+               " answers it as it was last", request="Confirm", response="Token",
+               auth=_CHANGE, parameters=_ID), remove_token),
     (Operation("POST", "/tokens/{token_id}/regenerate", "regenerateToken", "A new"
                " value for the same token; the old one dies (after the grace)",
                201, "Regenerate", "NewToken", _CHANGE, _ID,
                (400, 401, 403, 404, 409, 415, 422, 429)), regenerate_token),
+    (Operation("POST", "/tokens/{token_id}/renew", "renewToken", "A new expiry"
+               " and a new value (an expired token lives again); without an"
+               " expiry, the same model counted from now", 201, "Renew",
+               "NewToken", _CHANGE, _ID, (400, 401, 403, 404, 409, 415, 422, 429)),
+     renew_token),
     (Operation("POST", "/tokens/{token_id}/copy", "copyToken", "A new token with"
                " the same settings", 201, "Confirm", "NewToken", _CHANGE, _ID),
      copy_token),

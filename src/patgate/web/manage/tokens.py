@@ -1,5 +1,6 @@
 """The API's token operations: create, list, show, edit, revoke, regenerate,
-copy, report a leak; and the scopes the page offers."""
+copy, report a leak; and the scopes the page offers (removal and renewal:
+:mod:`patgate.web.manage.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -90,18 +91,6 @@ async def edit_token(request: web.Request) -> web.Response:
     changes.update(expiry_args(fields, now))
     record = await service.edit_token(caller.actor, token_id_of(request), **changes)
     return web.json_response(token_json(record, now))
-
-
-@endpoint
-async def revoke_token(request: web.Request) -> web.Response:
-    body = await read_body(request)
-    caller = await caller_of(request, body, change=True)
-    fields_of("Confirm", body)
-    service = service_of(request)
-    token_id = token_id_of(request)
-    await service.revoke_tokens(caller.actor, [token_id])
-    record = await service.get_token(caller.actor, token_id)
-    return web.json_response(token_json(record, service.now()))
 
 
 @endpoint

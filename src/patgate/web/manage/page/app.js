@@ -494,9 +494,9 @@
     try {
       const done = await confirmChange(
         `Remove ${what}: ${names}? Anything using ${ids.length === 1 ? "it" : "them"} stops working at once. This cannot be undone.`,
-        (password) => call("POST", "/tokens/revoke", { ids, password }));
+        (password) => call("POST", "/tokens/remove", { ids, password }));
       if (!done) return;
-      notice(`Removed ${done.revoked.length === 1 ? "1 token" : `${done.revoked.length} tokens`}.`);
+      notice(`Removed ${done.removed.length === 1 ? "1 token" : `${done.removed.length} tokens`}.`);
       await refresh();
     } catch (err) {
       setText("list-error", err.message);

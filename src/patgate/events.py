@@ -24,6 +24,7 @@ from patgate.durations import format_time
 # Every event type, in the order the docs list them.
 EVENT_TYPES = (
     "token.created",
+    "token.copied",
     "token.regenerated",
     "token.edited",
     "token.revoked",

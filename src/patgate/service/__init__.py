@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import compute_expiry
-from patgate.service.tokens import Revoked, TokenOperations
+from patgate.service.incidents import IncidentOperations
+from patgate.service.tokens import Revoked
 from patgate.service.users import UserOperations
 from patgate.service.validation import (
     LOGIN_PATTERN,
@@ -63,5 +64,5 @@ __all__ = [
 ]
 
 
-class TokenService(UserOperations, TokenOperations):
+class TokenService(UserOperations, IncidentOperations):
     """Users and tokens: every management operation, checked and audited."""

@@ -371,14 +371,19 @@ async def test_regenerate_and_copy(gateway, client):
     assert regenerated.status == 201
     assert regenerated.body["id"] == created["id"]
     assert regenerated.body["token"] != created["token"]
-    assert await refused_soon(client, gateway, created["token"])
     assert await through_gateway(client, gateway, regenerated.body["token"]) == 200
+    assert await refused_soon(client, gateway, created["token"])
+    # The old value came back after its grace (none): rotation reuse revokes
+    # the whole token, the new value too (rotation_reuse: revoke, the default).
+    assert await refused_soon(client, gateway, regenerated.body["token"])
 
+    created = await create(client, gateway, name="ci", scopes=["api:read"])
+    path = f"/tokens/{created['id']}"
     graced = await call(
         client, gateway, "POST", path + "/regenerate", {"grace": "1h"}, auth=ALICE
     )
     assert graced.status == 201
-    assert await through_gateway(client, gateway, regenerated.body["token"]) == 200
+    assert await through_gateway(client, gateway, created["token"]) == 200
     assert await through_gateway(client, gateway, graced.body["token"]) == 200
 
     copied = await call(client, gateway, "POST", path + "/copy", auth=ALICE)

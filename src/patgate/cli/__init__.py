@@ -75,6 +75,7 @@ from patgate.cli.users import (
     user_list,
     user_passwd,
 )
+from patgate.cli.webhooks import add_webhook_commands
 from patgate.errors import PatgateError, StoreUnavailableError, UsageError
 from patgate.logs import redact_text
 
@@ -191,5 +192,6 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[ArgumentParser]], None], ..
     add_config_commands,
     add_user_commands,
     add_token_commands,
+    add_webhook_commands,
 )
 """One function per command group; each adds its parsers to the subparsers."""

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Sequence
 
 from patgate.errors import PermissionDeniedError
+from patgate.events import DeliveryAttempt
 from patgate.models import TokenRecord, TokenStatus, UsageNews
 from patgate.service.core import Actor
 from patgate.service.tokens import TokenOperations
@@ -45,6 +46,14 @@ class IncidentOperations(TokenOperations):
                 await self._revoke(record, actor=actor.login, reason="revoked_before")
                 revoked.append(record.id)
         return revoked
+
+    async def delivery_log(
+        self, actor: Actor, limit: int = 50
+    ) -> list[DeliveryAttempt]:
+        """The last webhook delivery attempts, newest first (admins)."""
+        if not actor.admin:
+            raise PermissionDeniedError("only an admin may read the delivery log")
+        return await self.store.delivery_log(limit)
 
     async def activate_rotation(self, token_id: str) -> bool:
         """The new value of an activate-on-use regeneration was used: the old

@@ -192,16 +192,16 @@ def merge_seen(
     merged = {seen.ip: seen for seen in old}
     fresh: list[str] = []
     for seen in new:
-        known = merged.get(seen.ip)
+        known = merged.pop(seen.ip, None)
         if known is None:
             fresh.append(seen.ip)
-            merged[seen.ip] = seen
         else:
-            merged[seen.ip] = SeenIp(
+            seen = SeenIp(
                 seen.ip,
                 min(known.first_seen, seen.first_seen),
                 max(known.last_seen, seen.last_seen),
             )
+        merged[seen.ip] = seen  # a tie on last_seen: the one seen again is later
     ordered = sorted(merged.values(), key=lambda seen: seen.last_seen)
     return tuple(ordered[-MAX_LAST_IPS:]), fresh
 

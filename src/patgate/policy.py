@@ -127,7 +127,9 @@ def _check_value(grant: TokenGrant, presented: bytes, now: float) -> Decision | 
     """The refusal of a value that is not live, or of a canary; None if live."""
     token = grant.token
     if not _hash_valid(grant, presented, now):
-        if _hash_retired(token.retired_hashes, presented):
+        if token.status is not TokenStatus.REVOKED and _hash_retired(
+            token.retired_hashes, presented
+        ):
             # A value regenerated away, back after its grace: likely stolen.
             return _unauthorized("rotation_reuse", token.id, token.owner)
         return _unauthorized("hash_mismatch", token.id)

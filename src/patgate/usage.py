@@ -15,7 +15,7 @@ version again when it writes, which covers a notice that comes late or not
 at all.
 
 Each pending use also keeps the distinct client addresses seen since the
-last drain (the MAX_LAST_IPS most recent, with first and last seen), so the
+last drain (up to MAX_PENDING_IPS, with first and last seen), so the
 token's ``last_ips`` are kept by the same one write.
 
 Pure: no I/O; times are parameters.
@@ -25,7 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patgate.models import MAX_LAST_IPS, SeenIp, Usage
+from patgate.models import SeenIp, Usage
+
+# Distinct addresses kept per token between two drains: more than the store
+# keeps (MAX_LAST_IPS), so that each new one is still news to the store.
+MAX_PENDING_IPS = 32
 
 
 @dataclass(slots=True)
@@ -63,7 +67,7 @@ class _Pending:
         seen = ips.get(ip)
         if seen is None:
             ips[ip] = [first, last]
-            if len(ips) > MAX_LAST_IPS:
+            if len(ips) > MAX_PENDING_IPS:
                 del ips[min(ips, key=lambda name: ips[name][1])]
         else:
             seen[0], seen[1] = min(seen[0], first), max(seen[1], last)
@@ -71,9 +75,10 @@ class _Pending:
     def seen(self) -> tuple[SeenIp, ...]:
         if not self.ips:
             return ()
+        # By last seen, to the millisecond (what every store keeps exactly).
+        ordered = sorted(self.ips.items(), key=lambda item: item[1][1])
         return tuple(
-            SeenIp(ip, round(first, 3), round(last, 3))
-            for ip, (first, last) in self.ips.items()
+            SeenIp(ip, round(first, 3), round(last, 3)) for ip, (first, last) in ordered
         )
 
 

@@ -85,9 +85,9 @@ class IncidentOperations(TokenOperations):
         if policy == "ignore":
             return
         record = await self.store.get_token(token_id)
-        if record is None:
-            return
-        revoke = policy == "revoke" and record.status is not TokenStatus.REVOKED
+        if record is None or record.status is TokenStatus.REVOKED:
+            return  # revoked already: by an earlier reuse, or by hand
+        revoke = policy == "revoke"
         await self._emit(
             "token.rotation_reuse",
             token_id=token_id,

@@ -183,15 +183,24 @@ for _, item in ipairs(seen) do index[item[1]] = item end
 for _, item in ipairs(new) do
     local known = index[item[1]]
     if known then
-        known[2] = math.min(known[2], item[2])
-        known[3] = math.max(known[3], item[3])
+        item[2] = math.min(known[2], item[2])
+        item[3] = math.max(known[3], item[3])
+        for i, old in ipairs(seen) do
+            if old == known then table.remove(seen, i) break end
+        end
     else
-        index[item[1]] = item
-        table.insert(seen, item)
         table.insert(reply, item[1])
     end
+    index[item[1]] = item
+    table.insert(seen, item)
 end
-table.sort(seen, function(a, b) return a[3] < b[3] end)
+-- By last seen; a tie keeps the order above (the one seen again is later).
+local position = {}
+for i, item in ipairs(seen) do position[item] = i end
+table.sort(seen, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return position[a] < position[b]
+end)
 local keep = {}
 for i = math.max(1, #seen - tonumber(ARGV[2]) + 1), #seen do
     table.insert(keep, seen[i])

@@ -477,3 +477,48 @@ async def test_the_delivering_replica_killed_mid_delivery_leaves_one_delivery_ea
         assert len(ok) == len(set(ok)) == 3
     finally:
         await store.close()
+
+
+async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
+    store = open_store(store_url)
+    clock = [time.time()]
+    hook = parse_config(
+        f"webhooks: [{{url: 'http://127.0.0.1:9/h', secret: {SECRET}}}]", {}, "."
+    ).webhooks
+    replicas = [
+        TokenService(store, clock=lambda: clock[0], publisher=Publisher(store, hook))
+        for _ in range(2)
+    ]
+    try:
+        await replicas[0].add_user(ADMIN, "alice")
+        week = 7 * 86400
+        record, _ = await replicas[0].create_token(
+            ADMIN, "alice", expires_at=clock[0] + 10 * 86400
+        )
+        leads = (week, 86400)
+        seen: list[str] = []
+
+        async def scan_all() -> None:
+            for replica in replicas:
+                await replica.scan_expiry(leads)
+            due = await store.due_deliveries(clock[0] + 1, 100)
+            seen[:] = [d.event_type for d in due]
+
+        await scan_all()
+        assert seen == ["token.created"]
+        clock[0] += 4 * 86400  # 6 days left: the 7-day notice
+        await scan_all()
+        await scan_all()
+        assert seen == ["token.created", "token.expiring"]
+        clock[0] += 5.5 * 86400  # half a day left: the 1-day notice
+        await scan_all()
+        assert seen.count("token.expiring") == 2
+        clock[0] += 86400  # expired
+        await scan_all()
+        await scan_all()
+        assert seen.count("token.expired") == 1
+        stored = await store.get_token(record.id)
+        assert stored is not None
+        assert stored.status is TokenStatus.EXPIRED
+    finally:
+        await store.close()

@@ -47,6 +47,29 @@ def parse_expiry_time(text: str, now: float) -> float:
     return when
 
 
+def parse_moment(text: str, now: float) -> float:
+    """A moment: an ISO date (its start, UTC), an ISO date-time (UTC unless
+    it names a zone) or ``now``. Never in the future."""
+    text = text.strip()
+    if text == "now":
+        return now
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            when = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            when = moment.timestamp()
+    except ValueError:
+        raise UsageError(
+            f"invalid time {text!r}: expected an ISO date or date-time"
+            " (2026-11-20 or 2026-11-20T12:00Z) or now"
+        ) from None
+    return min(when, now)
+
+
 def _parse_iso(text: str) -> float:
     try:
         if len(text) == 10:

@@ -43,6 +43,7 @@ from patgate.client import (
 )
 from patgate.config import Config
 from patgate.errors import StoreUnavailableError
+from patgate.events import Event, EventBuffer
 from patgate.extract import (
     Credential,
     CredentialError,
@@ -61,6 +62,9 @@ from patgate.tokens import hash_token, hashes_match, token_id_of
 from patgate.usage import UsageRecorder
 
 RATE_WINDOW = 60
+# Refusal reasons that are incidents, and the event each one queues.
+INCIDENTS = {"canary": "canary.used", "rotation_reuse": "token.rotation_reuse"}
+ACTIVATE = "token.rotation_activated"
 # A tagged URL (or lock token) in a WebDAV If header.
 IF_URL = re.compile(r"<([^>]+)>")
 # Slid expiries are written back at most this often per token (seconds).
@@ -125,6 +129,7 @@ class RequestView:
     path: str
     client_ip: str | None
     credential: Credential | None
+    user_agent: str | None = None
 
 
 @dataclass(slots=True)
@@ -250,6 +255,10 @@ class Gate:
         self._clock = clock
         self._inflight: dict[bytes, asyncio.Future[TokenGrant | None]] = {}
         self.store_errors = 0
+        # What a background task acts on (web.gateway.incidents): canary
+        # uses, rotation reuse, activate-on-use values first used.
+        self.incidents = EventBuffer()
+        self._activating: set[str] = set()
 
     async def check(self, facts: RequestFacts, rules: Rules) -> Verdict:
         """The whole pipeline for one request (see the module docstring)."""
@@ -287,7 +296,9 @@ class Gate:
                 credential.code, credential.message, config.error_style
             )
             return dataclasses.replace(verdict, route=route)
-        view = RequestView(facts.method, path, client.ip, credential)
+        view = RequestView(
+            facts.method, path, client.ip, credential, facts.headers.get("User-Agent")
+        )
         decision = await self.authorize(route, view)
         seconds = time.perf_counter() - started
         if not decision.allowed:
@@ -390,12 +401,48 @@ class Gate:
         token_hash = hash_token(credential.value, self._pepper)
         decision, grant = await self._decide(route, view, token_hash, token_id, now)
         if not decision.allowed or grant is None:
+            if decision.reason in INCIDENTS and note_usage:
+                self._report(decision, view, now)
             if decision.status == 401:
                 await self._note_failure(ip, now)
             return decision
+        if grant.token.activate_on_use and note_usage:
+            self._note_activation(grant.token, token_hash, now)
         if not note_usage:
             return decision
         return await self._admit(decision, grant, token_hash, view, now)
+
+    def _report(self, decision: Decision, view: RequestView, now: float) -> None:
+        """Queue a canary use or a rotation reuse (no I/O on this path: the
+        refusal must take as long as an unknown token's)."""
+        self.incidents.emit(
+            Event(
+                INCIDENTS[decision.reason],
+                now,
+                {
+                    "token_id": decision.token_id,
+                    "owner": decision.user,
+                    "ip": view.client_ip,
+                    "method": view.method,
+                    "path": view.path,
+                    "user_agent": view.user_agent,
+                },
+            )
+        )
+
+    def _note_activation(
+        self, token: TokenRecord, token_hash: bytes, now: float
+    ) -> None:
+        """The new value of an activate-on-use regeneration: end the old one."""
+        if token.id in self._activating or not hashes_match(
+            token.token_hash, token_hash
+        ):
+            return
+        self._activating.add(token.id)
+        self.incidents.emit(Event(ACTIVATE, now, {"token_id": token.id}))
+
+    def activation_done(self, token_id: str) -> None:
+        self._activating.discard(token_id)
 
     async def _note_failure(self, ip: str, now: float) -> None:
         """Count a failed token check here, and in the store's shared counter.
@@ -539,7 +586,8 @@ def _slid_expiry(token: TokenRecord, now: float) -> float | None:
 
 
 def _hash_known(grant: TokenGrant, token_hash: bytes) -> bool:
-    """Whether the presented hash belongs to this token at all (current or grace).
+    """Whether the presented hash belongs to this token at all (current,
+    grace or retired).
 
     Only used to choose what to cache; ``decide`` makes the constant-time
     comparison that counts, and checks the grace period's end.
@@ -547,6 +595,9 @@ def _hash_known(grant: TokenGrant, token_hash: bytes) -> bool:
     token = grant.token
     if hashes_match(token.token_hash, token_hash):
         return True
-    return token.previous_hash is not None and hashes_match(
+    if token.previous_hash is not None and hashes_match(
         token.previous_hash, token_hash
-    )
+    ):
+        return True
+    # A retired value is kept too, so that decide sees the reuse.
+    return any(hashes_match(old, token_hash) for old in token.retired_hashes)

@@ -87,6 +87,15 @@ class TokenRecord:
     previous_hash: bytes | None = field(default=None, repr=False)
     previous_hash_until: float | None = None
     version: int = 0
+    # A canary is refused like an unknown token, and every use is reported.
+    canary: bool = False
+    # Hashes regenerated away (newest last, at most MAX_RETIRED_HASHES): one
+    # presented after its grace is a sign of theft (rotation reuse).
+    retired_hashes: tuple[bytes, ...] = field(default=(), repr=False)
+    # ``previous_hash`` stays valid until the new value is first used.
+    activate_on_use: bool = False
+    # The last distinct client addresses (at most MAX_LAST_IPS), newest last.
+    last_ips: tuple[SeenIp, ...] = ()
 
     def lifetime_ends_at(self) -> float | None:
         """The hard cap of a sliding token (``created_at + max_lifetime``)."""
@@ -137,7 +146,64 @@ class TokenRecord:
             "allowed_cidrs": list(self.allowed_cidrs),
             "rate_limit": self.rate_limit,
             "status": self.status_at(now).value,
+            "canary": self.canary,
+            "activate_on_use": self.activate_on_use,
+            "last_ips": [seen.to_public() for seen in reversed(self.last_ips)],
         }
+
+    def retire(self, old_hash: bytes) -> tuple[bytes, ...]:
+        """``retired_hashes`` with ``old_hash`` added, bounded."""
+        kept = tuple(h for h in self.retired_hashes if h != old_hash)
+        return (*kept, old_hash)[-MAX_RETIRED_HASHES:]
+
+
+MAX_RETIRED_HASHES = 10
+MAX_LAST_IPS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SeenIp:
+    """A client address a token was used from, first and last seen."""
+
+    ip: str
+    first_seen: float
+    last_seen: float
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "ip": self.ip,
+            "first_seen": format_time(self.first_seen),
+            "last_seen": format_time(self.last_seen),
+        }
+
+    def to_list(self) -> list[Any]:
+        return [self.ip, self.first_seen, self.last_seen]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> SeenIp:
+        return cls(str(item[0]), float(item[1]), float(item[2]))
+
+
+def merge_seen(
+    old: tuple[SeenIp, ...], new: tuple[SeenIp, ...]
+) -> tuple[tuple[SeenIp, ...], list[str]]:
+    """``old`` and ``new`` merged (the MAX_LAST_IPS last seen, oldest first),
+    and the addresses of ``new`` that ``old`` did not hold."""
+    merged = {seen.ip: seen for seen in old}
+    fresh: list[str] = []
+    for seen in new:
+        known = merged.pop(seen.ip, None)
+        if known is None:
+            fresh.append(seen.ip)
+        else:
+            seen = SeenIp(
+                seen.ip,
+                min(known.first_seen, seen.first_seen),
+                max(known.last_seen, seen.last_seen),
+            )
+        merged[seen.ip] = seen  # a tie on last_seen: the one seen again is later
+    ordered = sorted(merged.values(), key=lambda seen: seen.last_seen)
+    return tuple(ordered[-MAX_LAST_IPS:]), fresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +229,21 @@ class Usage:
     count: int
     expires_at: float | None = None
     version: int = 0
+    ips: tuple[SeenIp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageNews:
+    """What a usage write found new: a token's first use, or a new address.
+
+    The store decides it in the same atomic write, so of all the replicas
+    only one ever hears a given piece of news.
+    """
+
+    token_id: str
+    owner: str
+    kind: str  # "first_use" or "new_ip"
+    ip: str | None
 
 
 class ChangeKind(StrEnum):

@@ -87,7 +87,9 @@ def decide(
 ) -> Decision:
     """May this request pass? Checks in order, first failure wins:
 
-    known token → hash (current, or previous during its grace period) →
+    known token → hash (current, or previous during its grace period or
+    until an activate-on-use value is first used; a retired one is
+    ``rotation_reuse``) → not a canary →
     not revoked/expired → owner enabled → Basic login is the owner →
     client IP allowed → node scopes (the token's and its owner's) allow the
     path → scopes grant every scope the route requires for it.
@@ -97,8 +99,9 @@ def decide(
     if grant is None:
         return _unauthorized("unknown_token")
     token, owner = grant.token, grant.owner
-    if not _hash_valid(grant, attempt.token_hash, now):
-        return _unauthorized("hash_mismatch", token.id)
+    refused = _check_value(grant, attempt.token_hash, now)
+    if refused is not None:
+        return refused
     status = token.status_at(now)
     lifetime_end = token.lifetime_ends_at()
     if status is TokenStatus.REVOKED:
@@ -123,6 +126,23 @@ def decide(
             user=token.owner,
         )
     return _check_scopes(route, attempt.path, attempt.method, grant)
+
+
+def _check_value(grant: TokenGrant, presented: bytes, now: float) -> Decision | None:
+    """The refusal of a value that is not live, or of a canary; None if live."""
+    token = grant.token
+    if not _hash_valid(grant, presented, now):
+        if token.status is not TokenStatus.REVOKED and _hash_retired(
+            token.retired_hashes, presented
+        ):
+            # A value regenerated away, back after its grace: likely stolen.
+            return _unauthorized("rotation_reuse", token.id, token.owner)
+        return _unauthorized("hash_mismatch", token.id)
+    if token.canary:
+        # SECURITY: refused exactly like an unknown token (the same answer
+        # as any 401 here); only the log and the canary.used event know.
+        return _unauthorized("canary", token.id, token.owner)
+    return None
 
 
 def _check_scopes(
@@ -172,8 +192,18 @@ def _hash_valid(grant: TokenGrant, presented: bytes, now: float) -> bool:
     previous = token.previous_hash is not None and hashes_match(
         token.previous_hash, presented
     )
-    in_grace = token.previous_hash_until is not None and now < token.previous_hash_until
+    in_grace = token.activate_on_use or (
+        token.previous_hash_until is not None and now < token.previous_hash_until
+    )
     return current or (previous and in_grace)
+
+
+def _hash_retired(retired: tuple[bytes, ...], presented: bytes) -> bool:
+    # Every comparison made: the time says nothing about which one matched.
+    found = False
+    for old in retired:
+        found |= hashes_match(old, presented)
+    return found
 
 
 def _unauthorized(

@@ -14,6 +14,10 @@ pending move (:meth:`UsageRecorder.discard_expiry`); the store checks the
 version again when it writes, which covers a notice that comes late or not
 at all.
 
+Each pending use also keeps the distinct client addresses seen since the
+last drain (up to MAX_PENDING_IPS, with first and last seen), so the
+token's ``last_ips`` are kept by the same one write.
+
 Pure: no I/O; times are parameters.
 """
 
@@ -21,7 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patgate.models import Usage
+from patgate.models import SeenIp, Usage
+
+# Distinct addresses kept per token between two drains: more than the store
+# keeps (MAX_LAST_IPS), so that each new one is still news to the store.
+MAX_PENDING_IPS = 32
 
 
 @dataclass(slots=True)
@@ -33,6 +41,8 @@ class _Pending:
     version: int
     # Moves computed from versions below this were dropped by a change notice.
     floor: int = 0
+    # address -> [first seen, last seen], since the last drain
+    ips: dict[str, list[float]] | None = None
 
     def merge_expiry(self, expires_at: float | None, version: int) -> None:
         """Keep the furthest move of the newest version; older versions lose."""
@@ -49,6 +59,27 @@ class _Pending:
         self.count += count
         if used_at >= self.used_at:
             self.used_at, self.ip = used_at, ip
+
+    def merge_ip(self, ip: str, first: float, last: float) -> None:
+        ips = self.ips
+        if ips is None:
+            ips = self.ips = {}
+        seen = ips.get(ip)
+        if seen is None:
+            ips[ip] = [first, last]
+            if len(ips) > MAX_PENDING_IPS:
+                del ips[min(ips, key=lambda name: ips[name][1])]
+        else:
+            seen[0], seen[1] = min(seen[0], first), max(seen[1], last)
+
+    def seen(self) -> tuple[SeenIp, ...]:
+        if not self.ips:
+            return ()
+        # By last seen, to the millisecond (what every store keeps exactly).
+        ordered = sorted(self.ips.items(), key=lambda item: item[1][1])
+        return tuple(
+            SeenIp(ip, round(first, 3), round(last, 3)) for ip, (first, last) in ordered
+        )
 
 
 class UsageRecorder:
@@ -104,17 +135,20 @@ class UsageRecorder:
     def _merge(self, usage: Usage) -> None:
         pending = self._pending.get(usage.token_id)
         if pending is None:
-            if len(self._pending) < self.max_tokens:
-                self._pending[usage.token_id] = _Pending(
-                    usage.used_at,
-                    usage.ip,
-                    usage.count,
-                    usage.expires_at,
-                    usage.version,
-                )
-            return
-        pending.merge_use(usage.used_at, usage.ip, usage.count)
-        pending.merge_expiry(usage.expires_at, usage.version)
+            if len(self._pending) >= self.max_tokens:
+                return
+            pending = _Pending(
+                usage.used_at, usage.ip, usage.count, usage.expires_at, usage.version
+            )
+            self._pending[usage.token_id] = pending
+        else:
+            pending.merge_use(usage.used_at, usage.ip, usage.count)
+            pending.merge_expiry(usage.expires_at, usage.version)
+        if usage.ips:
+            for seen in usage.ips:
+                pending.merge_ip(seen.ip, seen.first_seen, seen.last_seen)
+        elif usage.ip is not None:
+            pending.merge_ip(usage.ip, usage.used_at, usage.used_at)
 
 
 def _usage_of(token_id: str, pending: _Pending) -> Usage:
@@ -125,4 +159,5 @@ def _usage_of(token_id: str, pending: _Pending) -> Usage:
         pending.count,
         pending.expires_at,
         pending.version,
+        pending.seen(),
     )

@@ -24,13 +24,16 @@ from patgate.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
     Change,
     ChangeKind,
     ExpiryModel,
+    SeenIp,
     TokenRecord,
     TokenStatus,
     Usage,
+    UsageNews,
 )
 from patgate.store import Store, open_store
 from tests.conftest import RedisServer, free_port
@@ -63,6 +66,10 @@ def every_field_token(**overrides: object) -> TokenRecord:
         "rate_limit": 120,
         "previous_hash": bytes(range(32)),
         "previous_hash_until": NOW + 60.0,
+        "canary": True,
+        "retired_hashes": (bytes(range(1, 33)), bytes(range(2, 34))),
+        "activate_on_use": True,
+        "last_ips": (SeenIp("192.0.2.9", NOW - 99.5, NOW - 11.25),),
     }
     fields.update(overrides)
     record, _ = make_token(**fields)
@@ -1080,9 +1087,11 @@ async def test_redis_resolve_is_one_command_and_a_usage_batch_one_evalsha(
 
         await opened.record_usage([*usages, Usage("Unknown1", NOW + 10, None, 1)])
         calls = command_calls(admin)
-        assert calls.pop("evalsha") == 1
+        # One EVALSHA of the usage script for the batch, and one per token of
+        # the last-addresses script (one key each: Cluster-safe), pipelined.
+        assert calls.pop("evalsha") == 1 + len(usages) + 1
         assert calls.pop("exists") == len(usages) + 1
-        assert set(calls) <= {"hincrby", "hget", "hset"}
+        assert set(calls) <= {"hincrby", "hget", "hset", "hexists"}
 
         await opened.take_rate("token:x", 5, 60, NOW)
         assert command_calls(admin) == {"evalsha": 1, "incr": 1}
@@ -1118,3 +1127,120 @@ async def test_redis_forgets_a_revoked_session_when_it_would_expire(
             assert 90 <= admin.ttl(key) <= 92
     finally:
         await opened.close()
+
+
+# last addresses, and what a usage write finds new
+
+
+async def test_usage_keeps_the_last_five_addresses_and_reports_news_once(store):
+    await with_owner(store)
+    record, _ = make_token()
+    await store.create_token(record)
+    first = [SeenIp("192.0.2.1", NOW, NOW + 1), SeenIp("192.0.2.2", NOW, NOW)]
+    news = await store.record_usage(
+        [Usage(record.id, NOW + 1, "192.0.2.1", 2, ips=tuple(first))]
+    )
+    assert sorted(news, key=lambda n: (n.kind, n.ip or "")) == [
+        UsageNews(record.id, "alice", "first_use", "192.0.2.1"),
+        UsageNews(record.id, "alice", "new_ip", "192.0.2.1"),
+        UsageNews(record.id, "alice", "new_ip", "192.0.2.2"),
+    ]
+    later = tuple(
+        SeenIp(f"198.51.100.{i}", NOW + 10 + i, NOW + 10 + i) for i in range(4)
+    )
+    again = (SeenIp("192.0.2.1", NOW + 50, NOW + 60),)
+    news = await store.record_usage(
+        [Usage(record.id, NOW + 60, "192.0.2.1", 5, ips=later + again)]
+    )
+    assert {n.ip for n in news} == {s.ip for s in later}
+    assert all(n.kind == "new_ip" for n in news)
+    stored = await store.get_token(record.id)
+    assert stored is not None
+    assert [s.ip for s in stored.last_ips] == [
+        "198.51.100.0",
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "192.0.2.1",
+    ]
+    assert stored.last_ips[-1] == SeenIp("192.0.2.1", NOW, NOW + 60)
+    # Known addresses again: no news; an unknown id: none either.
+    news = await store.record_usage(
+        [
+            Usage(record.id, NOW + 70, "192.0.2.1", 1, ips=again),
+            Usage("Unknown1", NOW, "192.0.2.1", 1, ips=again),
+        ]
+    )
+    assert news == []
+
+
+# the webhook outbox
+
+
+def delivery(number: int, next_at: float = NOW) -> Delivery:
+    return Delivery(
+        f"evt_{number}.0",
+        f"evt_{number}",
+        "token.created",
+        "http://127.0.0.1:9/hook",
+        f'{{"n": {number}}}',
+        next_at,
+    )
+
+
+async def test_the_lease_has_one_holder_until_it_expires(store):
+    assert await store.take_lease(WEBHOOK_LEASE, "a", 0.3, NOW)
+    assert not await store.take_lease(WEBHOOK_LEASE, "b", 0.3, NOW + 0.1)
+    assert await store.take_lease(WEBHOOK_LEASE, "a", 0.3, NOW + 0.1)  # renewed
+    await asyncio.sleep(0.45)
+    assert await store.take_lease(WEBHOOK_LEASE, "b", 0.3, NOW + 0.6)
+    assert not await store.take_lease(WEBHOOK_LEASE, "a", 0.3, NOW + 0.6)
+
+
+async def test_outbox_deliveries_are_due_in_order_retried_and_logged(store):
+    await store.enqueue_deliveries(
+        [delivery(2, NOW + 5), delivery(1), delivery(3, NOW + 100)]
+    )
+    await store.enqueue_deliveries([delivery(1, NOW + 1000)])  # a known id is kept
+    assert [d.id for d in await store.due_deliveries(NOW + 10, 10)] == [
+        "evt_1.0",
+        "evt_2.0",
+    ]
+    assert [d.id for d in await store.due_deliveries(NOW + 10, 1)] == ["evt_1.0"]
+    assert await store.take_lease(WEBHOOK_LEASE, "me", 30, NOW)
+    failed = DeliveryAttempt(
+        "evt_1.0",
+        "evt_1",
+        "token.created",
+        "http://127.0.0.1:9/hook",
+        1,
+        NOW + 1,
+        False,
+        500,
+        "HTTP 500",
+        False,
+    )
+    # Another holder cannot finish it.
+    assert not await store.finish_delivery(failed, NOW + 50, "someone-else")
+    assert await store.finish_delivery(failed, NOW + 50, "me")
+    due = await store.due_deliveries(NOW + 60, 10)
+    assert [(d.id, d.attempts, d.next_at) for d in due] == [
+        ("evt_2.0", 0, NOW + 5),
+        ("evt_1.0", 1, NOW + 50),
+    ]
+    assert due[1].body == '{"n": 1}'
+    ok = DeliveryAttempt(
+        "evt_1.0",
+        "evt_1",
+        "token.created",
+        "http://127.0.0.1:9/hook",
+        2,
+        NOW + 51,
+        True,
+        204,
+    )
+    assert await store.finish_delivery(ok, None, "me")
+    assert not await store.finish_delivery(ok, None, "me")  # gone: nothing twice
+    assert [d.id for d in await store.due_deliveries(NOW + 60, 10)] == ["evt_2.0"]
+    assert await store.delivery_log(10) == [ok, failed]
+    assert await store.delivery_log(1) == [ok]

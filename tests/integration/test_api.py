@@ -373,14 +373,19 @@ async def test_regenerate_and_copy(gateway, client):
     assert regenerated.status == 201
     assert regenerated.body["id"] == created["id"]
     assert regenerated.body["token"] != created["token"]
-    assert await refused_soon(client, gateway, created["token"])
     assert await through_gateway(client, gateway, regenerated.body["token"]) == 200
+    assert await refused_soon(client, gateway, created["token"])
+    # The old value came back after its grace (none): rotation reuse revokes
+    # the whole token, the new value too (rotation_reuse: revoke, the default).
+    assert await refused_soon(client, gateway, regenerated.body["token"])
 
+    created = await create(client, gateway, name="ci", scopes=["api:read"])
+    path = f"/tokens/{created['id']}"
     graced = await call(
         client, gateway, "POST", path + "/regenerate", {"grace": "1h"}, auth=ALICE
     )
     assert graced.status == 201
-    assert await through_gateway(client, gateway, regenerated.body["token"]) == 200
+    assert await through_gateway(client, gateway, created["token"]) == 200
     assert await through_gateway(client, gateway, graced.body["token"]) == 200
 
     copied = await call(client, gateway, "POST", path + "/copy", auth=ALICE)
@@ -886,3 +891,78 @@ def test_session_cookie_expires_and_binds_its_csrf_token():
     assert not session.csrf_matches(key, other, token)
     assert not session.csrf_matches(key, cookie, "é" + token[1:])
     assert session.read_session("v1.!!!.1.2.3") is None
+
+
+# incident response (issue 15)
+
+
+async def test_revoke_before_through_the_api(gateway, client):
+    old = await create(client, gateway, name="laptop")
+    bobs = await create(client, gateway, auth=BOB)
+    await asyncio.sleep(0.01)
+    cut = time.time()
+    newer = await create(client, gateway, name="new laptop")
+    before = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut)) + (
+        f".{int(cut % 1 * 1e6):06d}Z"
+    )
+    answer = await call(
+        client, gateway, "POST", "/tokens/revoke-before", {"before": before},
+        auth=ALICE,
+    )  # fmt: skip
+    assert answer.status == 200, answer
+    assert answer.body == {"revoked": [old["id"]], "count": 1}
+    assert await refused_soon(client, gateway, old["token"])
+    assert await through_gateway(client, gateway, newer["token"]) == 200
+    assert await through_gateway(client, gateway, bobs["token"]) == 200
+    # Everyone's is for admins; another user's tokens are too.
+    for body in (
+        {"before": "now", "all_users": True},
+        {"before": "now", "owner": "bob"},
+    ):
+        refused = await call(
+            client, gateway, "POST", "/tokens/revoke-before", body, auth=ALICE
+        )
+        assert refused.status == 403
+    everyone = await call(
+        client, gateway, "POST", "/tokens/revoke-before",
+        {"before": "now", "all_users": True}, auth=ROOT,
+    )  # fmt: skip
+    assert everyone.body["count"] == 2
+    bad = await call(
+        client, gateway, "POST", "/tokens/revoke-before", {"before": "soon"},
+        auth=ALICE,
+    )  # fmt: skip
+    assert (bad.status, bad.body["message"][:7]) == (422, "before:")
+
+
+async def test_expiring_canary_activate_on_use_and_deliveries_in_the_api(
+    gateway, client
+):
+    soon = await create(client, gateway, expires_in="2d")
+    await create(client, gateway, expires_in="30d")
+    await create(client, gateway)
+    listed = await call(client, gateway, "GET", "/tokens?expiring=7d", auth=ALICE)
+    assert [t["id"] for t in listed.body["tokens"]] == [soon["id"]]
+
+    canary = await create(client, gateway, canary=True)
+    assert canary["canary"] is True
+    assert await through_gateway(client, gateway, canary["token"]) == 401
+
+    path = f"/tokens/{soon['id']}/regenerate"
+    rotated = await call(
+        client, gateway, "POST", path, {"activate_on_use": True}, auth=ALICE
+    )
+    assert rotated.status == 201
+    assert rotated.body["activate_on_use"] is True
+    assert await through_gateway(client, gateway, soon["token"]) == 200
+    both = await call(
+        client, gateway, "POST", path, {"activate_on_use": True, "grace": "1h"},
+        auth=ALICE,
+    )  # fmt: skip
+    assert both.status == 422
+
+    log = await call(client, gateway, "GET", "/webhooks/deliveries", auth=ROOT)
+    assert (log.status, log.body) == (200, {"deliveries": []})
+    assert (
+        await call(client, gateway, "GET", "/webhooks/deliveries", auth=ALICE)
+    ).status == 403

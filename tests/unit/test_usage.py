@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patgate.models import Usage
-from patgate.usage import UsageRecorder
+from patgate.models import SeenIp, Usage
+from patgate.usage import MAX_PENDING_IPS, UsageRecorder
 
 NOW = 1_800_000_000.0
 TOKENS = ("tokenAAA", "tokenBBB")
@@ -26,8 +26,33 @@ def test_uses_coalesce_to_one_usage_with_the_furthest_move():
     usage.note("tokenAAA", NOW, "192.0.2.1", NOW + 60, 3)
     usage.note("tokenAAA", NOW + 2, "192.0.2.2", NOW + 62, 3)
     usage.note("tokenAAA", NOW + 1, "192.0.2.3", NOW + 61, 3)
-    assert usage.drain() == [Usage("tokenAAA", NOW + 2, "192.0.2.2", 3, NOW + 62, 3)]
+    seen = (
+        SeenIp("192.0.2.1", NOW, NOW),
+        SeenIp("192.0.2.3", NOW + 1, NOW + 1),
+        SeenIp("192.0.2.2", NOW + 2, NOW + 2),
+    )
+    assert usage.drain() == [
+        Usage("tokenAAA", NOW + 2, "192.0.2.2", 3, NOW + 62, 3, seen)
+    ]
     assert usage.drain() == []
+
+
+def test_the_addresses_seen_between_drains_with_first_and_last_use():
+    usage = UsageRecorder()
+    for i in range(MAX_PENDING_IPS + 2):
+        usage.note("tokenAAA", NOW + i, f"192.0.2.{i}", None)
+    usage.note("tokenAAA", NOW + 100, "192.0.2.3", None)
+    (drained,) = usage.drain()
+    by_ip = {s.ip: s for s in drained.ips}
+    assert len(by_ip) == MAX_PENDING_IPS
+    assert "192.0.2.0" not in by_ip  # the least recently seen went first
+    assert by_ip["192.0.2.3"] == SeenIp("192.0.2.3", NOW + 3, NOW + 100)
+    # A failed batch merged back keeps its addresses.
+    usage.restore([drained])
+    usage.note("tokenAAA", NOW + 101, "198.51.100.9", None)
+    (again,) = usage.drain()
+    assert "198.51.100.9" in {s.ip for s in again.ips}
+    assert len(again.ips) == MAX_PENDING_IPS
 
 
 def test_a_newer_version_replaces_the_move_of_an_older_one():
@@ -54,16 +79,19 @@ def test_a_change_notice_drops_the_pending_move_and_keeps_the_count():
     usage.discard_expiry("unknown1")  # no pending usage: nothing to do
     # In-flight requests decided on the old grant still finish afterwards.
     usage.note("tokenAAA", NOW + 1, "192.0.2.2", NOW + 3601, 1)
+    ips_a = (SeenIp("192.0.2.1", NOW, NOW), SeenIp("192.0.2.2", NOW + 1, NOW + 1))
+    ips_b = (SeenIp("192.0.2.1", NOW, NOW),)
+    ips_a2 = (ips_a[0], SeenIp("192.0.2.2", NOW + 1, NOW + 2))
     assert usage.pending("tokenAAA") == Usage(
-        "tokenAAA", NOW + 1, "192.0.2.2", 2, None, 1
+        "tokenAAA", NOW + 1, "192.0.2.2", 2, None, 1, ips_a
     )
     assert usage.pending("tokenBBB") == Usage(
-        "tokenBBB", NOW, "192.0.2.1", 1, NOW + 3600, 1
+        "tokenBBB", NOW, "192.0.2.1", 1, NOW + 3600, 1, ips_b
     )
     # The grant read after the edit slides again.
     usage.note("tokenAAA", NOW + 2, "192.0.2.2", NOW + 12, 2)
     assert usage.pending("tokenAAA") == Usage(
-        "tokenAAA", NOW + 2, "192.0.2.2", 3, NOW + 12, 2
+        "tokenAAA", NOW + 2, "192.0.2.2", 3, NOW + 12, 2, ips_a2
     )
 
 

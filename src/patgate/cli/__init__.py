@@ -80,6 +80,7 @@ from patgate.cli.users import (
     user_list,
     user_passwd,
 )
+from patgate.cli.webhooks import add_webhook_commands
 from patgate.errors import PatgateError, StoreUnavailableError, UsageError
 from patgate.logs import redact_text
 
@@ -200,5 +201,6 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction[ArgumentParser]], None], ..
     add_token_commands,
     add_session_commands,
     add_explain_commands,
+    add_webhook_commands,
 )
 """One function per command group; each adds its parsers to the subparsers."""

@@ -55,11 +55,18 @@ def print_tokens(records: Sequence[TokenRecord], now: float) -> None:
 def print_token_details(record: TokenRecord, now: float) -> None:
     public = record.to_public(now)
     width = max(len(key) for key in public)
+    last_ips = public.pop("last_ips")
     for key, value in public.items():
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
         shown = "-" if value is None or value == "" else str(value)
         print(f"{key.ljust(width)}  {shown}")
+    # The last distinct client addresses, the most recent first.
+    print(f"{'last_ips'.ljust(width)}  {'-' if not last_ips else ''}".rstrip())
+    for seen in last_ips:
+        print(f"  {seen['ip']}  first {seen['first_seen']}  last {seen['last_seen']}")
 
 
 def print_new_value(

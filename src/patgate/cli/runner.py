@@ -32,6 +32,7 @@ from patgate.logs import configure_logging
 from patgate.pepper import bind_pepper, empty_pepper_warning, with_file_pepper
 from patgate.service import Actor, TokenService
 from patgate.store import open_store
+from patgate.webhooks import Publisher
 
 T = TypeVar("T")
 Handler = Callable[[argparse.Namespace], int]
@@ -132,6 +133,7 @@ def run_with_service(
                 prefix=bound.token_prefix,
                 pepper=bound.pepper.value,
                 scope_sets=bound.scope_sets,
+                publisher=Publisher(store, bound.webhooks),
             )
             return await work(service, _cli_actor())
         finally:

@@ -17,7 +17,12 @@ from patgate.cli.output import (
     token_summary,
 )
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf, run_with_service
-from patgate.durations import format_time, parse_duration, parse_expiry_time
+from patgate.durations import (
+    format_time,
+    parse_duration,
+    parse_expiry_time,
+    parse_moment,
+)
 from patgate.errors import UsageError
 from patgate.models import TokenRecord
 from patgate.service import Actor, Revoked, TokenService
@@ -43,10 +48,11 @@ def token_create(args: argparse.Namespace) -> int:
             allowed_cidrs=args.ip or (),
             project=args.project,
             rate_limit=args.rate_limit,
+            canary=args.canary,
         )
 
     record, value = run_with_service(args, work)
-    title = f"created {token_summary(record)}"
+    title = f"created {'canary ' if record.canary else ''}{token_summary(record)}"
     print_new_value(args, record, value, record.created_at, title)
     return EXIT_OK
 
@@ -59,7 +65,8 @@ def token_list(args: argparse.Namespace) -> int:
     async def work(
         service: TokenService, actor: Actor
     ) -> tuple[list[TokenRecord], float]:
-        return await service.list_tokens(actor, args.user), service.now()
+        expiring = parse_duration(args.expiring) if args.expiring else None
+        return await service.list_tokens(actor, args.user, expiring), service.now()
 
     records, now = run_with_service(args, work)
     if args.json:
@@ -173,10 +180,14 @@ def token_regenerate(args: argparse.Namespace) -> int:
 
     async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
         grace = _duration_or_none(args.grace)
-        return await service.regenerate_token(actor, args.id, grace)
+        return await service.regenerate_token(
+            actor, args.id, grace, activate_on_use=args.activate_on_use
+        )
 
     record, value = run_with_service(args, work)
-    if record.previous_hash_until is not None:
+    if record.activate_on_use:
+        old = "the old value works until the new one is first used"
+    elif record.previous_hash_until is not None:
         old = f"the old value works until {format_time(record.previous_hash_until)}"
     else:
         old = "the old value no longer works"
@@ -198,7 +209,15 @@ def token_copy(args: argparse.Namespace) -> int:
 def token_revoke(args: argparse.Namespace) -> int:
     session = remote.remote_session(args)
     if session is not None:  # patgate login: through the API, as that user
+        if args.before is not None:
+            raise UsageError("--before acts on the store: give --config or --store")
         return remote.token_revoke(args, session)
+    if args.before is not None:
+        return _revoke_before(args)
+    if args.user or args.all_users:
+        raise UsageError("--user and --all-users need --before TIME")
+    if not args.ids:
+        raise UsageError("give token ids, or --before TIME with --user or --all-users")
 
     async def work(service: TokenService, actor: Actor) -> Revoked:
         return await service.revoke_tokens(actor, args.ids)
@@ -209,6 +228,27 @@ def token_revoke(args: argparse.Namespace) -> int:
             print(f"{token_id} was already revoked")
         else:
             print(f"revoked {token_id}")
+    return EXIT_OK
+
+
+def _revoke_before(args: argparse.Namespace) -> int:
+    if args.ids:
+        raise UsageError("give token ids or --before, not both")
+    if bool(args.user) == bool(args.all_users):
+        raise UsageError("--before needs --user LOGIN or --all-users")
+
+    async def work(service: TokenService, actor: Actor) -> tuple[list[str], float]:
+        before = parse_moment(args.before, service.now())
+        return await service.revoke_before(actor, before, args.user), before
+
+    revoked, before = run_with_service(args, work)
+    whose = f"of {args.user}" if args.user else "of every user"
+    if args.json:
+        print_json({"revoked": revoked, "count": len(revoked)})
+        return EXIT_OK
+    for token_id in revoked:
+        print(f"revoked {token_id}")
+    print(f"revoked {len(revoked)} tokens {whose} created before {format_time(before)}")
     return EXIT_OK
 
 
@@ -292,11 +332,21 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
         help="the owner (after patgate login: yourself unless given)",
     )
     _add_token_settings(create, edit=False)
+    create.add_argument(
+        "--canary",
+        action="store_true",
+        help="a trap: refused like an unknown token, every use reported",
+    )
     add_output_options(create, quiet=True)
     _add_password_stdin(create)
 
     listing = add_leaf(sub, "list", token_list, "list tokens (never their values)")
     listing.add_argument("-u", "--user", metavar="LOGIN", help="only this owner's")
+    listing.add_argument(
+        "--expiring",
+        metavar="DURATION",
+        help="only active tokens that expire within DURATION (7d), soonest first",
+    )
     add_output_options(listing, quiet=False)
 
     show = add_leaf(sub, "show", token_show, "show one token")
@@ -317,6 +367,11 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
         metavar="DURATION",
         help="keep the old value working this long (default: it dies at once)",
     )
+    regenerate.add_argument(
+        "--activate-on-use",
+        action="store_true",
+        help="keep the old value working until the new one is first used",
+    )
     add_output_options(regenerate, quiet=True)
     _add_password_stdin(regenerate)
 
@@ -324,8 +379,21 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
     copy.add_argument("id", metavar="ID")
     add_output_options(copy, quiet=True)
 
-    revoke = add_leaf(sub, "revoke", token_revoke, "revoke one or more tokens")
-    revoke.add_argument("ids", nargs="+", metavar="ID")
+    revoke = add_leaf(
+        sub, "revoke", token_revoke, "revoke tokens: by id, or all created before"
+    )
+    revoke.add_argument("ids", nargs="*", metavar="ID")
+    revoke.add_argument(
+        "--before",
+        metavar="TIME",
+        help="revoke every token created before TIME (ISO date-time, or now)",
+    )
+    whose = revoke.add_mutually_exclusive_group()
+    whose.add_argument("-u", "--user", metavar="LOGIN", help="with --before: whose")
+    whose.add_argument(
+        "--all-users", action="store_true", help="with --before: everyone's"
+    )
+    revoke.add_argument("--json", action="store_true", help="print JSON")
     _add_password_stdin(revoke)
 
     add_lifecycle_commands(sub)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 
 # Importable from patgate.config since before the split, though not in __all__.
 from patgate.config.model import CREDENTIAL_SOURCES as CREDENTIAL_SOURCES
@@ -39,6 +40,8 @@ from patgate.config.model import (
     RouteConfig,
     Secret,
     SecretHeaders,
+    WebhookConfig,
+    WebhookDelivery,
     frozen_mapping,
 )
 from patgate.config.reader import (
@@ -65,6 +68,12 @@ from patgate.config.sections import (
     parse_store,
     sqlite_file,
 )
+from patgate.config.webhooks import (
+    parse_lead_times,
+    parse_reuse,
+    parse_webhook_delivery,
+    parse_webhooks,
+)
 from patgate.errors import ConfigError
 from patgate.tokens import DEFAULT_PREFIX, PREFIX_PATTERN
 
@@ -81,6 +90,8 @@ __all__ = [
     "RouteConfig",
     "Secret",
     "SecretHeaders",
+    "WebhookConfig",
+    "WebhookDelivery",
     "load_config",
     "parse_config",
     "parse_store",
@@ -95,7 +106,8 @@ DEFAULT_CONFIG_PATH = "./gateway.yaml"
 _TOP_KEYS = (
     "listen", "store", "pepper_env", "token_prefix", "workers", "cache",
     "identity_headers", "scope_sets", "routes", "trusted_proxies", "limits",
-    "usage_flush_interval", "api", "manage", "ops", "forward_auth",
+    "usage_flush_interval", "api", "manage", "ops", "forward_auth", "webhooks",
+    "webhook_delivery", "expiry_warnings", "rotation_reuse",
 )
 # fmt: on
 _TOP_HINTS = {
@@ -175,6 +187,14 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
         forward_auth=forward_auth,
         base_dir=base_dir,
         warnings=tuple(warnings),
+        webhooks=take(data, "webhooks", "", partial(parse_webhooks, env=env), ()),
+        webhook_delivery=take(
+            data, "webhook_delivery", "", parse_webhook_delivery, WebhookDelivery()
+        ),
+        expiry_warnings=take(
+            data, "expiry_warnings", "", parse_lead_times, (7 * 86400.0, 86400.0)
+        ),
+        rotation_reuse=take(data, "rotation_reuse", "", parse_reuse, "revoke"),
     )
 
 

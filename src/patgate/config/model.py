@@ -158,6 +158,37 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One entry of ``webhooks:``: where to POST which events, signed with
+    ``secret``. ``events`` empty: every event."""
+
+    url: str
+    secret: Secret
+    events: tuple[str, ...] = ()
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """How the outbox is delivered (``webhook_delivery:``); seconds.
+
+    ``lease``: how long a replica that stops renewing keeps the others from
+    delivering; ``first_retry`` doubles per attempt up to ``max_retry``;
+    after ``attempts`` tries a delivery is given up (and logged so).
+    """
+
+    lease: float = 15.0
+    timeout: float = 10.0
+    attempts: int = 10
+    first_retry: float = 10.0
+    max_retry: float = 3600.0
+    poll: float = 1.0
+    expiry_scan: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -186,3 +217,9 @@ class Config:
     forward_auth: ForwardAuthConfig | None = None
     base_dir: str = "."
     warnings: tuple[str, ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
+    webhook_delivery: WebhookDelivery = WebhookDelivery()
+    # Lead times (seconds before expiry) of the token.expiring events.
+    expiry_warnings: tuple[float, ...] = (7 * 86400.0, 86400.0)
+    # What a value regenerated away and presented after its grace does.
+    rotation_reuse: Literal["revoke", "alert", "ignore"] = "revoke"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import compute_expiry
+from patgate.service.incidents import IncidentOperations
 from patgate.service.lifecycle import Purge, TokenLifecycle
 from patgate.service.tokens import Revoked
 from patgate.service.users import UserOperations
@@ -66,5 +67,5 @@ __all__ = [
 ]
 
 
-class TokenService(UserOperations, TokenLifecycle):
+class TokenService(UserOperations, TokenLifecycle, IncidentOperations):
     """Users and tokens: every management operation, checked and audited."""

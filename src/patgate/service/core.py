@@ -16,11 +16,13 @@ from typing import Final, Literal
 from structlog.typing import FilteringBoundLogger
 
 from patgate import scopes, tokens
-from patgate.errors import NotFoundError
+from patgate.errors import NotFoundError, StoreUnavailableError
+from patgate.events import Event
 from patgate.logs import get_logger
 from patgate.models import User
 from patgate.service.validation import validate_login
 from patgate.store.base import Store
+from patgate.webhooks import Publisher
 
 
 class _Unset(Enum):
@@ -61,6 +63,7 @@ class ServiceCore:
         clock: Callable[[], float] = time.time,
         random_chars: tokens.RandomChars = tokens.random_base62,
         audit: FilteringBoundLogger | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -69,9 +72,25 @@ class ServiceCore:
         self._clock = clock
         self._random_chars = random_chars
         self._audit = audit if audit is not None else get_logger("patgate.audit")
+        self.publisher = publisher or Publisher(store, audit=self._audit)
 
     def now(self) -> float:
         return self._clock()
+
+    async def _emit(self, event_type: str, **data: object) -> Event:
+        """Audit-log an event and queue it for the webhooks.
+
+        The change it reports is made already: an outbox that cannot be
+        written loses the webhook delivery (logged), never the change.
+        """
+        event = Event(event_type, self.now(), data)
+        try:
+            await self.publisher.publish([event])
+        except StoreUnavailableError as exc:
+            self._audit.warning(
+                "event_not_queued", event_id=event.id, type=event_type, error=str(exc)
+            )
+        return event
 
     async def _user(self, login: str) -> User:
         validate_login(login)

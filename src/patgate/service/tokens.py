@@ -63,8 +63,13 @@ class TokenOperations(ServiceCore):
         allowed_cidrs: Sequence[str] = (),
         project: str | None = None,
         rate_limit: int | None = None,
+        canary: bool = False,
     ) -> tuple[TokenRecord, str]:
-        """A new token for ``owner`` and its value, which is never available again."""
+        """A new token for ``owner`` and its value, which is never available again.
+
+        A ``canary`` looks like any other value, but the gateway refuses it
+        exactly like an unknown token and reports every use (``canary.used``).
+        """
         if not actor.may_act_for(owner):
             raise PermissionDeniedError(
                 "only an admin may create tokens for another user"
@@ -89,17 +94,26 @@ class TokenOperations(ServiceCore):
             updated_at=now,
             allowed_cidrs=validate_cidrs(allowed_cidrs),
             rate_limit=validate_rate_limit(rate_limit),
+            canary=canary,
         )
         record, value = await self._insert(template)
-        self._audit.info(
-            "token.created", token_id=record.id, owner=owner, actor=actor.login
+        await self._emit(
+            "token.created",
+            token_id=record.id,
+            owner=owner,
+            actor=actor.login,
+            **({"canary": True} if canary else {}),
         )
         return record, value
 
     async def list_tokens(
-        self, actor: Actor, owner: str | None = None
+        self, actor: Actor, owner: str | None = None, expiring: int | None = None
     ) -> list[TokenRecord]:
-        """Tokens of ``owner``; a user's own by default, everyone's for an admin."""
+        """Tokens of ``owner``; a user's own by default, everyone's for an admin.
+
+        ``expiring``: only the active tokens that expire within that many
+        seconds, the soonest first.
+        """
         if owner is None and not actor.admin:
             owner = actor.login
         if owner is not None:
@@ -107,7 +121,18 @@ class TokenOperations(ServiceCore):
                 raise PermissionDeniedError("only an admin may list another's tokens")
             await self._user(owner)
         records = await self.store.list_tokens(owner)
-        return [await self._observe(record, actor) for record in records]
+        observed = [await self._observe(record, actor) for record in records]
+        if expiring is None:
+            return observed
+        horizon = self.now() + (validate_seconds("expiring", expiring) or 0)
+        soon = [
+            r
+            for r in observed
+            if r.status is TokenStatus.ACTIVE
+            and r.expires_at is not None
+            and r.expires_at <= horizon
+        ]
+        return sorted(soon, key=lambda r: r.expires_at or 0.0)
 
     async def get_token(self, actor: Actor, token_id: str) -> TokenRecord:
         return await self._observe(await self._token(actor, token_id), actor)
@@ -157,7 +182,7 @@ class TokenOperations(ServiceCore):
             raise UsageError("nothing to change")
         edited = record.with_changes(**changes, updated_at=now)
         await self.store.update_token(edited)
-        self._audit.info(
+        await self._emit(
             "token.edited",
             token_id=record.id,
             owner=record.owner,
@@ -167,26 +192,41 @@ class TokenOperations(ServiceCore):
         return edited
 
     async def regenerate_token(
-        self, actor: Actor, token_id: str, grace: int | None = None
+        self,
+        actor: Actor,
+        token_id: str,
+        grace: int | None = None,
+        *,
+        activate_on_use: bool = False,
     ) -> tuple[TokenRecord, str]:
-        """A new value for the same token; the old one dies now or after ``grace`` s."""
+        """A new value for the same token; the old one dies now, after
+        ``grace`` seconds, or (``activate_on_use``) when the new one is first
+        used. The old hash is remembered (``retired_hashes``): presented
+        after that, it is a sign of theft (rotation reuse).
+        """
         record = self._editable(await self._token(actor, token_id))
         grace = validate_seconds("grace period", grace)
+        if grace and activate_on_use:
+            raise UsageError("choose one: a grace period or activate-on-use")
         now = self.now()
         value = tokens.new_token(self.prefix, record.id, self._random_chars).value
+        keep_old = bool(grace) or activate_on_use
         regenerated = record.with_changes(
             token_hash=tokens.hash_token(value, self._pepper),
-            previous_hash=record.token_hash if grace else None,
+            previous_hash=record.token_hash if keep_old else None,
             previous_hash_until=now + grace if grace else None,
+            activate_on_use=activate_on_use,
+            retired_hashes=record.retire(record.token_hash),
             updated_at=now,
         )
         await self.store.update_token(regenerated)
-        self._audit.info(
+        await self._emit(
             "token.regenerated",
             token_id=record.id,
             owner=record.owner,
             actor=actor.login,
             grace=grace,
+            **({"activate_on_use": True} if activate_on_use else {}),
         )
         return regenerated, value
 
@@ -214,9 +254,12 @@ class TokenOperations(ServiceCore):
             status=TokenStatus.ACTIVE,
             previous_hash=None,
             previous_hash_until=None,
+            retired_hashes=(),
+            activate_on_use=False,
+            last_ips=(),
         )
         record, value = await self._insert(template)
-        self._audit.info(
+        await self._emit(
             "token.copied",
             token_id=record.id,
             source_id=source.id,
@@ -269,7 +312,7 @@ class TokenOperations(ServiceCore):
                 continue
             if self._value_matches(record, parsed.value):
                 await self._revoke(record, actor="leak-report", reason="leak_reported")
-                self._audit.info(
+                await self._emit(
                     "token.leak_reported",
                     token_id=record.id,
                     owner=record.owner,
@@ -337,7 +380,7 @@ class TokenOperations(ServiceCore):
             return record
         expired = record.with_changes(status=TokenStatus.EXPIRED)
         await self.store.update_token(expired)
-        self._audit.info(
+        await self._emit(
             "token.expired",
             token_id=record.id,
             owner=record.owner,
@@ -352,10 +395,11 @@ class TokenOperations(ServiceCore):
             status=TokenStatus.REVOKED,
             previous_hash=None,
             previous_hash_until=None,
+            activate_on_use=False,
             updated_at=self.now(),
         )
         await self.store.update_token(revoked)
-        self._audit.info(
+        await self._emit(
             "token.revoked",
             token_id=record.id,
             owner=record.owner,
@@ -369,7 +413,7 @@ class TokenOperations(ServiceCore):
         previous = record.previous_hash is not None and tokens.hashes_match(
             record.previous_hash, presented
         )
-        in_grace = (
+        in_grace = record.activate_on_use or (
             record.previous_hash_until is not None
             and self.now() < record.previous_hash_until
         )

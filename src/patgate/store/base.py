@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from patgate.models import Change, TokenGrant, TokenRecord, Usage, User
+from patgate.events import Delivery, DeliveryAttempt
+from patgate.models import Change, TokenGrant, TokenRecord, Usage, UsageNews, User
 
 # What a management write (update_token) may change; usage fields, the owner
 # and the creation facts are not in it. Both adapters write exactly these, and
@@ -40,6 +41,9 @@ TOKEN_SETTINGS = (
     "status",
     "previous_hash",
     "previous_hash_until",
+    "canary",
+    "retired_hashes",
+    "activate_on_use",
 )
 
 
@@ -118,8 +122,13 @@ class Store(Protocol):
     async def resolve(self, token_id: str) -> TokenGrant | None:
         """The token and its owner in one round trip (the gateway's cache miss)."""
 
-    async def record_usage(self, usages: Sequence[Usage]) -> None:
+    async def record_usage(self, usages: Sequence[Usage]) -> list[UsageNews]:
         """Apply coalesced usage: add ``count``, set last use, move sliding expiry.
+
+        ``usage.ips`` are merged into the token's ``last_ips`` (the
+        MAX_LAST_IPS last seen addresses). Answers the news, decided in the
+        same atomic write: ``first_use`` for a token never used before,
+        ``new_ip`` for each address its ``last_ips`` did not hold.
 
         Unknown ids are skipped (no record is created). ``last_used_at`` and
         ``last_used_ip`` change only for a newer use (a None ip keeps the old
@@ -166,4 +175,33 @@ class Store(Protocol):
 
     async def session_revoked(self, session_id: str) -> bool:
         """True when ``revoke_session`` recorded ``session_id``."""
+        ...
+
+    # the webhook outbox: one replica at a time (the lease holder) delivers
+    async def enqueue_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Add deliveries to the outbox; one whose id is there already is kept."""
+
+    async def take_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Hold the lease ``name`` for ``ttl`` seconds: True if it was free,
+        expired or already ``holder``'s (then it is renewed). Atomic."""
+        ...
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries due at ``now``, the earliest first."""
+        ...
+
+    async def finish_delivery(
+        self, attempt: DeliveryAttempt, retry_at: float | None, holder: str
+    ) -> bool:
+        """Log ``attempt``; then drop its delivery (``retry_at`` None) or make
+        it due again at ``retry_at`` with one more attempt counted.
+
+        Only while ``holder`` holds the ``webhooks`` lease (False otherwise,
+        and nothing changes): a replica that lost its lease never finishes
+        what another has taken over.
+        """
+        ...
+
+    async def delivery_log(self, limit: int = 100) -> list[DeliveryAttempt]:
+        """The last ``limit`` delivery attempts, newest first."""
         ...

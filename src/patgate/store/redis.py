@@ -10,6 +10,14 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
     patgate:setting:<name>        string   a fact about the store (pepper fingerprint)
     patgate:session:{<id>}:revoked string  a page session ended by a logout (TTL)
     patgate:changes               channel  change notices: token:<id>, user:<login>
+    patgate:{outbox}:due          zset     webhook delivery ids by due time
+    patgate:{outbox}:items        hash     delivery id -> the delivery (JSON)
+    patgate:{outbox}:log          list     the last delivery attempts (JSON)
+    patgate:{outbox}:lease:<name> string   who delivers the outbox (a TTL)
+
+The outbox keys share one hash tag, so each outbox script touches one
+Cluster slot; the last addresses of a token live in its own hash
+(``last_ips``), written by a script of that one key.
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
 booleans ``0``/``1``; a None field is absent from its hash.
@@ -55,14 +63,18 @@ from patgate.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
+    MAX_LAST_IPS,
     Change,
     ChangeKind,
     ExpiryModel,
+    SeenIp,
     TokenGrant,
     TokenRecord,
     TokenStatus,
     Usage,
+    UsageNews,
     User,
 )
 from patgate.store.base import TOKEN_SETTINGS, RateVerdict
@@ -163,6 +175,108 @@ return hits
 """
 
 
+# KEYS: one token. ARGV: the new addresses (JSON [[ip, first, last]...]),
+# how many to keep. Runs before the usage write of the same flush, so a
+# token without last_used_at was never used. Answers false for an unknown
+# token, else {owner, '1' if first use else '0', each new address...}.
+_RECORD_IPS = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return false end
+local first = redis.call('HEXISTS', KEYS[1], 'last_used_at') == 0
+local reply = {owner, first and '1' or '0'}
+local new = cjson.decode(ARGV[1])
+if #new == 0 then return reply end
+local seen = {}
+local raw = redis.call('HGET', KEYS[1], 'last_ips')
+if raw then seen = cjson.decode(raw) end
+local index = {}
+for _, item in ipairs(seen) do index[item[1]] = item end
+for _, item in ipairs(new) do
+    local known = index[item[1]]
+    if known then
+        item[2] = math.min(known[2], item[2])
+        item[3] = math.max(known[3], item[3])
+        for i, old in ipairs(seen) do
+            if old == known then table.remove(seen, i) break end
+        end
+    else
+        table.insert(reply, item[1])
+    end
+    index[item[1]] = item
+    table.insert(seen, item)
+end
+-- By last seen; a tie keeps the order above (the one seen again is later).
+local position = {}
+for i, item in ipairs(seen) do position[item] = i end
+table.sort(seen, function(a, b)
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return position[a] < position[b]
+end)
+local keep = {}
+for i = math.max(1, #seen - tonumber(ARGV[2]) + 1), #seen do
+    table.insert(keep, seen[i])
+end
+redis.call('HSET', KEYS[1], 'last_ips', cjson.encode(keep))
+return reply
+"""
+
+# KEYS: due, items. ARGV: id, due time, item; repeated. A known id is kept.
+_ENQUEUE = """
+for i = 1, #ARGV, 3 do
+    if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+        redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    end
+end
+return 1
+"""
+
+# KEYS: the lease. ARGV: holder, time to live (ms).
+_TAKE_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: due, items. ARGV: now, limit.
+_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+"""
+
+# KEYS: lease, due, items, log. ARGV: holder, delivery id, attempt (JSON),
+# retry time or '', log size.
+_FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local raw = redis.call('HGET', KEYS[3], ARGV[2])
+if not raw then return 0 end
+redis.call('LPUSH', KEYS[4], ARGV[3])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+if ARGV[4] == '' then
+    redis.call('HDEL', KEYS[3], ARGV[2])
+    redis.call('ZREM', KEYS[2], ARGV[2])
+    return 1
+end
+local item = cjson.decode(raw)
+item[6] = tonumber(ARGV[4])
+item[7] = item[7] + 1
+redis.call('HSET', KEYS[3], ARGV[2], cjson.encode(item))
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+return 1
+"""
+
+OUTBOX = f"{KEY_PREFIX}{{outbox}}"
+OUTBOX_DUE = f"{OUTBOX}:due"
+OUTBOX_ITEMS = f"{OUTBOX}:items"
+OUTBOX_LOG = f"{OUTBOX}:log"
+DELIVERY_LOG_SIZE = 1000
+
+
+def lease_key(name: str) -> str:
+    return f"{OUTBOX}:lease:{name}"
+
+
 def token_key(token_id: str) -> str:
     return f"{KEY_PREFIX}t:{{{token_id}}}"
 
@@ -213,6 +327,11 @@ class RedisStore:
         self._resolve = client.register_script(_RESOLVE)
         self._record_usage = client.register_script(_RECORD_USAGE)
         self._take_rate = client.register_script(_TAKE_RATE)
+        self._record_ips = client.register_script(_RECORD_IPS)
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._take_lease = client.register_script(_TAKE_LEASE)
+        self._due = client.register_script(_DUE)
+        self._finish = client.register_script(_FINISH)
 
     @classmethod
     def from_url(
@@ -395,9 +514,10 @@ class RedisStore:
             owner=_user_from_fields(owner_fields),
         )
 
-    async def record_usage(self, usages: Sequence[Usage]) -> None:
+    async def record_usage(self, usages: Sequence[Usage]) -> list[UsageNews]:
         if not usages:
-            return
+            return []
+        news = await self._record_ips_of(usages)
         calls = []
         for start in range(0, len(usages), USAGE_BATCH):
             batch = usages[start : start + USAGE_BATCH]
@@ -413,6 +533,73 @@ class RedisStore:
             calls.append(([token_key(usage.token_id) for usage in batch], args))
         with self._errors():
             await self._evalsha_pipelined(self._record_usage, calls)
+        return news
+
+    async def _record_ips_of(self, usages: Sequence[Usage]) -> list[UsageNews]:
+        """Merge the new addresses, one script per token (one slot each)."""
+        calls = [
+            (
+                [token_key(usage.token_id)],
+                [json.dumps([s.to_list() for s in usage.ips]), str(MAX_LAST_IPS)],
+            )
+            for usage in usages
+        ]
+        with self._errors():
+            replies = await self._evalsha_pipelined(self._record_ips, calls)
+        news: list[UsageNews] = []
+        for usage, reply in zip(usages, replies, strict=True):
+            if not reply:
+                continue
+            owner, first, *fresh = reply
+            if first == "1":
+                news.append(UsageNews(usage.token_id, owner, "first_use", usage.ip))
+            news += [UsageNews(usage.token_id, owner, "new_ip", ip) for ip in fresh]
+        return news
+
+    # the webhook outbox
+
+    async def enqueue_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        args: list[str] = []
+        for delivery in deliveries:
+            args += [delivery.id, repr(delivery.next_at), delivery.to_json()]
+        with self._errors():
+            await self._enqueue(keys=[OUTBOX_DUE, OUTBOX_ITEMS], args=args)
+
+    async def take_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        with self._errors():
+            taken = await self._take_lease(
+                keys=[lease_key(name)], args=[holder, max(1, int(ttl * 1000))]
+            )
+        return bool(taken)
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        with self._errors():
+            items = await self._due(
+                keys=[OUTBOX_DUE, OUTBOX_ITEMS], args=[repr(now), limit]
+            )
+        return [Delivery.from_json(item) for item in items if item]
+
+    async def finish_delivery(
+        self, attempt: DeliveryAttempt, retry_at: float | None, holder: str
+    ) -> bool:
+        args = [
+            holder,
+            attempt.delivery_id,
+            attempt.to_json(),
+            "" if retry_at is None else repr(retry_at),
+            str(DELIVERY_LOG_SIZE),
+        ]
+        keys = [lease_key(WEBHOOK_LEASE), OUTBOX_DUE, OUTBOX_ITEMS, OUTBOX_LOG]
+        with self._errors():
+            done = await self._finish(keys=keys, args=args)
+        return bool(done)
+
+    async def delivery_log(self, limit: int = 100) -> list[DeliveryAttempt]:
+        with self._errors():
+            items = _texts(await self._client.lrange(OUTBOX_LOG, 0, limit - 1))
+        return [DeliveryAttempt.from_json(item) for item in items]
 
     async def changes(self) -> AsyncIterator[Change]:
         pubsub = self._client.pubsub()
@@ -474,7 +661,7 @@ class RedisStore:
 
     async def _evalsha_pipelined(
         self, script: AsyncScript, calls: list[tuple[list[str], list[str]]]
-    ) -> None:
+    ) -> list[Any]:
         """Run ``script`` once per (KEYS, ARGV) call, all in one round trip.
 
         A pipeline cannot fall back from EVALSHA to EVAL by itself, so after a
@@ -486,12 +673,13 @@ class RedisStore:
             for keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             try:
-                await pipe.execute()
-                return
+                replies: list[Any] = await pipe.execute()
+                return replies
             except NoScriptError:
                 if attempt:
                     raise
                 await self._client.script_load(script.script)
+        return []  # not reached: the second NoScriptError is raised
 
     async def _messages(self, pubsub: PubSub) -> AsyncIterator[str]:
         """The data of every message on ``pubsub``, until close().
@@ -634,6 +822,10 @@ def _token_fields(record: TokenRecord) -> dict[str, str | None]:
         ),
         "previous_hash_until": _optional(record.previous_hash_until),
         "version": str(record.version),
+        "canary": "1" if record.canary else "0",
+        "retired_hashes": json.dumps([h.hex() for h in record.retired_hashes]),
+        "activate_on_use": "1" if record.activate_on_use else "0",
+        "last_ips": json.dumps([seen.to_list() for seen in record.last_ips]),
     }
 
 
@@ -670,4 +862,16 @@ def _token_from_fields(fields: dict[str, str]) -> TokenRecord:
         previous_hash=None if previous is None else bytes.fromhex(previous),
         previous_hash_until=number("previous_hash_until"),
         version=int(fields.get("version", "0")),
+        canary=fields.get("canary") == "1",
+        retired_hashes=tuple(
+            bytes.fromhex(h) for h in json.loads(fields.get("retired_hashes", "[]"))
+        ),
+        activate_on_use=fields.get("activate_on_use") == "1",
+        last_ips=_seen_ips(fields.get("last_ips")),
     )
+
+
+def _seen_ips(raw: str | None) -> tuple[SeenIp, ...]:
+    # cjson writes an empty list as {}.
+    items = json.loads(raw) if raw else []
+    return tuple(SeenIp.from_list(item) for item in items or ())

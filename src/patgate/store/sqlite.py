@@ -40,15 +40,19 @@ from patgate.errors import (
     StoreUnavailableError,
     UsageError,
 )
+from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
     Change,
     ChangeKind,
     ExpiryModel,
+    SeenIp,
     TokenGrant,
     TokenRecord,
     TokenStatus,
     Usage,
+    UsageNews,
     User,
+    merge_seen,
 )
 from patgate.store.base import TOKEN_SETTINGS, RateVerdict
 
@@ -125,7 +129,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at REAL NOT NULL
         )""",
     ),
+    # 5: canaries, rotation families, last addresses; the webhook outbox.
+    (
+        "ALTER TABLE tokens ADD COLUMN canary INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN retired_hashes TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE tokens ADD COLUMN activate_on_use INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN last_ips TEXT NOT NULL DEFAULT '[]'",
+        """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,
+            next_at REAL NOT NULL,
+            item TEXT NOT NULL
+        )""",
+        "CREATE INDEX outbox_by_due ON outbox (next_at)",
+        """CREATE TABLE delivery_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            item TEXT NOT NULL
+        )""",
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+    ),
 )
+# The delivery log keeps this many attempts.
+DELIVERY_LOG_SIZE = 1000
 
 USER_COLUMNS = (
     "login",
@@ -159,6 +187,10 @@ TOKEN_COLUMNS = (
     "previous_hash",
     "previous_hash_until",
     "version",
+    "canary",
+    "retired_hashes",
+    "activate_on_use",
+    "last_ips",
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
@@ -485,9 +517,9 @@ class SQLiteStore:
             owner=_user_from_row(rows[0][split:]),
         )
 
-    async def record_usage(self, usages: Sequence[Usage]) -> None:
+    async def record_usage(self, usages: Sequence[Usage]) -> list[UsageNews]:
         if not usages:
-            return
+            return []
         params = [
             {
                 "id": usage.token_id,
@@ -499,7 +531,34 @@ class SQLiteStore:
             }
             for usage in usages
         ]
-        await self._write(_record_usage, params)
+        return await self._write(_record_usage, params, usages)
+
+    async def enqueue_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            await self._write(_enqueue, deliveries)
+
+    async def take_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        return await self._write(_take_lease, name, holder, ttl, now)
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        rows = await self._run(
+            _fetch,
+            "SELECT item FROM outbox WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+            now,
+            limit,
+        )
+        return [Delivery.from_json(row[0]) for row in rows]
+
+    async def finish_delivery(
+        self, attempt: DeliveryAttempt, retry_at: float | None, holder: str
+    ) -> bool:
+        return await self._write(_finish_delivery, attempt, retry_at, holder)
+
+    async def delivery_log(self, limit: int = 100) -> list[DeliveryAttempt]:
+        rows = await self._run(
+            _fetch, "SELECT item FROM delivery_log ORDER BY seq DESC LIMIT ?", limit
+        )
+        return [DeliveryAttempt.from_json(row[0]) for row in rows]
 
     async def changes(self) -> AsyncIterator[Change]:
         seen = await self._run(_last_change_seq)
@@ -633,10 +692,97 @@ def _claim_setting(conn: sqlite3.Connection, name: str, value: str) -> str:
     return str(stored.fetchone()[0])
 
 
-def _record_usage(conn: sqlite3.Connection, params: list[dict[str, Any]]) -> None:
-    # Returns None, not the cursor: a cursor finalised on the event loop's
-    # thread would reset its statement under the worker thread's feet.
+def _record_usage(
+    conn: sqlite3.Connection, params: list[dict[str, Any]], usages: Sequence[Usage]
+) -> list[UsageNews]:
+    # The news first, from the rows as they were before this write.
+    news: list[UsageNews] = []
+    for usage in usages:
+        row = conn.execute(
+            "SELECT owner, last_used_at, last_ips FROM tokens WHERE id = ?",
+            (usage.token_id,),
+        ).fetchone()
+        if row is None:
+            continue
+        owner, last_used_at, last_ips = row
+        if last_used_at is None:
+            news.append(UsageNews(usage.token_id, owner, "first_use", usage.ip))
+        if not usage.ips:
+            continue
+        old = tuple(SeenIp.from_list(item) for item in json.loads(last_ips))
+        merged, fresh = merge_seen(old, usage.ips)
+        news += [UsageNews(usage.token_id, owner, "new_ip", ip) for ip in fresh]
+        conn.execute(
+            "UPDATE tokens SET last_ips = ? WHERE id = ?",
+            (json.dumps([seen.to_list() for seen in merged]), usage.token_id),
+        )
+    # Not the cursor: a cursor finalised on the event loop's thread would
+    # reset its statement under the worker thread's feet.
     conn.executemany(_RECORD_USAGE, params)
+    return news
+
+
+def _enqueue(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (id, next_at, item) VALUES (?, ?, ?)",
+        [(d.id, d.next_at, d.to_json()) for d in deliveries],
+    )
+
+
+def _take_lease(
+    conn: sqlite3.Connection, name: str, holder: str, ttl: float, now: float
+) -> bool:
+    row = conn.execute(
+        "SELECT holder, expires_at FROM leases WHERE name = ?", (name,)
+    ).fetchone()
+    if row is not None and row[0] != holder and row[1] > now:
+        return False
+    conn.execute(
+        "INSERT OR REPLACE INTO leases (name, holder, expires_at) VALUES (?, ?, ?)",
+        (name, holder, now + ttl),
+    )
+    return True
+
+
+def _finish_delivery(
+    conn: sqlite3.Connection,
+    attempt: DeliveryAttempt,
+    retry_at: float | None,
+    holder: str,
+) -> bool:
+    row = conn.execute(
+        "SELECT holder FROM leases WHERE name = ?", (WEBHOOK_LEASE,)
+    ).fetchone()
+    if row is None or row[0] != holder:
+        return False
+    found = conn.execute(
+        "SELECT item FROM outbox WHERE id = ?", (attempt.delivery_id,)
+    ).fetchone()
+    if found is None:
+        return False
+    conn.execute("INSERT INTO delivery_log (item) VALUES (?)", (attempt.to_json(),))
+    conn.execute(
+        "DELETE FROM delivery_log WHERE seq <= (SELECT max(seq) FROM delivery_log) - ?",
+        (DELIVERY_LOG_SIZE,),
+    )
+    if retry_at is None:
+        conn.execute("DELETE FROM outbox WHERE id = ?", (attempt.delivery_id,))
+        return True
+    delivery = Delivery.from_json(found[0])
+    later = Delivery(
+        delivery.id,
+        delivery.event_id,
+        delivery.event_type,
+        delivery.url,
+        delivery.body,
+        retry_at,
+        delivery.attempts + 1,
+    )
+    conn.execute(
+        "UPDATE outbox SET next_at = ?, item = ? WHERE id = ?",
+        (retry_at, later.to_json(), delivery.id),
+    )
+    return True
 
 
 def _user_row(user: User) -> dict[str, Any]:
@@ -665,6 +811,10 @@ def _token_row(record: TokenRecord) -> dict[str, Any]:
     row["allowed_cidrs"] = json.dumps(list(record.allowed_cidrs))
     row["expiry"] = record.expiry.value
     row["status"] = record.status.value
+    row["canary"] = int(record.canary)
+    row["activate_on_use"] = int(record.activate_on_use)
+    row["retired_hashes"] = json.dumps([h.hex() for h in record.retired_hashes])
+    row["last_ips"] = json.dumps([seen.to_list() for seen in record.last_ips])
     return row
 
 
@@ -674,4 +824,10 @@ def _token_from_row(row: Sequence[Any]) -> TokenRecord:
     data["allowed_cidrs"] = tuple(json.loads(data["allowed_cidrs"]))
     data["expiry"] = ExpiryModel(data["expiry"])
     data["status"] = TokenStatus(data["status"])
+    data["canary"] = bool(data["canary"])
+    data["activate_on_use"] = bool(data["activate_on_use"])
+    data["retired_hashes"] = tuple(
+        bytes.fromhex(h) for h in json.loads(data["retired_hashes"])
+    )
+    data["last_ips"] = tuple(SeenIp.from_list(i) for i in json.loads(data["last_ips"]))
     return TokenRecord(**data)

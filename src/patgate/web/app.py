@@ -43,7 +43,7 @@ from patgate.web.gateway.forward_auth import ForwardAuthHandler
 from patgate.web.gateway.inflight import InFlight
 from patgate.web.gateway.proxy import ProxyHandler
 from patgate.web.gateway.streams import StreamRegistry
-from patgate.web.gateway.sync import change_listener, usage_flusher
+from patgate.web.gateway.sync import change_listener, incident_worker, usage_flusher
 from patgate.web.gateway.targets import ProxyState
 from patgate.web.gateway.upstream import open_upstream_session
 from patgate.web.keys import (
@@ -63,6 +63,8 @@ from patgate.web.manage import setup_management
 from patgate.web.ops import OPS_PREFIX, add_ops_routes
 from patgate.web.ops.metrics import Metrics, share_metrics
 from patgate.web.protocol import answer_expect, name_the_server
+from patgate.web.webhooks import webhook_deliverer
+from patgate.webhooks import Publisher
 
 # The applications of the separate listeners, by name ("manage", "ops").
 LISTENERS: web.AppKey[dict[str, web.Application]] = web.AppKey("listeners")
@@ -86,6 +88,8 @@ def create_app(
     app.cleanup_ctx.append(_proxy_handler)
     app.cleanup_ctx.append(change_listener)
     app.cleanup_ctx.append(usage_flusher)
+    app.cleanup_ctx.append(incident_worker)
+    app.cleanup_ctx.append(webhook_deliverer)
     if app[METRICS].shared:
         shared = app[METRICS]
         app.cleanup_ctx.append(lambda app: share_metrics(app, shared))
@@ -156,6 +160,7 @@ def _add_state(
         pepper=config.pepper.value,
         scope_sets=config.scope_sets,
         clock=clock,
+        publisher=Publisher(store, config.webhooks),
     )
 
 

@@ -7,8 +7,14 @@
 - Usage writes (:func:`flush_usage`): the coalesced ``last_used``/sliding
   expiry writes go to the store once per ``usage_flush_interval``.
 
-Both run as ``cleanup_ctx`` tasks of the app (:func:`change_listener`,
-:func:`usage_flusher`).
+  The news a usage write found (a token's first use, a new client address)
+  becomes events.
+- Incidents (:func:`handle_incidents`): what the gate queued on its request
+  path (canary uses, rotation reuse, activate-on-use values first used) is
+  acted on here, off that path, so a refusal takes no longer for them.
+
+All run as ``cleanup_ctx`` tasks of the app (:func:`change_listener`,
+:func:`usage_flusher`, :func:`incident_worker`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from aiohttp import web
 
 from patgate.cache import GrantCache
 from patgate.errors import StoreUnavailableError
-from patgate.gate import Gate
+from patgate.events import Event
+from patgate.gate import ACTIVATE, Gate
 from patgate.models import Change, ChangeKind
 from patgate.web.gateway.streams import StreamRegistry
-from patgate.web.keys import CACHE, CONFIG, GATE, STORE, STREAMS
+from patgate.web.keys import CACHE, CONFIG, GATE, SERVICE, STORE, STREAMS
 
 log = structlog.get_logger("patgate.gateway")
 
@@ -118,6 +125,61 @@ async def flush_usage(app: web.Application) -> None:
     if not batch:
         return
     try:
-        await app[STORE].record_usage(batch)
+        news = await app[STORE].record_usage(batch)
     except StoreUnavailableError:
         usage.restore(batch)
+        return
+    if news:
+        await app[SERVICE].usage_news(news)
+
+
+async def incident_worker(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_handle_incidents_forever(app))
+    yield
+    await stop_task(task)
+    await handle_incidents(app)
+
+
+async def _handle_incidents_forever(app: web.Application) -> None:
+    incidents = app[GATE].incidents
+    while True:
+        await incidents.ready.wait()
+        if not await handle_incidents(app):
+            await asyncio.sleep(1.0)  # the store is down: retry soon
+
+
+async def handle_incidents(app: web.Application) -> bool:
+    """Act on every queued incident; False (kept for later) if the store is down."""
+    gate = app[GATE]
+    pending = gate.incidents.drain()
+    for number, event in enumerate(pending):
+        try:
+            await _handle(app, event)
+        except StoreUnavailableError as exc:
+            log.warning("incidents_delayed", error=str(exc), count=len(pending))
+            for later in pending[number:]:
+                gate.incidents.emit(later)
+            return False
+    return True
+
+
+async def _handle(app: web.Application, event: Event) -> None:
+    service, data = app[SERVICE], event.data
+    token_id = str(data["token_id"])
+    if event.type == ACTIVATE:
+        try:
+            await service.activate_rotation(token_id)
+        finally:
+            app[GATE].activation_done(token_id)
+    elif event.type == "canary.used":
+        await service.canary_used(
+            token_id,
+            data.get("owner"),
+            ip=data.get("ip"),
+            method=str(data.get("method")),
+            path=str(data.get("path")),
+            user_agent=data.get("user_agent"),
+        )
+    else:
+        policy = app[CONFIG].rotation_reuse
+        await service.rotation_reused(token_id, policy, ip=data.get("ip"))

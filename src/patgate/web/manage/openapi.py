@@ -112,6 +112,11 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
         {
             **_TOKEN_SETTINGS,
             "owner": {"type": "string", "description": "Admins only: whose token."},
+            "canary": {
+                "type": "boolean",
+                "description": "A trap: refused like an unknown token, every use"
+                " reported (canary.used).",
+            },
             "password": _CONFIRM,
         }
     ),
@@ -126,10 +131,34 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
                     "description": "Keep the old value working this long.",
                 }
             ),
+            "activate_on_use": {
+                "type": "boolean",
+                "description": "Keep the old value working until the new one is"
+                " first used (not with grace).",
+            },
             "password": _CONFIRM,
         }
     ),
     "Confirm": _object({"password": _CONFIRM}),
+    "RevokeBefore": _object(
+        {
+            "before": {
+                "type": "string",
+                "description": "An ISO date (its start, UTC) or date-time, or"
+                " now: tokens created before it are revoked.",
+            },
+            "owner": {
+                "type": "string",
+                "description": "Whose tokens (default: yours).",
+            },
+            "all_users": {
+                "type": "boolean",
+                "description": "Admins: every user's tokens.",
+            },
+            "password": _CONFIRM,
+        },
+        ["before"],
+    ),
     "RevokeMany": _object({"ids": _STRINGS, "password": _CONFIRM}, ["ids"]),
     "RemoveMany": _object({"ids": _STRINGS, "password": _CONFIRM}, ["ids"]),
     "Purge": _object(
@@ -202,6 +231,51 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             "allowed_cidrs": _STRINGS,
             "rate_limit": _nullable({"type": "integer"}),
             "status": {"enum": ["active", "revoked", "expired"]},
+            "canary": {"type": "boolean"},
+            "activate_on_use": {
+                "type": "boolean",
+                "description": "The old value works until the new one is used.",
+            },
+            "last_ips": {
+                "type": "array",
+                "description": "The last 5 distinct client addresses, the most"
+                " recent first.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "ip": _STRING,
+                        "first_seen": _TIME,
+                        "last_seen": _TIME,
+                    },
+                },
+            },
+        },
+    },
+    "RevokedBefore": {
+        "type": "object",
+        "properties": {"revoked": _STRINGS, "count": {"type": "integer"}},
+    },
+    "DeliveryList": {
+        "type": "object",
+        "properties": {
+            "deliveries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "delivery_id": _STRING,
+                        "event_id": _STRING,
+                        "event_type": _STRING,
+                        "url": _STRING,
+                        "attempt": {"type": "integer"},
+                        "at": _TIME,
+                        "ok": {"type": "boolean"},
+                        "status": _nullable({"type": "integer"}),
+                        "error": _STRING,
+                        "final": {"type": "boolean"},
+                    },
+                },
+            }
         },
     },
     "NewToken": {
@@ -318,6 +392,21 @@ _PARAMETERS: dict[str, Schema] = {
         "required": False,
         "schema": _STRING,
         "description": "Admins: list this user's tokens (default: everyone's).",
+    },
+    "expiring": {
+        "name": "expiring",
+        "in": "query",
+        "required": False,
+        "schema": _DURATION,
+        "description": "Only active tokens that expire within this (7d),"
+        " the soonest first.",
+    },
+    "limit": {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "description": "How many (default 50), newest first.",
     },
 }
 

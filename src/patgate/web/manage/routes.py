@@ -29,11 +29,13 @@ from patgate.web.manage.tokens import (
     API_PREFIX,
     copy_token,
     create_token,
+    delivery_log,
     edit_token,
     get_token,
     list_tokens,
     regenerate_token,
     report_leak,
+    revoke_before,
     revoke_many,
     scope_choices,
 )
@@ -61,7 +63,11 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                " returned once", 201, "TokenCreate", "NewToken", _CHANGE,
                errors=(400, 401, 403, 404, 413, 415, 422, 429, 503)), create_token),
     (Operation("GET", "/tokens", "listTokens", "List tokens (never their values)",
-               response="TokenList", parameters=("owner",)), list_tokens),
+               response="TokenList", parameters=("owner", "expiring")), list_tokens),
+    (Operation("POST", "/tokens/revoke-before", "revokeBefore", "Revoke every"
+               " token of a user (or, admins, of everyone) created before a"
+               " time", request="RevokeBefore", response="RevokedBefore",
+               auth=_CHANGE), revoke_before),
     (Operation("POST", "/tokens/revoke", "revokeTokens", "Revoke several tokens:"
                " all, or none if any id is unknown", request="RevokeMany",
                response="Revoked", auth=_CHANGE), revoke_many),
@@ -100,6 +106,9 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (Operation("POST", "/tokens/{token_id}/copy", "copyToken", "A new token with"
                " the same settings", 201, "Confirm", "NewToken", _CHANGE, _ID),
      copy_token),
+    (Operation("GET", "/webhooks/deliveries", "webhookDeliveries", "The last"
+               " webhook delivery attempts, newest first (admins)",
+               response="DeliveryList", parameters=("limit",)), delivery_log),
     (Operation("GET", "/whoami", "whoami", "The logged-in user", response="User"),
      whoami),
     (Operation("GET", "/users", "listUsers", "List users (admins)",

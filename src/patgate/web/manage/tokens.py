@@ -11,11 +11,13 @@ from aiohttp import hdrs, web
 
 from patgate import scopes
 from patgate.config import RouteConfig
+from patgate.durations import parse_moment
+from patgate.errors import UsageError
 from patgate.models import TokenRecord
 from patgate.web.keys import CONFIG
 from patgate.web.manage.bodies import duration, expiry_args, fields_of, read_body
 from patgate.web.manage.caller import caller_of, service_of
-from patgate.web.manage.endpoint import endpoint
+from patgate.web.manage.endpoint import ApiError, endpoint
 
 API_PREFIX = "/_patgate/api/v1"
 
@@ -51,6 +53,7 @@ async def create_token(request: web.Request) -> web.Response:
         allowed_cidrs=fields.get("allowed_cidrs", ()),
         project=fields.get("project"),
         rate_limit=fields.get("rate_limit"),
+        canary=bool(fields.get("canary", False)),
         **expiry_args(fields, now),
     )
     return new_token(record, value, now)
@@ -61,7 +64,9 @@ async def list_tokens(request: web.Request) -> web.Response:
     caller = await caller_of(request)
     service = service_of(request)
     owner = request.query.get("owner") or None
-    records = await service.list_tokens(caller.actor, owner)
+    expiring = request.query.get("expiring")
+    within = None if not expiring else duration("expiring", expiring)
+    records = await service.list_tokens(caller.actor, owner, within)
     now = service.now()
     return web.json_response({"tokens": [token_json(r, now) for r in records]})
 
@@ -105,6 +110,35 @@ async def revoke_many(request: web.Request) -> web.Response:
 
 
 @endpoint
+async def revoke_before(request: web.Request) -> web.Response:
+    """The button after a stolen laptop: every token made before a time."""
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields = fields_of("RevokeBefore", body)
+    service = service_of(request)
+    if fields.get("all_users") and "owner" in fields:
+        raise ApiError(422, "invalid_request", "give owner or all_users, not both")
+    owner = None if fields.get("all_users") else fields.get("owner", caller.user.login)
+    try:
+        before = parse_moment(fields["before"], service.now())
+    except UsageError as exc:
+        raise ApiError(422, "invalid_request", f"before: {exc}") from None
+    revoked = await service.revoke_before(caller.actor, before, owner)
+    return web.json_response({"revoked": revoked, "count": len(revoked)})
+
+
+@endpoint
+async def delivery_log(request: web.Request) -> web.Response:
+    """The last webhook delivery attempts (admins)."""
+    caller = await caller_of(request)
+    text = request.query.get("limit", "50")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ApiError(422, "invalid_request", "limit: expected 1 to 1000")
+    attempts = await service_of(request).delivery_log(caller.actor, int(text))
+    return web.json_response({"deliveries": [a.to_public() for a in attempts]})
+
+
+@endpoint
 async def regenerate_token(request: web.Request) -> web.Response:
     body = await read_body(request)
     caller = await caller_of(request, body, change=True)
@@ -115,6 +149,7 @@ async def regenerate_token(request: web.Request) -> web.Response:
         caller.actor,
         token_id_of(request),
         grace=None if grace is None else duration("grace", grace),
+        activate_on_use=bool(fields.get("activate_on_use", False)),
     )
     return new_token(record, value, service.now())
 

@@ -612,6 +612,7 @@ class ChangeListener:
             await self.task
 
 
+@pytest.mark.timing
 async def test_changes_by_another_instance_arrive_within_the_spec_bound(
     store, store_url, record_property
 ):

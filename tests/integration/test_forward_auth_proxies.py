@@ -184,6 +184,7 @@ async def test_a_query_credential_never_reaches_the_upstream_through_nginx(
     assert upstream.last.headers["X-Patgate-User"] == "alice"
 
 
+@pytest.mark.timing
 async def test_revocation_holds_through_nginx_within_100_ms_on_redis(
     make_gateway, upstream, redis_url, tmp_path, client
 ):

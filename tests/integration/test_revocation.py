@@ -19,6 +19,8 @@ import pytest
 from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
 from tests.processes import GatewayProcess, ProcessGroup, StoreAdmin, run_cli
 
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
+
 # What SPEC §3 promises, per store.
 BOUNDS = {"redis": 0.1, "sqlite": 1.0}
 POLL_INTERVAL = 0.005

@@ -22,6 +22,8 @@ from patgate.config.model import Limits
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import ROUTES, StartGateway, parse_responses
 
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
+
 TIMEOUT = 1.0
 
 

@@ -36,7 +36,12 @@ def routes(upstream: RecordingUpstream) -> str:
 
 @pytest.fixture
 async def gateway(make_gateway, upstream, sqlite_url) -> Gateway:
-    gateway: Gateway = await make_gateway(sqlite_url, routes(upstream))
+    # rotation_reuse: alert, so that checking that a regenerated-away value is
+    # refused does not revoke its token (the default; tests/integration/
+    # test_incident.py covers it): these tests go on using the new value.
+    gateway: Gateway = await make_gateway(
+        sqlite_url, routes(upstream), extra="rotation_reuse: alert\n"
+    )
     await gateway.add_user(
         "alice", ["api:read", "api:write", "files:read"], password=PASSWORD
     )

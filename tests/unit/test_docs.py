@@ -23,9 +23,9 @@ import patgate.web.manage as manage_package
 from patgate import cli
 from patgate.answers import MESSAGES, RESULT_CODES
 from patgate.config import parse_config
-from patgate.config.sections import REDIS_URL_OPTIONS
 from patgate.errors import ConfigError
 from patgate.store import open_store
+from patgate.storeurl import REDIS_URL_OPTIONS
 from patgate.web.app import create_app
 from patgate.web.manage import endpoint as endpoint_module
 from patgate.web.manage.openapi import build_document

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -207,6 +208,8 @@ class RedisStore:
         url_for_display: str,
         secrets: Sequence[str] = (),
         liveness_interval: float = LIVENESS_INTERVAL,
+        also_close: Sequence[Redis] = (),
+        node_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url_for_display = url_for_display
         self._liveness_interval = liveness_interval
@@ -214,6 +217,9 @@ class RedisStore:
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._secrets = tuple(secret for secret in secrets if secret)
+        self._also_close = tuple(also_close)
+        # How to connect to one node of a Cluster (its change subscription).
+        self._node_options = dict(node_options or {})
         self._closed = False
         self._create = client.register_script(_CREATE)
         self._list_under_user = client.register_script(_LIST_UNDER_USER)
@@ -234,7 +240,12 @@ class RedisStore:
         display = hide_password(url)
         try:
             parsed = parse_redis_url(url)
-            client = _client_for(url, parsed)
+            client, sentinels = _client_for(url, parsed)
+            node_options = {
+                **_client_options(parsed),
+                "username": parsed.username,
+                "password": parsed.password,
+            }
         except (StoreUrlError, ValueError) as err:
             reason = str(err)
             for secret in _secrets_of(url):
@@ -245,6 +256,8 @@ class RedisStore:
             url_for_display=display,
             secrets=_secrets_of(url),
             liveness_interval=liveness_interval,
+            also_close=sentinels,
+            node_options=node_options,
         )
 
     @contextlib.contextmanager
@@ -280,8 +293,8 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        for client in (self._client, *self._also_close):
+            await _close_quietly(client)
 
     async def get_setting(self, name: str) -> str | None:
         with self._errors():
@@ -439,21 +452,47 @@ class RedisStore:
             await self._evalsha_pipelined(self._record_usage, calls)
 
     async def changes(self) -> AsyncIterator[Change]:
-        pubsub = self._client.pubsub()
+        node: Redis | None = None
+        try:
+            with self._errors():
+                node = await self._subscription_client()
+            pubsub = (node or self._client).pubsub()
+        except BaseException:
+            if node is not None:
+                await _close_quietly(node)
+            raise
         try:
             with self._errors():
                 await pubsub.subscribe(CHANGES_CHANNEL)
             async for message in self._messages(pubsub):
-                change = Change.decode(message)
-                if change is not None:
-                    yield change
+                if message["type"] == "subscribe":
+                    yield Change(ChangeKind.LISTENING, "")
+                elif message["type"] == "message":
+                    change = Change.decode(message["data"])
+                    if change is not None:
+                        yield change
         except StoreUnavailableError:
             if self._closed:
                 return
             raise
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+            await _close_quietly(pubsub)
+            if node is not None:
+                await _close_quietly(node)
+
+    async def _subscription_client(self) -> Redis | None:
+        """On a Cluster, a client of one node to subscribe on; else None.
+
+        A Cluster passes a classic PUBLISH to every node, so any node (a
+        replica too) hears every notice. Each subscription picks one at
+        random among those the cluster client knows now, so after a node is
+        lost the next attempt lands on another.
+        """
+        if not isinstance(self._client, RedisCluster):
+            return None
+        await self._client.initialize()
+        node = random.choice(self._client.get_nodes())  # noqa: S311 - not a secret
+        return Redis(host=node.host, port=int(node.port), **self._node_options)
 
     async def take_rate(
         self, key: str, limit: int, window: int, now: float
@@ -531,8 +570,8 @@ class RedisStore:
                     raise
                 await self._client.script_load(script.script)
 
-    async def _messages(self, pubsub: PubSub) -> AsyncIterator[str]:
-        """The data of every message on ``pubsub``, until close().
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
+        """Every message on ``pubsub`` (subscribe confirmations too), until close().
 
         Raises StoreUnavailableError when the connection drops or stops
         answering its pings.
@@ -548,8 +587,7 @@ class RedisStore:
                     pinged = now
             if message is not None:
                 heard = now
-                if message["type"] == "message":
-                    yield message["data"]
+                yield message
             elif now - heard > 2 * self._liveness_interval:
                 raise StoreUnavailableError(
                     f"{self._label}: the change subscription stopped answering"
@@ -573,6 +611,11 @@ class RedisStore:
 
 def revoked_session_key(session_id: str) -> str:
     return f"{KEY_PREFIX}session:{{{session_id}}}:revoked"
+
+
+async def _close_quietly(closable: Redis | RedisCluster | PubSub) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await closable.aclose()
 
 
 def _secrets_of(url: str) -> list[str]:
@@ -613,7 +656,9 @@ def _client_options(parsed: RedisUrl) -> dict[str, Any]:
     return options
 
 
-def _client_for(url: str, parsed: RedisUrl) -> Redis | RedisCluster:
+def _client_for(url: str, parsed: RedisUrl) -> tuple[Redis | RedisCluster, list[Redis]]:
+    """The client for ``parsed``, and for Sentinel the clients of the sentinels
+    (the store closes them too)."""
     options = _client_options(parsed)
     if parsed.scheme == SENTINEL:
         sentinel_options = {
@@ -631,9 +676,9 @@ def _client_for(url: str, parsed: RedisUrl) -> Redis | RedisCluster:
         )
         assert parsed.service is not None  # parse_redis_url checks it
         master: Redis = sentinel.master_for(parsed.service, redis_class=Redis)
-        return master
+        return master, list(sentinel.sentinels)
     if parsed.scheme == CLUSTER:
-        return RedisCluster(
+        cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
             username=parsed.username,
             password=parsed.password,
@@ -641,8 +686,9 @@ def _client_for(url: str, parsed: RedisUrl) -> Redis | RedisCluster:
             require_full_coverage=False,
             **options,
         )
+        return cluster, []
     # Plain, TLS or Unix socket: redis-py reads the URL itself.
-    return Redis.from_url(url, **options)
+    return Redis.from_url(url, **options), []
 
 
 def _text(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -309,3 +309,13 @@ def test_the_index_lists_every_document() -> None:
     assert pages
     missing = [page for page in pages if f"]({page})" not in index]
     assert not missing, f"docs/README.md does not list: {missing}"
+
+
+# docs/redis.md
+
+
+def test_the_documented_acl_rules_are_the_ones_the_contract_suite_runs_as() -> None:
+    from tests.redis_topologies import ACL_RULES
+
+    text = read("redis.md")
+    assert f"ACL SETUSER patgate on >PASSWORD {ACL_RULES}\n" in text

@@ -14,15 +14,25 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
 booleans ``0``/``1``; a None field is absent from its hash.
 
-Every write that touches more than one key, or must check before it writes,
-is one Lua script: atomic and one round trip. The update scripts PUBLISH
-their change notice inside the script, so no write is committed without its
-notice. ``resolve`` is one EVALSHA that reads the token and then its owner.
+Every call keeps to the keys of one hash slot, so the same code runs on one
+server, behind Sentinel and on a Cluster. A write that must check before it
+writes is one Lua script: atomic and one round trip. The update scripts
+PUBLISH their change notice inside the script, so no write is committed
+without its notice. Creating a user or a token is two steps in two slots:
+the index entry first (``patgate:users``; the owner's token set, with the
+check that the owner exists), then the record; an index may name a record a
+crash kept from being written, and readers skip it. ``resolve`` is one
+EVALSHA that reads the token and then its owner, except on a Cluster, where
+the owner is in another slot and it is two reads. A usage batch is one
+script call, one per slot on a Cluster. The key names never changed, so
+existing plain-Redis data needs no migration.
 
-Redis Cluster: the resolve script reads a key it does not declare in KEYS
-(the owner's hash, known only once the token is read), and ``create_token`` /
-``create_user`` touch keys of different slots. Standalone Redis and Sentinel
-are fine; a Cluster deployment would split those into one call per slot.
+Set-ups (:func:`_client_for`): one server (``redis://``, ``rediss://``,
+``unix://``); Sentinel, through redis-py's ``Sentinel.master_for``, which
+asks the sentinels for the master on every new connection and so follows a
+failover by itself; Cluster, through redis-py's ``RedisCluster``, whose
+change subscription is on one node picked at random (a classic PUBLISH
+reaches every node).
 
 Errors: every driver error becomes StoreUnavailableError naming host:port,
 never the password. Timeouts are short and the driver does not retry, so a
@@ -619,7 +629,7 @@ async def _close_quietly(closable: Redis | RedisCluster | PubSub) -> None:
 
 
 def _secrets_of(url: str) -> list[str]:
-    """The passwords in ``url``, as typed and as decoded."""
+    """The passwords in ``url`` (percent-decoded, as the driver has them)."""
     try:
         parsed = parse_redis_url(url)
     except StoreUrlError:

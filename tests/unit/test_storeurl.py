@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from patgate.models import Change, ChangeKind
 from patgate.storeurl import StoreUrlError, hide_password, parse_redis_url
 
 
@@ -63,3 +64,11 @@ def test_a_cluster_url_names_startup_nodes() -> None:
 def test_bad_redis_urls_say_what_is_wrong(url: str, error: str) -> None:
     with pytest.raises(StoreUrlError, match=re.escape(error)):
         parse_redis_url(url)
+
+
+def test_only_real_notices_are_read_back_from_the_channel() -> None:
+    # LISTENING is the store's own marker, never something published.
+    assert Change.decode("token:Abcd1234") == Change(ChangeKind.TOKEN, "Abcd1234")
+    assert Change.decode("user:alice") == Change(ChangeKind.USER, "alice")
+    assert Change.decode("listening:") is None
+    assert Change.decode("nonsense") is None

@@ -277,3 +277,92 @@ def local_sentinel(directory: Path) -> Iterator[LocalSentinel]:
         yield sentinel.start()
     finally:
         sentinel.stop()
+
+
+# A least-privilege Redis user for patgate: the rules docs/redis.md documents
+# (tests/unit/test_docs.py checks they are the same). Every Redis set-up of the
+# contract suite but the plain one runs as this user.
+ACL_USER = "patgate"
+ACL_PASSWORD = "acl-test-password"
+ACL_RULES = (
+    "resetkeys ~patgate:* resetchannels &patgate:changes -@all"
+    " +ping +select +exists +get +set +hgetall +smembers +sadd"
+    " +evalsha +script|load +subscribe +unsubscribe"
+    " +hset +hdel +hget +hincrby +incr +expire +publish"
+    " +cluster|slots +cluster|shards +command"
+)
+
+
+def add_acl_user(client: redis.Redis) -> None:
+    """Create (or reset) patgate's least-privilege user on one server.
+
+    ACL users are not replicated: every node of a set-up needs this.
+    """
+    client.execute_command(
+        "ACL", "SETUSER", ACL_USER, "reset", "on", f">{ACL_PASSWORD}",
+        *ACL_RULES.split(),
+    )  # fmt: skip
+
+
+def acl_userinfo() -> str:
+    return f"{ACL_USER}:{ACL_PASSWORD}@"
+
+
+class TlsFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, made with the openssl command line."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.ca = directory / "ca.pem"
+        self.server_cert = directory / "server.pem"
+        self.server_key = directory / "server.key"
+        self.client_cert = directory / "client.pem"
+        self.client_key = directory / "client.key"
+
+    def make(self) -> TlsFiles:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.fail("openssl is not installed (it makes the test certificates)")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        d = self.directory
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", str(self.ca),
+            "-days", "2", "-subj", "/CN=patgate test CA")  # fmt: skip
+        (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=patgate")):
+            run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", subject)  # fmt: skip
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", str(self.ca),
+                "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.pem",
+                "-days", "2", "-extfile", "san.cnf")  # fmt: skip
+        return self
+
+
+class TlsRedis(Node):
+    """A redis-server that speaks TLS (clients must show a certificate) on
+    :attr:`tls_port`, and plain TCP on :attr:`port` for the tests' own admin."""
+
+    def __init__(self, directory: Path, files: TlsFiles) -> None:
+        self.tls_port = free_port()
+        super().__init__(
+            directory,
+            "--tls-port", str(self.tls_port),
+            "--tls-cert-file", str(files.server_cert),
+            "--tls-key-file", str(files.server_key),
+            "--tls-ca-cert-file", str(files.ca),
+            "--tls-auth-clients", "yes",
+        )  # fmt: skip
+        self.files = files
+
+    def tls_url(self, db: int = 0, userinfo: str = "") -> str:
+        f = self.files
+        return (
+            f"rediss://{userinfo}{self.host}:{self.tls_port}/{db}"
+            f"?ssl_ca_certs={f.ca}&ssl_certfile={f.client_cert}"
+            f"&ssl_keyfile={f.client_key}"
+        )

@@ -66,6 +66,11 @@ class GrantCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def suspended(self) -> bool:
+        """True while the change feed is down (see :meth:`suspend`)."""
+        return self._suspended
+
     def fresh(self, token_hash: bytes) -> CacheEntry | None:
         """The entry if the store confirmed it recently enough to trust alone."""
         entry = self._entries.get(token_hash)

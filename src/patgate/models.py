@@ -249,6 +249,13 @@ class UsageNews:
 class ChangeKind(StrEnum):
     TOKEN = "token"  # noqa: S105 - an enum name, not a password
     USER = "user"
+    # Not a notice: ``changes()`` yields this (key '') once it listens, so
+    # every notice from then on arrives and earlier ones may have been missed.
+    LISTENING = "listening"
+
+
+# The kinds a store publishes; only these are read back from the channel.
+NOTICE_KINDS = (ChangeKind.TOKEN.value, ChangeKind.USER.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +271,6 @@ class Change:
     @classmethod
     def decode(cls, text: str) -> Change | None:
         kind, sep, key = text.partition(":")
-        if not sep or kind not in ChangeKind.__members__.values():
+        if not sep or kind not in NOTICE_KINDS:
             return None
         return cls(ChangeKind(kind), key)

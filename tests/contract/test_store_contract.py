@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -592,19 +593,11 @@ class ChangeListener:
             if change == wanted:
                 return arrived
 
-    async def until_listening(self, writer: Store, login: str = "poke") -> None:
-        """Poke through ``writer`` until a notice comes back: the iterator is live.
-
-        An async iterator subscribes or starts polling only once it runs, so a
-        notice published before that could not be heard by design.
-        """
-        await writer.create_user(make_user(login))
-        for attempt in range(20):
-            await writer.update_user(make_user(login, updated_at=NOW + attempt))
-            with contextlib.suppress(TimeoutError):
-                await self.next(within=0.3)
-                return
-        raise AssertionError("changes() never delivered a notice")
+    async def until_listening(self) -> None:
+        """Wait for the iterator's first item, LISTENING: from then on every
+        notice arrives (an async iterator subscribes only once it runs)."""
+        _, first = await self.next(within=5.0)
+        assert first == Change(ChangeKind.LISTENING, "")
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -620,7 +613,7 @@ async def test_changes_by_another_instance_arrive_within_the_spec_bound(
     other = open_store(store_url)  # a second connection: another process
     listener = ChangeListener(store)
     try:
-        await listener.until_listening(other)
+        await listener.until_listening()
         await other.create_user(make_user("alice"))
         record, _ = make_token()
         await other.create_token(record)
@@ -656,12 +649,16 @@ async def test_changes_by_another_instance_arrive_within_the_spec_bound(
 async def test_changes_iterator_ends_when_the_store_closes(store_url):
     opened = open_store(store_url)
     listener = ChangeListener(opened)
-    await listener.until_listening(opened)
+    await listener.until_listening()
     await opened.close()
     await asyncio.wait_for(listener.task, timeout=2.0)
     assert listener.task.exception() is None
 
 
+# A cancel that lands just as redis-py's connect completes can leave that one
+# socket unclosed (CPython gh-86296 again, inside the driver): reported as an
+# unraisable ResourceWarning, not a listener that runs on, which this checks.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_cancelling_a_changes_consumer_always_ends_it(store_url):
     """Whenever the cancel lands (connecting, subscribing, polling), it wins.
 
@@ -683,6 +680,7 @@ async def test_cancelling_a_changes_consumer_always_ends_it(store_url):
         await opened.close()
         assert done, f"changes() ignored a cancel {step * 50} us after it started"
         assert task.cancelled()
+    gc.collect()  # any socket the race dropped is reported here, not later
 
 
 # rate limits
@@ -983,7 +981,7 @@ async def test_redis_outage_is_reported_and_recovered_without_reopening(
     opened = open_store(redis_url)
     listener = ChangeListener(opened)
     try:
-        await listener.until_listening(opened)
+        await listener.until_listening()
         await opened.create_user(make_user("alice"))
         redis_server.stop()
         started = time.perf_counter()
@@ -1018,7 +1016,7 @@ async def test_redis_outage_is_reported_and_recovered_without_reopening(
         assert grant.token.use_count == 2
         assert (await opened.take_rate("ip:192.0.2.1", 10, 60, NOW)).allowed
         listener = ChangeListener(opened)
-        await listener.until_listening(opened)
+        await listener.until_listening()
         await opened.update_token(record.with_changes(status=TokenStatus.REVOKED))
         await listener.wait_for(Change(ChangeKind.TOKEN, record.id))
     finally:
@@ -1039,7 +1037,7 @@ async def test_redis_subscription_that_stops_answering_is_reported(
     opened = RedisStore.from_url(redis_url, liveness_interval=0.2)
     listener = ChangeListener(opened)
     try:
-        await listener.until_listening(opened)
+        await listener.until_listening()
         with redis_server.client_sync() as admin:
             admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
         paused = time.perf_counter()

@@ -212,6 +212,9 @@ routes:
         ("redis://redis", "redis://redis"),
         ("rediss://user:pw@redis.example.com:6380/1", None),
         ("unix:///run/redis.sock?db=1", None),
+        ("redis+sentinel://u:pw@s1:26379,s2:26379/mymaster/1", None),
+        ("redis+sentinel://s1/mymaster?sentinel_password=x", None),
+        ("redis+cluster://u:pw@n1:7000,n2:7001,n3:7002", None),
     ],
 )
 def test_store_urls(store, resolved):
@@ -345,6 +348,8 @@ routes:
         ("store: 'redis://h:port/0'", "store: invalid store URL"),
         ("store: 'redis://h/x'", "store: the path of a redis URL is the database"),
         ("store: 'unix://'", "store: unix store URL needs a socket path"),
+        ("store: 'redis+sentinel://s:1'", "store: a redis+sentinel URL names the"),
+        ("store: 'redis+cluster://n:1/2'", "store: a redis+cluster URL has no path"),
         (
             "store: 'redis://h:1/0?cluster=true'",
             "store: unknown store URL option 'cluster' (known: db, socket_timeout",

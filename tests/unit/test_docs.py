@@ -23,9 +23,9 @@ import patgate.web.manage as manage_package
 from patgate import cli
 from patgate.answers import MESSAGES, RESULT_CODES
 from patgate.config import parse_config
-from patgate.config.sections import REDIS_URL_OPTIONS
 from patgate.errors import ConfigError
 from patgate.store import open_store
+from patgate.storeurl import REDIS_URL_OPTIONS
 from patgate.web.app import create_app
 from patgate.web.manage import endpoint as endpoint_module
 from patgate.web.manage.openapi import build_document
@@ -311,3 +311,13 @@ def test_the_index_lists_every_document() -> None:
     assert pages
     missing = [page for page in pages if f"]({page})" not in index]
     assert not missing, f"docs/README.md does not list: {missing}"
+
+
+# docs/redis.md
+
+
+def test_the_documented_acl_rules_are_the_ones_the_contract_suite_runs_as() -> None:
+    from tests.redis_topologies import ACL_RULES
+
+    text = read("redis.md")
+    assert f"ACL SETUSER patgate on >PASSWORD {ACL_RULES}\n" in text

@@ -43,6 +43,7 @@ CORE = [
     "gate",
     "service",
     "pepper",
+    "storeurl",
 ]
 BANNED = ("aiohttp", "redis", "sqlite3", "yarl", "multidict", "hiredis")
 # Not loaded through any import, nor imported in the source; the source may not

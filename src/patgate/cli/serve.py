@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import sys
 import urllib.request
 from typing import Any
@@ -16,6 +15,7 @@ from patgate.config.lint import lint_config
 from patgate.errors import PatgateError, UsageError
 from patgate.logs import AccessLog, configure_logging
 from patgate.pepper import empty_pepper_warning, pepper_file, with_file_pepper
+from patgate.storeurl import hide_password
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -101,7 +101,7 @@ def config_check(args: argparse.Namespace) -> int:
             config, store=parse_store(args.store, "--store", os.getcwd())
         )
     config = with_file_pepper(config)
-    print(f"ok: {len(config.routes)} routes, store {_hide_password(config.store)}")
+    print(f"ok: {len(config.routes)} routes, store {hide_password(config.store)}")
     print(f"pepper: {_describe_pepper(config)}")
     warnings = [*config.warnings, *map(str, lint_config(config))]
     if not config.pepper.value and pepper_file(config) is None:
@@ -121,11 +121,6 @@ def _describe_pepper(config: Config) -> str:
     if path is not None:
         return f"none yet; a new store generates one into {path}"
     return "none"
-
-
-def _hide_password(url: str) -> str:
-    # SECURITY: a Redis URL may carry a password; never print it.
-    return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
 
 
 def add_config_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> None:

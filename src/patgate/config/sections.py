@@ -16,9 +16,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Mapping
 
+from patgate import storeurl
 from patgate.config.model import (
     CacheConfig,
     ForwardAuthConfig,
@@ -46,6 +46,7 @@ from patgate.config.reader import (
 )
 from patgate.paths import PathError, normalise_path
 from patgate.scopes import path_within
+from patgate.storeurl import StoreUrlError, parse_redis_url, scheme_of
 
 
 def parse_listen(value: object, where: str) -> tuple[str, int]:
@@ -72,78 +73,19 @@ def parse_listen(value: object, where: str) -> tuple[str, int]:
 
 def parse_store(url: str, where: str, base_dir: str) -> str:
     scheme = url.partition(":")[0].lower()
-    if scheme == "sqlite":
+    if scheme == storeurl.SQLITE:
         return _resolve_sqlite(url, where, base_dir)
-    if scheme not in ("redis", "rediss", "unix"):
+    if scheme_of(url) not in storeurl.REDIS_SCHEMES:
         raise error_at(
             where,
-            f"unsupported store scheme {scheme + ':' if scheme else url!r} (expected"
-            " sqlite:///PATH, redis://HOST:PORT/DB, rediss://... or unix:///SOCKET)",
+            f"unsupported store scheme {scheme + ':' if scheme else url!r}"
+            f" (expected {storeurl.EXAMPLES})",
         )
     try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError as exc:
-        raise error_at(where, f"invalid store URL: {exc}") from None
-    if scheme == "unix" and not parts.path:
-        raise error_at(
-            where, "unix store URL needs a socket path: unix:///path/to.sock"
-        )
-    if scheme != "unix" and not parts.hostname:
-        raise error_at(
-            where, f"{scheme} store URL needs a host: {scheme}://HOST:PORT/DB"
-        )
-    if scheme != "unix" and parts.path.strip("/") and not parts.path[1:].isdigit():
-        raise error_at(where, "the path of a redis URL is the database number, e.g. /0")
-    _check_redis_options(parts.query, scheme, where)
+        parse_redis_url(url)
+    except StoreUrlError as exc:
+        raise error_at(where, str(exc)) from None
     return url
-
-
-def _is_bool(text: str) -> bool:
-    return text.lower() in ("true", "false", "yes", "no", "1", "0")
-
-
-def _is_positive(text: str) -> bool:
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
-
-
-# The query options of a Redis store URL that patgate passes to redis-py,
-# each with what its value must look like. Anything else is refused here:
-# redis-py would hand an unknown option to the connection as a keyword.
-REDIS_URL_OPTIONS: dict[str, tuple[str, Callable[[str], bool]]] = {
-    "db": ("a database number", str.isdigit),
-    "socket_timeout": ("seconds", _is_positive),
-    "socket_connect_timeout": ("seconds", _is_positive),
-    "health_check_interval": ("whole seconds", str.isdigit),
-    "max_connections": ("a number", lambda v: v.isdigit() and int(v) > 0),
-    "socket_keepalive": ("true or false", _is_bool),
-    "ssl_ca_certs": ("a file", bool),
-    "ssl_ca_path": ("a directory", bool),
-    "ssl_certfile": ("a file", bool),
-    "ssl_keyfile": ("a file", bool),
-    "ssl_cert_reqs": (
-        "none, optional or required",
-        {"none", "optional", "required"}.__contains__,
-    ),
-    "ssl_check_hostname": ("true or false", _is_bool),
-}
-_TLS_ONLY = ("ssl_",)
-
-
-def _check_redis_options(query: str, scheme: str, where: str) -> None:
-    for name, values in parse_qs(query, keep_blank_values=True).items():
-        spec = REDIS_URL_OPTIONS.get(name)
-        if spec is None:
-            known = ", ".join(REDIS_URL_OPTIONS)
-            raise error_at(where, f"unknown store URL option {name!r} (known: {known})")
-        if name.startswith(_TLS_ONLY) and scheme != "rediss":
-            raise error_at(where, f"store URL option {name!r} needs rediss://")
-        expected, valid = spec
-        if len(values) > 1 or not valid(values[0]):
-            raise error_at(where, f"store URL option {name!r} must be {expected}")
 
 
 def _resolve_sqlite(url: str, where: str, base_dir: str) -> str:

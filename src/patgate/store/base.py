@@ -144,6 +144,9 @@ class Store(Protocol):
         Redis delivers them by pub/sub; SQLite by polling a change log. Only
         ``update_token`` and ``update_user`` produce notices. Listening starts
         when the iterator first runs: earlier notices are not replayed. The
+        first item is ``Change(ChangeKind.LISTENING, "")``, once listening has
+        begun: every notice after it is delivered, so a consumer distrusts
+        what it cached before it (a reconnect may have missed notices). The
         iterator ends only when the store is closed; it raises
         StoreUnavailableError when the store goes away (the caller retries,
         and must then distrust its cache: notices may have been missed).

@@ -22,15 +22,25 @@ Cluster slot; the last addresses of a token live in its own hash
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
 booleans ``0``/``1``; a None field is absent from its hash.
 
-Every write that touches more than one key, or must check before it writes,
-is one Lua script: atomic and one round trip. The update scripts PUBLISH
-their change notice inside the script, so no write is committed without its
-notice. ``resolve`` is one EVALSHA that reads the token and then its owner.
+Every call keeps to the keys of one hash slot, so the same code runs on one
+server, behind Sentinel and on a Cluster. A write that must check before it
+writes is one Lua script: atomic and one round trip. The update scripts
+PUBLISH their change notice inside the script, so no write is committed
+without its notice. Creating a user or a token is two steps in two slots:
+the index entry first (``patgate:users``; the owner's token set, with the
+check that the owner exists), then the record; an index may name a record a
+crash kept from being written, and readers skip it. ``resolve`` is one
+EVALSHA that reads the token and then its owner, except on a Cluster, where
+the owner is in another slot and it is two reads. A usage batch is one
+script call, one per slot on a Cluster. The key names never changed, so
+existing plain-Redis data needs no migration.
 
-Redis Cluster: the resolve script reads a key it does not declare in KEYS
-(the owner's hash, known only once the token is read), and ``create_token`` /
-``create_user`` touch keys of different slots. Standalone Redis and Sentinel
-are fine; a Cluster deployment would split those into one call per slot.
+Set-ups (:func:`_client_for`): one server (``redis://``, ``rediss://``,
+``unix://``); Sentinel, through redis-py's ``Sentinel.master_for``, which
+asks the sentinels for the master on every new connection and so follows a
+failover by itself; Cluster, through redis-py's ``RedisCluster``, whose
+change subscription is on one node picked at random (a classic PUBLISH
+reaches every node).
 
 Errors: every driver error becomes StoreUnavailableError naming host:port,
 never the password. Timeouts are short and the driver does not retry, so a
@@ -44,16 +54,19 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -78,6 +91,15 @@ from patgate.models import (
     User,
 )
 from patgate.store.base import TOKEN_SETTINGS, RateVerdict
+from patgate.storeurl import (
+    CLUSTER,
+    SENTINEL,
+    RedisUrl,
+    StoreUrlError,
+    hide_password,
+    is_true,
+    parse_redis_url,
+)
 
 KEY_PREFIX = "patgate:"
 USERS_KEY = f"{KEY_PREFIX}users"
@@ -94,12 +116,16 @@ LISTEN_TICK = 0.25
 LIVENESS_INTERVAL = 5.0
 USAGE_BATCH = 500
 
-# KEYS: the new hash, the set that lists it, [a hash that must exist first].
-# ARGV: the member to add to the set, then field/value pairs.
+# KEYS: the new hash. ARGV: its field/value pairs.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: a user, the set of the user's token ids (one slot). ARGV: a token id.
+_LIST_UNDER_USER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
@@ -305,23 +331,33 @@ def rate_key(key: str, window: int, window_start: int) -> str:
 class RedisStore:
     """The Store protocol on Redis; :meth:`from_url` is the usual way in.
 
-    ``client`` must decode responses (``decode_responses=True``).
+    ``client`` must decode responses (``decode_responses=True``); a
+    RedisCluster client makes the store keep to one slot per call.
+    ``secrets`` are strings never to show in a message (the passwords).
     """
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         url_for_display: str,
+        secrets: Sequence[str] = (),
         liveness_interval: float = LIVENESS_INTERVAL,
+        also_close: Sequence[Redis] = (),
+        node_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url_for_display = url_for_display
         self._liveness_interval = liveness_interval
         self._label = f"redis store {url_for_display.partition('://')[2]}"
         self._client = client
-        self._password = client.connection_pool.connection_kwargs.get("password")
+        self._cluster = isinstance(client, RedisCluster)
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._also_close = tuple(also_close)
+        # How to connect to one node of a Cluster (its change subscription).
+        self._node_options = dict(node_options or {})
         self._closed = False
         self._create = client.register_script(_CREATE)
+        self._list_under_user = client.register_script(_LIST_UNDER_USER)
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
         self._resolve = client.register_script(_RESOLVE)
@@ -337,31 +373,33 @@ class RedisStore:
     def from_url(
         cls, url: str, *, liveness_interval: float = LIVENESS_INTERVAL
     ) -> RedisStore:
-        """``redis://[:password@]host:port/db``, ``rediss://...`` or ``unix:///path``.
+        """Any Redis store URL of :mod:`patgate.storeurl`: plain, TLS, Unix
+        socket, Sentinel or Cluster.
 
         Options in the URL's query (``?socket_timeout=5``) override the defaults.
         """
-        display = _display_url(url)
+        display = hide_password(url)
         try:
-            client = Redis.from_url(
-                url,
-                decode_responses=True,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT,
-                health_check_interval=HEALTH_CHECK_INTERVAL,
-                # No driver retries: a dead Redis must be reported fast (the
-                # gateway answers 503 and serves from its cache meanwhile), and
-                # a blind retry could apply a create or a count twice.
-                retry=Retry(NoBackoff(), 0),
-                client_name="patgate",
-                # With these on ("auto", the default) redis-py skips its check
-                # for pooled connections the server closed, so after a Redis
-                # restart every idle connection failed one call (a 503).
-                maint_notifications_config=MaintNotificationsConfig(enabled=False),
-            )
-        except ValueError as err:
-            raise UsageError(f"invalid Redis store URL {display}: {err}") from None
-        return cls(client, url_for_display=display, liveness_interval=liveness_interval)
+            parsed = parse_redis_url(url)
+            client, sentinels = _client_for(url, parsed)
+            node_options = {
+                **_client_options(parsed),
+                "username": parsed.username,
+                "password": parsed.password,
+            }
+        except (StoreUrlError, ValueError) as err:
+            reason = str(err)
+            for secret in _secrets_of(url):
+                reason = reason.replace(secret, "***")
+            raise UsageError(f"invalid Redis store URL {display}: {reason}") from None
+        return cls(
+            client,
+            url_for_display=display,
+            secrets=_secrets_of(url),
+            liveness_interval=liveness_interval,
+            also_close=sentinels,
+            node_options=node_options,
+        )
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -379,9 +417,9 @@ class RedisStore:
             yield
         except (RedisError, OSError) as err:
             reason = str(err) or type(err).__name__
-            if self._password:
+            for secret in self._secrets:
                 # SECURITY: never let a password from the URL into a message.
-                reason = reason.replace(self._password, "***")
+                reason = reason.replace(secret, "***")
             raise StoreUnavailableError(f"{self._label}: {reason}") from None
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
@@ -396,8 +434,8 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        for client in (self._client, *self._also_close):
+            await _close_quietly(client)
 
     async def get_setting(self, name: str) -> str | None:
         with self._errors():
@@ -417,9 +455,12 @@ class RedisStore:
     async def create_user(self, user: User) -> None:
         fields = _user_fields(user)
         with self._errors():
+            # The list of logins first: it may name a user not (yet) created,
+            # which readers skip, but never misses one that exists. One slot
+            # per call (Redis Cluster).
+            await self._client.sadd(USERS_KEY, user.login)
             created = await self._create(
-                keys=[user_key(user.login), USERS_KEY],
-                args=[user.login, *_flatten(fields)],
+                keys=[user_key(user.login)], args=_flatten(fields)
             )
         if created == 0:
             raise ConflictError(f"user {user.login!r} already exists")
@@ -447,18 +488,21 @@ class RedisStore:
     async def create_token(self, record: TokenRecord) -> None:
         fields = _token_fields(record)
         with self._errors():
+            # Users are never deleted, so once the owner is checked (in the
+            # owner's slot, together with listing the id under it) the token
+            # can be written in its own slot. A listed id whose token does
+            # not exist, or belongs to someone else, is skipped by readers.
+            listed = await self._list_under_user(
+                keys=[user_key(record.owner), user_tokens_key(record.owner)],
+                args=[record.id],
+            )
+            if listed == 0:
+                raise NotFoundError(f"no user {record.owner!r}")
             created = await self._create(
-                keys=[
-                    token_key(record.id),
-                    user_tokens_key(record.owner),
-                    user_key(record.owner),
-                ],
-                args=[record.id, *_flatten(fields)],
+                keys=[token_key(record.id)], args=_flatten(fields)
             )
         if created == 0:
             raise ConflictError(f"token {record.id!r} already exists")
-        if created == -1:
-            raise NotFoundError(f"no user {record.owner!r}")
 
     async def get_token(self, token_id: str) -> TokenRecord | None:
         with self._errors():
@@ -475,8 +519,12 @@ class RedisStore:
                 ids = [tid for members in await pipe.execute() for tid in members]
             else:
                 ids = _texts(await self._client.smembers(user_tokens_key(owner)))
-            found = await self._hgetall_many([token_key(tid) for tid in ids])
-        records = [_token_from_fields(fields) for fields in found if fields]
+            found = await self._hgetall_many([token_key(tid) for tid in set(ids)])
+        records = [
+            _token_from_fields(fields)
+            for fields in found
+            if fields and (owner is None or fields["owner"] == owner)
+        ]
         return sorted(records, key=lambda record: (record.created_at, record.id))
 
     async def update_token(self, record: TokenRecord) -> None:
@@ -502,6 +550,8 @@ class RedisStore:
         return record
 
     async def resolve(self, token_id: str) -> TokenGrant | None:
+        if self._cluster:
+            return await self._resolve_in_two(token_id)
         with self._errors():
             reply = await self._resolve(
                 keys=[token_key(token_id)], args=[_USER_KEY_HEAD, _USER_KEY_TAIL]
@@ -509,6 +559,26 @@ class RedisStore:
         if not reply or not reply[1]:
             return None
         token_fields, owner_fields = (_pairs(flat) for flat in reply)
+        return TokenGrant(
+            token=_token_from_fields(token_fields),
+            owner=_user_from_fields(owner_fields),
+        )
+
+    async def _resolve_in_two(self, token_id: str) -> TokenGrant | None:
+        """resolve on a Cluster: the token and its owner live in two slots.
+
+        Two reads, not one snapshot; each is the record as it is now, and a
+        change between them is announced by its notice like any other.
+        """
+        with self._errors():
+            token_fields = _text(await self._client.hgetall(token_key(token_id)))
+            if not token_fields:
+                return None
+            owner_fields = _text(
+                await self._client.hgetall(user_key(token_fields["owner"]))
+            )
+        if not owner_fields:
+            return None
         return TokenGrant(
             token=_token_from_fields(token_fields),
             owner=_user_from_fields(owner_fields),
@@ -530,7 +600,8 @@ class RedisStore:
                     "" if usage.expires_at is None else repr(usage.expires_at),
                     str(usage.version),
                 ]
-            calls.append(([token_key(usage.token_id) for usage in batch], args))
+            keys = [token_key(usage.token_id) for usage in batch]
+            calls += self._one_slot_calls(keys, args, per_key=5)
         with self._errors():
             await self._evalsha_pipelined(self._record_usage, calls)
         return news
@@ -602,21 +673,47 @@ class RedisStore:
         return [DeliveryAttempt.from_json(item) for item in items]
 
     async def changes(self) -> AsyncIterator[Change]:
-        pubsub = self._client.pubsub()
+        node: Redis | None = None
+        try:
+            with self._errors():
+                node = await self._subscription_client()
+            pubsub = (node or self._client).pubsub()
+        except BaseException:
+            if node is not None:
+                await _close_quietly(node)
+            raise
         try:
             with self._errors():
                 await pubsub.subscribe(CHANGES_CHANNEL)
             async for message in self._messages(pubsub):
-                change = Change.decode(message)
-                if change is not None:
-                    yield change
+                if message["type"] == "subscribe":
+                    yield Change(ChangeKind.LISTENING, "")
+                elif message["type"] == "message":
+                    change = Change.decode(message["data"])
+                    if change is not None:
+                        yield change
         except StoreUnavailableError:
             if self._closed:
                 return
             raise
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+            await _close_quietly(pubsub)
+            if node is not None:
+                await _close_quietly(node)
+
+    async def _subscription_client(self) -> Redis | None:
+        """On a Cluster, a client of one node to subscribe on; else None.
+
+        A Cluster passes a classic PUBLISH to every node, so any node (a
+        replica too) hears every notice. Each subscription picks one at
+        random among those the cluster client knows now, so after a node is
+        lost the next attempt lands on another.
+        """
+        if not isinstance(self._client, RedisCluster):
+            return None
+        await self._client.initialize()
+        node = random.choice(self._client.get_nodes())  # noqa: S311 - not a secret
+        return Redis(host=node.host, port=int(node.port), **self._node_options)
 
     async def take_rate(
         self, key: str, limit: int, window: int, now: float
@@ -632,6 +729,20 @@ class RedisStore:
         return RateVerdict(allowed=True)
 
     # helpers
+
+    def _one_slot_calls(
+        self, keys: list[str], args: list[str], *, per_key: int
+    ) -> list[tuple[list[str], list[str]]]:
+        """One script call for ``keys`` (each with ``per_key`` arguments), or
+        on a Cluster one call per hash slot among them."""
+        if not self._cluster:
+            return [(keys, args)]
+        by_slot: dict[int, tuple[list[str], list[str]]] = {}
+        for index, key in enumerate(keys):
+            slot_keys, slot_args = by_slot.setdefault(key_slot(key.encode()), ([], []))
+            slot_keys.append(key)
+            slot_args += args[index * per_key : (index + 1) * per_key]
+        return list(by_slot.values())
 
     async def _replace_hash(
         self, key: str, fields: dict[str, str | None], notice: Change, *, counter: str
@@ -681,8 +792,8 @@ class RedisStore:
                 await self._client.script_load(script.script)
         return []  # not reached: the second NoScriptError is raised
 
-    async def _messages(self, pubsub: PubSub) -> AsyncIterator[str]:
-        """The data of every message on ``pubsub``, until close().
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
+        """Every message on ``pubsub`` (subscribe confirmations too), until close().
 
         Raises StoreUnavailableError when the connection drops or stops
         answering its pings.
@@ -698,8 +809,7 @@ class RedisStore:
                     pinged = now
             if message is not None:
                 heard = now
-                if message["type"] == "message":
-                    yield message["data"]
+                yield message
             elif now - heard > 2 * self._liveness_interval:
                 raise StoreUnavailableError(
                     f"{self._label}: the change subscription stopped answering"
@@ -725,20 +835,82 @@ def revoked_session_key(session_id: str) -> str:
     return f"{KEY_PREFIX}session:{{{session_id}}}:revoked"
 
 
-def _display_url(url: str) -> str:
-    """``url`` without credentials: ``redis://host:port/db`` or ``unix:///path``."""
+async def _close_quietly(closable: Redis | RedisCluster | PubSub) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await closable.aclose()
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The passwords in ``url`` (percent-decoded, as the driver has them)."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UsageError(
-            "invalid Redis store URL: expected redis://host:port/db"
-        ) from None
-    query_db = parse_qs(parts.query).get("db", ["0"])[0]
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}?db={query_db}"
-    db = parts.path.strip("/") or query_db
-    return f"{parts.scheme}://{parts.hostname or 'localhost'}:{port or 6379}/{db}"
+        parsed = parse_redis_url(url)
+    except StoreUrlError:
+        return []
+    found = [parsed.password or "", parsed.options.get("sentinel_password", "")]
+    return [secret for secret in found if secret]
+
+
+def _client_options(parsed: RedisUrl) -> dict[str, Any]:
+    """The connection settings every kind of Redis client gets."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        # No driver retries: a dead Redis must be reported fast (the
+        # gateway answers 503 and serves from its cache meanwhile), and
+        # a blind retry could apply a create or a count twice.
+        "retry": Retry(NoBackoff(), 0),
+        # With these on ("auto", the default) redis-py skips its check
+        # for pooled connections the server closed, so after a Redis
+        # restart every idle connection failed one call (a 503).
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        # No client_name: CLIENT SETNAME is one more command a
+        # least-privilege ACL user would need (docs/redis.md).
+    }
+    for name, value in parsed.options.items():
+        if name in ("socket_timeout", "socket_connect_timeout"):
+            options[name] = float(value)
+        elif name in ("health_check_interval", "max_connections"):
+            options[name] = int(value)
+        elif name == "socket_keepalive":
+            options[name] = is_true(value)
+    return options
+
+
+def _client_for(url: str, parsed: RedisUrl) -> tuple[Redis | RedisCluster, list[Redis]]:
+    """The client for ``parsed``, and for Sentinel the clients of the sentinels
+    (the store closes them too)."""
+    options = _client_options(parsed)
+    if parsed.scheme == SENTINEL:
+        sentinel_options = {
+            name: options[name] for name in ("socket_connect_timeout", "socket_timeout")
+        }
+        sentinel_options["password"] = parsed.options.get("sentinel_password")
+        sentinel_options["decode_responses"] = True
+        sentinel = Sentinel(
+            list(parsed.hosts),
+            sentinel_kwargs=sentinel_options,
+            username=parsed.username,
+            password=parsed.password,
+            db=parsed.db,
+            **options,
+        )
+        assert parsed.service is not None  # parse_redis_url checks it
+        master: Redis = sentinel.master_for(parsed.service, redis_class=Redis)
+        return master, list(sentinel.sentinels)
+    if parsed.scheme == CLUSTER:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
+            username=parsed.username,
+            password=parsed.password,
+            # A master lost takes its slots away; the others keep serving.
+            require_full_coverage=False,
+            **options,
+        )
+        return cluster, []
+    # Plain, TLS or Unix socket: redis-py reads the URL itself.
+    return Redis.from_url(url, **options), []
 
 
 def _text(fields: Mapping[Any, Any]) -> dict[str, str]:

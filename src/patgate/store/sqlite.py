@@ -562,6 +562,7 @@ class SQLiteStore:
 
     async def changes(self) -> AsyncIterator[Change]:
         seen = await self._run(_last_change_seq)
+        yield Change(ChangeKind.LISTENING, "")
         while True:
             await asyncio.sleep(self._poll_interval)
             if self._closed:

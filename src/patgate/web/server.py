@@ -42,6 +42,7 @@ from patgate.errors import PatgateError, StoreUnavailableError
 from patgate.logs import AccessLog
 from patgate.pepper import PepperMismatchError, bind_pepper, empty_pepper_warning
 from patgate.store import Store, open_store
+from patgate.storeurl import hide_password
 from patgate.web.app import (
     LISTENERS,
     create_app,
@@ -190,7 +191,7 @@ def serve(
         log.warning("config_warning", message=empty_pepper_warning(config))
     banner = (
         f"patgate listening on http://{_host(host)}:{port} "
-        f"(store {_display_store(config.store)}, {len(config.routes)} routes, "
+        f"(store {hide_password(config.store)}, {len(config.routes)} routes, "
         f"{workers} worker{'s' if workers > 1 else ''}"
         f"{', uvloop' if uvloop else ''})"
     )
@@ -511,13 +512,3 @@ def _reload(app: web.Application, load: ConfigLoader) -> None:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _display_store(url: str) -> str:
-    """The store URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        creds, _, where = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        rest = (f"{user}:***@" if user else "***@") + where
-    return f"{scheme}{sep}{rest}"

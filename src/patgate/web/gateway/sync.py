@@ -59,7 +59,14 @@ async def stop_task(task: asyncio.Task[Any]) -> None:
 
 
 async def listen_for_changes(app: web.Application) -> None:
-    """Apply change notices to the cache and open streams; reconnect forever."""
+    """Apply change notices to the cache and open streams; reconnect forever.
+
+    Notices sent while the feed was down are lost, so after a reconnect every
+    cache entry must be confirmed by the store again and every open stream
+    re-checked, but only once the new subscription listens (the store's
+    ``LISTENING`` item): a lookup made before that could read a record that a
+    notice then missed would have dropped.
+    """
     store, cache, gate, streams = app[STORE], app[CACHE], app[GATE], app[STREAMS]
     delay = 0.05
     reconnecting = False
@@ -67,15 +74,17 @@ async def listen_for_changes(app: web.Application) -> None:
         try:
             if reconnecting:
                 await store.ping()
-                # Notices sent while we were away are lost: every entry must
-                # be confirmed by the store again before it is trusted.
-                cache.resume()
-                await streams.revalidate(gate, streams.all())
-                log.info("change_feed_reconnected")
-                reconnecting = False
-                delay = 0.05
             async for change in store.changes():
                 delay = 0.05
+                if change.kind is ChangeKind.LISTENING:
+                    # Whatever was cached before this may predate a missed
+                    # notice (also at start, when requests may come first).
+                    cache.resume()
+                    if reconnecting:
+                        await streams.revalidate(gate, streams.all())
+                        log.info("change_feed_reconnected")
+                        reconnecting = False
+                    continue
                 await apply_change(change, cache, gate, streams)
         except StoreUnavailableError as exc:
             if not reconnecting:

@@ -44,6 +44,9 @@ def test_a_methods_map_without_a_star_names_the_methods_that_pass():
         assert listed not in found
     with_scope = route("dav", "/dav/", "methods: {GET: f:read}", "scope: f:write")
     assert lint(with_scope) == []
+    # A paths rule for every path decides first: the map is never reached.
+    caught = route("dav", "/dav/", "methods: {GET: f:read}", "paths: {/DAV/*: f:all}")
+    assert lint(caught) == []
 
 
 def test_a_shadowed_path_pattern():

@@ -77,7 +77,12 @@ def _scope_rules(route: RouteConfig, label: str) -> Iterator[LintWarning]:
             "no scope rule (methods, paths or scope): any valid token passes",
         )
         return
-    if route.methods and "*" not in route.methods and route.scope is None:
+    if (
+        route.methods
+        and "*" not in route.methods
+        and route.scope is None
+        and not _paths_decide_everything(route)
+    ):
         listed = set(route.methods)
         if "GET" in listed:
             listed.add("HEAD")  # HEAD needs GET's scope as well
@@ -89,6 +94,19 @@ def _scope_rules(route: RouteConfig, label: str) -> Iterator[LintWarning]:
             f'no "*" entry and no scope: {", ".join(open_methods)} and any other'
             f' method pass with no scope{also}; add "*": <scope>',
         )
+
+
+def _paths_decide_everything(route: RouteConfig) -> bool:
+    """Whether a ``paths`` rule decides for every path and method of the route
+    (a scope, or a method map with ``"*"``, on a pattern covering the prefix),
+    so the ``methods`` map is never reached."""
+    fold = _folder(route.case_sensitive)
+    everything = fold(route.prefix.rstrip("/") + "/*")
+    return any(
+        (isinstance(rule, str) or "*" in rule)
+        and _glob_covers(fold(pattern), everything)
+        for pattern, rule in route.paths
+    )
 
 
 def _shadowed_paths(route: RouteConfig, label: str) -> Iterator[LintWarning]:

@@ -289,6 +289,8 @@ ACL_RULES = (
     " +ping +select +exists +get +set +hgetall +smembers +sadd"
     " +evalsha +script|load +subscribe +unsubscribe"
     " +hset +hdel +hget +hincrby +incr +expire +publish"
+    " +del +hexists +hmget +hsetnx +lpush +ltrim +lrange +srem"
+    " +zadd +zrangebyscore +zrem"
     " +cluster|slots +cluster|shards +command"
 )
 

@@ -31,8 +31,10 @@ from tests.redis_topologies import (
 SETUPS = ["sqlite", "redis", "redis-acl", "rediss", "sentinel", "cluster"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def acl_redis_server(redis_server: RedisServer) -> RedisServer:
+    # Each test: ACL users live in memory, and the outage tests restart
+    # this server.
     with redis_server.client_sync() as client:
         add_acl_user(client)
     return redis_server

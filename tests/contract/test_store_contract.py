@@ -306,7 +306,7 @@ async def test_a_deletion_is_a_change_notice(store, store_url):
     other = open_store(store_url)
     listener = ChangeListener(store)
     try:
-        await listener.until_listening(other)
+        await listener.until_listening()
         await other.create_user(make_user("alice"))
         record, _ = make_token()
         await other.create_token(record)

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests import front_proxies
+from tests.conftest import free_port
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.processes import PEPPER, StoreAdmin
 
@@ -216,3 +217,25 @@ async def test_revocation_holds_through_nginx_within_100_ms_on_redis(
         assert elapsed < 0.1
     finally:
         await admin.close()
+
+
+async def test_nginx_keeps_a_429_and_its_retry_after(gateway, upstream, front, client):
+    token = await gateway.token("alice", scopes=["api:read"], rate_limit=1)
+    bearer = {"Authorization": f"Bearer {token}"}
+    status, _, _ = await get(client, front + "/api/x", bearer)
+    assert status == 200
+    status, headers, body = await get(client, front + "/api/x", bearer)
+    assert status == 429
+    assert int(headers["Retry-After"]) >= 1
+    assert b"error" in body
+    assert len(upstream.requests) == 1
+
+
+async def test_patgate_unreachable_never_passes(upstream, tmp_path, client):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in FRONTS:
+        start = getattr(front_proxies, name)
+        async with start(tmp_path / name, nowhere, upstream.url) as url:
+            status, _, _ = await get(client, url + "/public/x")
+            assert status >= 500, name
+    assert upstream.requests == []

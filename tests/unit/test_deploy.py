@@ -259,7 +259,8 @@ def test_the_optional_nginx_decision_cache_keys_on_what_a_decision_reads():
         "$http_destination",
         "$http_if",
     } <= parts
-    # Only allowed decisions, for 1 s: the bound docs/forward-auth.md states.
+    # Only allowed decisions, for "1s" (under 2 s in nginx's whole seconds):
+    # the bound docs/forward-auth.md states.
     assert "#cache proxy_cache_valid 200 1s;" in text
 
 

@@ -34,6 +34,7 @@ http {{
     access_log off;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy_temp;
+    proxy_cache_path {dir}/decisions levels=1 keys_zone=patgate_decisions:1m;
     fastcgi_temp_path {dir}/fastcgi_temp;
     uwsgi_temp_path {dir}/uwsgi_temp;
     scgi_temp_path {dir}/scgi_temp;
@@ -47,8 +48,9 @@ def address_of(url: str) -> str:
     return url.split("://", 1)[1].rstrip("/")
 
 
-def nginx_site(patgate: str, upstream: str, port: int) -> str:
-    """deploy/forward-auth/nginx.conf on these addresses."""
+def nginx_site(patgate: str, upstream: str, port: int, cached: bool = False) -> str:
+    """deploy/forward-auth/nginx.conf on these addresses; ``cached``: its
+    ``#cache`` lines on (the 1 s decision cache)."""
     text = (DEPLOY / "nginx.conf").read_text()
     for old, new in (
         (f"server {PATGATE};", f"server {patgate};"),
@@ -57,6 +59,9 @@ def nginx_site(patgate: str, upstream: str, port: int) -> str:
     ):
         assert text.count(old) == 1, f"deploy/forward-auth/nginx.conf: no {old!r}"
         text = text.replace(old, new)
+    if cached:
+        assert "#cache " in text, "deploy/forward-auth/nginx.conf: no #cache lines"
+        text = text.replace("#cache ", "")
     return text
 
 
@@ -119,7 +124,7 @@ def _tail(log: Path) -> str:
 
 
 def _nginx_files(
-    directory: Path, patgate_url: str, upstream_url: str, site: str | None
+    directory: Path, patgate_url: str, upstream_url: str, cached: bool
 ) -> tuple[list[str], int]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     directory.mkdir(parents=True, exist_ok=True)
@@ -131,10 +136,7 @@ def _nginx_files(
         group = grp.getgrgid(os.getegid()).gr_name
         user_line = f"user {user} {group};"
     port = free_port()
-    if site is None:
-        site = nginx_site(address_of(patgate_url), address_of(upstream_url), port)
-    else:
-        site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = nginx_site(address_of(patgate_url), address_of(upstream_url), port, cached)
     (directory / "site.conf").write_text(site)
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_MAIN.format(user_line=user_line, dir=directory))
@@ -145,11 +147,11 @@ def _nginx_files(
 
 @asynccontextmanager
 async def nginx(
-    directory: Path, patgate_url: str, upstream_url: str, site: str | None = None
+    directory: Path, patgate_url: str, upstream_url: str, *, cached: bool = False
 ) -> AsyncIterator[str]:
-    """nginx running the deploy config (or ``site``) in front of patgate."""
+    """nginx running the deploy config in front of patgate."""
     argv, port = await asyncio.to_thread(
-        _nginx_files, directory, patgate_url, upstream_url, site
+        _nginx_files, directory, patgate_url, upstream_url, cached
     )
     async with _running(argv, port, directory / "error.log") as url:
         yield url

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests import front_proxies
+from tests.conftest import free_port
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.processes import PEPPER, StoreAdmin
 
@@ -215,5 +216,69 @@ async def test_revocation_holds_through_nginx_within_100_ms_on_redis(
                 assert elapsed < 0.1, "still allowed 100 ms after the revocation"
                 await asyncio.sleep(0.005)
         assert elapsed < 0.1
+    finally:
+        await admin.close()
+
+
+async def test_nginx_keeps_a_429_and_its_retry_after(gateway, upstream, front, client):
+    token = await gateway.token("alice", scopes=["api:read"], rate_limit=1)
+    bearer = {"Authorization": f"Bearer {token}"}
+    status, _, _ = await get(client, front + "/api/x", bearer)
+    assert status == 200
+    status, headers, body = await get(client, front + "/api/x", bearer)
+    assert status == 429
+    assert int(headers["Retry-After"]) >= 1
+    assert b"error" in body
+    assert len(upstream.requests) == 1
+
+
+async def test_patgate_unreachable_never_passes(upstream, tmp_path, client):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in FRONTS:
+        start = getattr(front_proxies, name)
+        async with start(tmp_path / name, nowhere, upstream.url) as url:
+            status, _, _ = await get(client, url + "/public/x")
+            assert status >= 500, name
+    assert upstream.requests == []
+
+
+async def test_the_nginx_decision_cache_holds_a_revoked_token_under_two_seconds(
+    make_gateway, upstream, redis_url, tmp_path, client
+):
+    gateway = await make_gateway(
+        redis_url, routes(upstream.url), extra=EXTRA, env={"PATGATE_PEPPER": PEPPER}
+    )
+    admin = StoreAdmin(redis_url)
+    try:
+        await admin.user("alice", ["api:read"])
+        token_id, token = await admin.token("alice", scopes=["api:read"])
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with front_proxies.nginx(
+            tmp_path / "nginx", gateway.url, upstream.url, cached=True
+        ) as url:
+            with gateway.access_log.capture() as decisions:
+                for _ in range(3):
+                    status, _, _ = await get(client, url + "/api/x", bearer)
+                    assert status == 200
+                    assert upstream.last.headers["X-Patgate-User"] == "alice"
+                    assert "Authorization" not in upstream.last.headers
+            # The first asked patgate; the others were answered from the cache
+            # (unless a whole second passed in between).
+            assert 1 <= len(decisions) < 3
+            status, _, _ = await get(client, url + "/api/y", bearer)
+            assert status == 200  # another key: asked again
+            revoked_at = time.monotonic()
+            await admin.revoke(token_id)
+            while True:
+                status, _, _ = await get(client, url + "/api/x", bearer)
+                elapsed = time.monotonic() - revoked_at
+                if status == 401:
+                    break
+                assert status == 200
+                # nginx counts validity in whole seconds: a "1s" entry lives
+                # to the end of the next second, so under 2 s, plus patgate's
+                # own 100 ms for the first ask after it.
+                assert elapsed < 2.1, "a cached decision outlived 2 s + 100 ms"
+                await asyncio.sleep(0.02)
     finally:
         await admin.close()

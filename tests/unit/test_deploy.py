@@ -244,6 +244,26 @@ def test_nginx_asks_with_the_request_uri_and_strips_what_the_client_sent():
     assert "error_page 401 403 500 = @patgate_refused;" in text
 
 
+def test_the_optional_nginx_decision_cache_keys_on_what_a_decision_reads():
+    text = (FORWARD_AUTH / "nginx.conf").read_text()
+    (key,) = re.findall(r"#cache proxy_cache_key \"([^\"]+)\";", text)
+    parts = set(key.split("|"))
+    assert {
+        "$http_authorization",
+        "$http_x_api_key",
+        "$request_method",
+        "$http_host",
+        "$request_uri",
+        "$remote_addr",
+        "$http_x_forwarded_for",
+        "$http_destination",
+        "$http_if",
+    } <= parts
+    # Only allowed decisions, for "1s" (under 2 s in nginx's whole seconds):
+    # the bound docs/forward-auth.md states.
+    assert "#cache proxy_cache_valid 200 1s;" in text
+
+
 def test_caddy_asks_patgate_and_copies_the_identity():
     text = (FORWARD_AUTH / "Caddyfile").read_text()
     assert f"uri {default_forward_auth_path()}" in text

@@ -1,7 +1,7 @@
-"""The benchmark's results: one JSON-ready dict, its text tables, issue 6's checks.
+"""The benchmark's results: one JSON-ready dict, its text tables, the targets' checks.
 
 ``build`` turns the measured figures into rows with their ratios to the plain
-aiohttp proxy and to nginx (both from the same run) and checks issue 6's targets;
+aiohttp proxy and to nginx (both from the same run) and checks issues 6 and 13's targets;
 ``render`` prints them. Pure: no processes, no I/O.
 """
 
@@ -114,7 +114,8 @@ def request_checks(rows: list[Row]) -> list[Check]:
         p99 = row["p99_ms"] / plain["p99_ms"]
         extra = row["cpu_us_per_req"] - plain["cpu_us_per_req"]
         checks += [
-            judge(name, "req/s ≥ 0.90 × plain", share >= 0.90, f"{share:.2f}×"),
+            # Issue 13 restated issue 6's 0.90× (still the aim) as 0.75×.
+            judge(name, "req/s ≥ 0.75 × plain", share >= 0.75, f"{share:.2f}×"),
             judge(name, "p99 ≤ 1.2 × plain p99", p99 <= 1.2, f"{p99:.2f}×"),
             judge(name, "CPU/req ≤ plain + 20 µs", extra <= 20, f"{extra:+.0f} µs"),
         ]
@@ -294,7 +295,7 @@ def render(results: Mapping[str, Any]) -> str:
     if "streaming" in results:
         lines += [*render_streaming(results["streaming"], meta), ""]
     if results["checks"]:
-        lines.append("issue 6 targets:")
+        lines.append("targets (issues 6 and 13):")
         lines += [
             f"  {c['verdict']:<8}{c['target']:<18}{c['what']:<46}{c['measured']}"
             for c in results["checks"]

@@ -1,7 +1,7 @@
 """The benchmark's results: one JSON-ready dict, its text tables, the targets' checks.
 
 ``build`` turns the measured figures into rows with their ratios to the plain
-aiohttp proxy and to nginx (both from the same run) and checks issues 6 and 13's targets;
+aiohttp proxy and to nginx (both from the same run) and checks the targets;
 ``render`` prints them. Pure: no processes, no I/O.
 """
 
@@ -114,7 +114,7 @@ def request_checks(rows: list[Row]) -> list[Check]:
         p99 = row["p99_ms"] / plain["p99_ms"]
         extra = row["cpu_us_per_req"] - plain["cpu_us_per_req"]
         checks += [
-            # Issue 13 restated issue 6's 0.90× (still the aim) as 0.75×.
+            # Issue 13 restated issue 6's 0.90x (still the aim) as 0.75x.
             judge(name, "req/s ≥ 0.75 × plain", share >= 0.75, f"{share:.2f}×"),
             judge(name, "p99 ≤ 1.2 × plain p99", p99 <= 1.2, f"{p99:.2f}×"),
             judge(name, "CPU/req ≤ plain + 20 µs", extra <= 20, f"{extra:+.0f} µs"),

@@ -99,8 +99,31 @@ class UsageRecorder:
         version: int = 0,
     ) -> None:
         """One use at ``now``; ``expires_at`` is the slid expiry (or None),
-        computed from the token's settings at ``version``."""
-        self._merge(Usage(token_id, now, ip, 1, expires_at, version))
+        computed from the token's settings at ``version``.
+
+        Called for every allowed request: what :meth:`_merge` does for a
+        Usage of one use, without making one.
+        """
+        pending = self._pending.get(token_id)
+        if pending is None:
+            if len(self._pending) >= self.max_tokens:
+                return
+            pending = _Pending(now, ip, 1, expires_at, version)
+            self._pending[token_id] = pending
+        else:
+            pending.count += 1
+            if now >= pending.used_at:
+                pending.used_at, pending.ip = now, ip
+            if expires_at is not None or version != pending.version:
+                pending.merge_expiry(expires_at, version)
+        if ip is not None:
+            seen = pending.ips.get(ip) if pending.ips is not None else None
+            if seen is None:
+                pending.merge_ip(ip, now, now)
+            elif now > seen[1]:
+                seen[1] = now
+            elif now < seen[0]:
+                seen[0] = now  # the clock went back
 
     def discard_expiry(self, token_id: str) -> None:
         """The token changed: forget its pending expiry move, keep its count.

@@ -132,6 +132,21 @@ async def test_the_query_credential_is_read_from_the_original_uri_and_cut(
     assert token not in str(headers)
 
 
+async def test_the_access_line_is_about_the_original_request(gateway, client):
+    token = await gateway.token("alice", scopes=["api:read"])
+    with gateway.access_log.capture() as lines:
+        await ask(client, gateway, nginx("GET", f"/api/x?access_token={token}"))
+        await ask(client, gateway, nginx("DELETE", "/api/y"))
+        await ask(client, gateway, {})  # no original request: the endpoint's own
+    assert [(line["method"], line["path"], line["status"]) for line in lines] == [
+        ("GET", "/api/x", 200),
+        ("DELETE", "/api/y", 401),
+        ("GET", AUTH, 400),
+    ]
+    assert lines[0]["token_id"] == token[4:12]
+    assert token not in str(lines)
+
+
 @pytest.mark.parametrize(
     ("method", "uri", "auth"),
     [

@@ -206,3 +206,25 @@ def check_written(written: Usage, pending: Pending) -> None:
         assert written.expires_at is None, "a move from another version"
     else:
         assert written.expires_at == max(moves), "a move lost or not the furthest"
+
+
+_uses = st.lists(
+    st.tuples(
+        st.sampled_from(["tokA", "tokB"]),
+        st.floats(min_value=0, max_value=100),
+        st.sampled_from([None, "10.0.0.1", "10.0.0.2", "::1"]),
+        st.one_of(st.none(), st.floats(min_value=100, max_value=200)),
+        st.integers(min_value=0, max_value=3),
+    ),
+    max_size=30,
+)
+
+
+@given(_uses)
+def test_note_merges_as_a_usage_of_one_use_would(uses) -> None:
+    """``note`` is the per-request fast path of merging ``Usage(..., 1, ...)``."""
+    fast, reference = UsageRecorder(), UsageRecorder()
+    for token_id, now, ip, expires_at, version in uses:
+        fast.note(token_id, now, ip, expires_at, version)
+        reference.restore([Usage(token_id, now, ip, 1, expires_at, version)])
+    assert fast.drain() == reference.drain()

@@ -106,6 +106,7 @@ class ForwardAuthHandler:
             exchange.reason = "no_original_request"
             return response_of(error_answer(400, "invalid_request", message=original))
         method, target = original
+        exchange.method, exchange.target = method, target  # the line is about it
         forwarded = headers.getall("X-Forwarded-Host", _EMPTY)
         view = headers
         if forwarded:

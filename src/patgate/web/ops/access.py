@@ -39,6 +39,10 @@ class Exchange:
     reason: str | None = None  # why a request was refused besides the decision
     auth_seconds: float | None = None
     response: web.StreamResponse | None = None  # a streamed one, once prepared
+    # The request the line is about, when not this one: the decision
+    # endpoint logs the original method and target it decided on.
+    method: str | None = None
+    target: str | None = None
 
     def outcome(self, status: int) -> str:
         """What the gateway did with the request, for the ``outcome`` label.
@@ -92,7 +96,10 @@ class AccessLogger(AbstractAccessLogger):
     ) -> None:
         exchange = request.get(EXCHANGE)  # None: the management API, ops
         route = token_id = user = reason = None
+        method, target = request.method, request.raw_path
         if exchange is not None:
+            if exchange.target is not None:
+                method, target = exchange.method or method, exchange.target
             route = exchange.route or None
             decision = exchange.decision
             reason = exchange.reason
@@ -100,8 +107,8 @@ class AccessLogger(AbstractAccessLogger):
                 token_id, user = decision.token_id, decision.user
                 reason = reason or decision.reason
         self.sink.request(
-            request.method,
-            request.raw_path.partition("?")[0],
+            method,
+            target.partition("?")[0],
             response.status,
             route,
             token_id,

@@ -292,6 +292,7 @@ ACL_RULES = (
     " +del +hexists +hmget +hsetnx +lpush +ltrim +lrange +srem"
     " +zadd +zrangebyscore +zrem"
     " +cluster|slots +cluster|shards +command"
+    " +hlen"
 )
 
 

@@ -52,6 +52,7 @@ from patgate.extract import (
     strip_token_pairs,
 )
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord
+from patgate.observe import path_pattern
 from patgate.paths import PathError, normalise_path
 from patgate.policy import Attempt, Decision, decide
 from patgate.routing import CompiledRoute, Router
@@ -410,7 +411,7 @@ class Gate:
             self._note_activation(grant.token, token_hash, now)
         if not note_usage:
             return decision
-        return await self._admit(decision, grant, token_hash, view, now)
+        return await self._admit(route, decision, grant, token_hash, view, now)
 
     def _report(self, decision: Decision, view: RequestView, now: float) -> None:
         """Queue a canary use or a rotation reuse (no I/O on this path: the
@@ -524,6 +525,7 @@ class Gate:
 
     async def _admit(
         self,
+        route: CompiledRoute,
         decision: Decision,
         grant: TokenGrant,
         token_hash: bytes,
@@ -555,6 +557,10 @@ class Gate:
             # then (a shorter window, a hard expiry) must win over this use.
             self.cache.slide_expiry(token_hash, token.version, slid)
         self.usage.note(token.id, now, view.client_ip, slid, token.version)
+        if token.observe_until is not None and now < token.observe_until:
+            self.usage.note_observed(
+                token.id, now, route.config.name, view.method, path_pattern(view.path)
+            )
         return decision
 
 

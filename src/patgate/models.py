@@ -6,6 +6,7 @@ turned into ISO 8601 only at the edges (JSON, tables).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -96,6 +97,11 @@ class TokenRecord:
     activate_on_use: bool = False
     # The last distinct client addresses (at most MAX_LAST_IPS), newest last.
     last_ips: tuple[SeenIp, ...] = ()
+    # Until then the gateway notes what the token is used for (observe.py).
+    observe_until: float | None = None
+
+    def observing(self, now: float) -> bool:
+        return self.observe_until is not None and now < self.observe_until
 
     def lifetime_ends_at(self) -> float | None:
         """The hard cap of a sliding token (``created_at + max_lifetime``)."""
@@ -149,6 +155,7 @@ class TokenRecord:
             "canary": self.canary,
             "activate_on_use": self.activate_on_use,
             "last_ips": [seen.to_public() for seen in reversed(self.last_ips)],
+            "observe_until": format_time(self.observe_until),
         }
 
     def retire(self, old_hash: bytes) -> tuple[bytes, ...]:
@@ -230,6 +237,56 @@ class Usage:
     expires_at: float | None = None
     version: int = 0
     ips: tuple[SeenIp, ...] = ()
+    # What an observed token was used for (observe.py), since the last drain.
+    observed: tuple[Observed, ...] = ()
+
+
+# Observed requests kept per token by the store (the most recently seen).
+MAX_OBSERVED = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Requests of one (route, method, path pattern) an observed token made."""
+
+    route: str
+    method: str
+    pattern: str
+    count: int
+    last_seen: float
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.route, self.method, self.pattern)
+
+    def to_list(self) -> list[Any]:
+        return [self.route, self.method, self.pattern, self.count, self.last_seen]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> Observed:
+        route, method, pattern, count, last_seen = item
+        return cls(str(route), str(method), str(pattern), int(count), float(last_seen))
+
+
+def merge_observed(
+    old: Sequence[Observed], new: Sequence[Observed], limit: int = MAX_OBSERVED
+) -> tuple[Observed, ...]:
+    """``old`` and ``new`` merged by key (counts added, last seen the
+    latest), the ``limit`` most recently seen kept, oldest first."""
+    merged = {seen.key: seen for seen in old}
+    for seen in new:
+        known = merged.get(seen.key)
+        if known is not None:
+            seen = Observed(
+                seen.route,
+                seen.method,
+                seen.pattern,
+                known.count + seen.count,
+                max(known.last_seen, seen.last_seen),
+            )
+        merged[seen.key] = seen
+    ordered = sorted(merged.values(), key=lambda s: (s.last_seen, s.key))
+    return tuple(ordered[-limit:]) if limit else ()
 
 
 @dataclass(frozen=True, slots=True)

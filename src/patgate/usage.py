@@ -18,6 +18,11 @@ Each pending use also keeps the distinct client addresses seen since the
 last drain (up to MAX_PENDING_IPS, with first and last seen), so the
 token's ``last_ips`` are kept by the same one write.
 
+An observed token's uses also keep their distinct (route, method, path
+pattern) since the last drain, with counts (up to MAX_PENDING_OBSERVED;
+more wait for the next drain), so that observing costs no store write per
+request either.
+
 Pure: no I/O; times are parameters.
 """
 
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patgate.models import SeenIp, Usage
+from patgate.models import Observed, SeenIp, Usage
 
 # Distinct addresses kept per token between two drains: more than the store
 # keeps (MAX_LAST_IPS), so that each new one is still news to the store.
 MAX_PENDING_IPS = 32
+# Distinct observed (route, method, pattern) kept per token between drains.
+MAX_PENDING_OBSERVED = 64
 
 
 @dataclass(slots=True)
@@ -43,6 +50,8 @@ class _Pending:
     floor: int = 0
     # address -> [first seen, last seen], since the last drain
     ips: dict[str, list[float]] | None = None
+    # (route, method, pattern) -> [count, last seen], since the last drain
+    observed: dict[tuple[str, str, str], list[float]] | None = None
 
     def merge_expiry(self, expires_at: float | None, version: int) -> None:
         """Keep the furthest move of the newest version; older versions lose."""
@@ -71,6 +80,25 @@ class _Pending:
                 del ips[min(ips, key=lambda name: ips[name][1])]
         else:
             seen[0], seen[1] = min(seen[0], first), max(seen[1], last)
+
+    def merge_observed(self, key: tuple[str, str, str], count: int, at: float) -> None:
+        observed = self.observed
+        if observed is None:
+            observed = self.observed = {}
+        known = observed.get(key)
+        if known is not None:
+            known[0] += count
+            known[1] = max(known[1], at)
+        elif len(observed) < MAX_PENDING_OBSERVED:
+            observed[key] = [count, at]
+
+    def observations(self) -> tuple[Observed, ...]:
+        if not self.observed:
+            return ()
+        return tuple(
+            Observed(route, method, pattern, int(count), last)
+            for (route, method, pattern), (count, last) in self.observed.items()
+        )
 
     def seen(self) -> tuple[SeenIp, ...]:
         if not self.ips:
@@ -125,6 +153,14 @@ class UsageRecorder:
             elif now < seen[0]:
                 seen[0] = now  # the clock went back
 
+    def note_observed(
+        self, token_id: str, now: float, route: str, method: str, pattern: str
+    ) -> None:
+        """What an observed token's use at ``now`` was (after :meth:`note`)."""
+        pending = self._pending.get(token_id)
+        if pending is not None:
+            pending.merge_observed((route, method, pattern), 1, now)
+
     def discard_expiry(self, token_id: str) -> None:
         """The token changed: forget its pending expiry move, keep its count.
 
@@ -172,6 +208,8 @@ class UsageRecorder:
                 pending.merge_ip(seen.ip, seen.first_seen, seen.last_seen)
         elif usage.ip is not None:
             pending.merge_ip(usage.ip, usage.used_at, usage.used_at)
+        for observed in usage.observed:
+            pending.merge_observed(observed.key, observed.count, observed.last_seen)
 
 
 def _usage_of(token_id: str, pending: _Pending) -> Usage:
@@ -183,4 +221,5 @@ def _usage_of(token_id: str, pending: _Pending) -> Usage:
         pending.expires_at,
         pending.version,
         pending.seen(),
+        pending.observations(),
     )

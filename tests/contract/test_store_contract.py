@@ -27,9 +27,11 @@ from patgate.errors import (
 )
 from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
+    MAX_OBSERVED,
     Change,
     ChangeKind,
     ExpiryModel,
+    Observed,
     SeenIp,
     TokenRecord,
     TokenStatus,
@@ -71,6 +73,7 @@ def every_field_token(**overrides: object) -> TokenRecord:
         "retired_hashes": (bytes(range(1, 33)), bytes(range(2, 34))),
         "activate_on_use": True,
         "last_ips": (SeenIp("192.0.2.9", NOW - 99.5, NOW - 11.25),),
+        "observe_until": NOW + 7 * 86400.25,
     }
     fields.update(overrides)
     record, _ = make_token(**fields)
@@ -1243,3 +1246,76 @@ async def test_outbox_deliveries_are_due_in_order_retried_and_logged(store):
     assert [d.id for d in await store.due_deliveries(NOW + 60, 10)] == ["evt_2.0"]
     assert await store.delivery_log(10) == [ok, failed]
     assert await store.delivery_log(1) == [ok]
+
+
+# observed tokens (observe, then suggest)
+
+
+def seen(pattern: str, count: int = 1, at: float = NOW, method: str = "GET"):
+    return Observed("files", method, pattern, count, at)
+
+
+async def test_observed_requests_add_up_and_are_kept_apart_per_token(store):
+    await with_owner(store)
+    one, _ = make_token(id="Observe1", observe_until=NOW + 60)
+    two, _ = make_token(id="Observe2")
+    await store.create_token(one)
+    await store.create_token(two)
+    assert await store.observed(one.id) == []
+    await store.record_observed(
+        [
+            Usage(one.id, NOW, None, 3, observed=(seen("/dav/a", 2, NOW),)),
+            Usage(two.id, NOW, None, 1, observed=(seen("/dav/b", 1, NOW),)),
+            Usage(two.id, NOW, None, 1),  # nothing observed: nothing written
+            Usage("Unknown1", NOW, None, 1, observed=(seen("/dav/x"),)),
+        ]
+    )
+    await store.record_observed(
+        [
+            Usage(
+                one.id,
+                NOW + 5,
+                None,
+                2,
+                observed=(
+                    seen("/dav/a", 3, NOW + 5),
+                    seen("/dav/a", 1, NOW + 4, method="PUT"),
+                ),
+            )
+        ]
+    )
+    assert await store.observed(one.id) == [
+        Observed("files", "PUT", "/dav/a", 1, NOW + 4),
+        Observed("files", "GET", "/dav/a", 5, NOW + 5),
+    ]
+    assert await store.observed(two.id) == [seen("/dav/b")]
+    assert await store.observed("Unknown1") == []
+    assert (await store.get_token(one.id)).observe_until == NOW + 60
+
+
+async def test_observed_requests_keep_the_most_recently_seen(store):
+    await with_owner(store)
+    record, _ = make_token(id="Observe3")
+    await store.create_token(record)
+    batch = tuple(seen(f"/dav/p{i}", 1, NOW + i) for i in range(MAX_OBSERVED + 20))
+    await store.record_observed([Usage(record.id, NOW, None, 1, observed=batch)])
+    await store.record_observed(
+        [Usage(record.id, NOW, None, 1, observed=(seen("/dav/p0", 1, NOW + 999),))]
+    )
+    kept = await store.observed(record.id)
+    assert len(kept) == MAX_OBSERVED
+    # p0 was dropped by the first write: it comes back as new.
+    assert kept[-1] == Observed("files", "GET", "/dav/p0", 1, NOW + 999)
+    assert {s.pattern for s in kept[:-1]} == {
+        f"/dav/p{i}" for i in range(21, MAX_OBSERVED + 20)
+    }
+
+
+async def test_observe_until_is_a_setting_an_edit_changes(store):
+    await with_owner(store)
+    record, _ = make_token(id="Observe4")
+    await store.create_token(record)
+    await store.update_token(record.with_changes(observe_until=NOW + 10))
+    assert (await store.get_token(record.id)).observe_until == NOW + 10
+    await store.update_token(record.with_changes(observe_until=None))
+    assert (await store.get_token(record.id)).observe_until is None

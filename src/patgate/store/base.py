@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from patgate.events import Delivery, DeliveryAttempt
-from patgate.models import Change, TokenGrant, TokenRecord, Usage, UsageNews, User
+from patgate.models import (
+    Change,
+    Observed,
+    TokenGrant,
+    TokenRecord,
+    Usage,
+    UsageNews,
+    User,
+)
 
 # What a management write (update_token) may change; usage fields, the owner
 # and the creation facts are not in it. Both adapters write exactly these, and
@@ -44,6 +52,7 @@ TOKEN_SETTINGS = (
     "canary",
     "retired_hashes",
     "activate_on_use",
+    "observe_until",
 )
 
 
@@ -137,6 +146,21 @@ class Store(Protocol):
         the write); a token without one (never expires) keeps none. Usage
         writes publish no change.
         """
+
+    async def record_observed(self, usages: Sequence[Usage]) -> None:
+        """Merge each usage's ``observed`` into its token's observations.
+
+        Counts add up, ``last_seen`` keeps the latest; each token keeps its
+        MAX_OBSERVED most recently seen (route, method, pattern), one atomic
+        write per token. Unknown tokens are skipped; usages without
+        observations cost nothing. Called by the same coalesced flush as
+        ``record_usage``.
+        """
+
+    async def observed(self, token_id: str) -> list[Observed]:
+        """What ``token_id`` was observed doing, oldest seen first ([] if
+        nothing or no such token)."""
+        ...
 
     def changes(self) -> AsyncIterator[Change]:
         """Change notices from every process sharing this store, as they happen.

@@ -3,6 +3,7 @@
 Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
 
     patgate:t:{<id>}              hash     one token (TokenRecord fields)
+    patgate:t:{<id>}:observed     hash     route\tmethod\tpattern -> [count, last seen]
     patgate:u:{<login>}           hash     one user
     patgate:u:{<login>}:tokens    set      the user's token ids (the user's slot)
     patgate:users                 set      every login
@@ -17,7 +18,10 @@ Keys, all under :data:`KEY_PREFIX` (``{...}`` is a Redis Cluster hash tag)::
 
 The outbox keys share one hash tag, so each outbox script touches one
 Cluster slot; the last addresses of a token live in its own hash
-(``last_ips``), written by a script of that one key.
+(``last_ips``), written by a script of that one key. An observed token's
+requests are in a hash beside it with the same hash tag, merged and trimmed
+by one script of the two keys (one slot); it expires OBSERVED_TTL after its
+last write, so a deleted token's observations go too.
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
 booleans ``0``/``1``; a None field is absent from its hash.
@@ -79,9 +83,11 @@ from patgate.errors import (
 from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
     MAX_LAST_IPS,
+    MAX_OBSERVED,
     Change,
     ChangeKind,
     ExpiryModel,
+    Observed,
     SeenIp,
     TokenGrant,
     TokenRecord,
@@ -246,6 +252,39 @@ redis.call('HSET', KEYS[1], 'last_ips', cjson.encode(keep))
 return reply
 """
 
+# KEYS: one token, its observed hash. ARGV: how many to keep, seconds to
+# keep them, then JSON [[route, method, pattern, count, last seen]...].
+# Skips an unknown token; drops the least recently seen beyond the limit.
+_RECORD_OBSERVED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, item in ipairs(cjson.decode(ARGV[3])) do
+    local field = item[1] .. '\t' .. item[2] .. '\t' .. item[3]
+    local count, last = item[4], item[5]
+    local raw = redis.call('HGET', KEYS[2], field)
+    if raw then
+        local known = cjson.decode(raw)
+        count = count + known[1]
+        last = math.max(last, known[2])
+    end
+    redis.call('HSET', KEYS[2], field, cjson.encode({count, last}))
+end
+local keep = tonumber(ARGV[1])
+if redis.call('HLEN', KEYS[2]) > keep then
+    local flat = redis.call('HGETALL', KEYS[2])
+    local items = {}
+    for i = 1, #flat, 2 do
+        table.insert(items, {flat[i], cjson.decode(flat[i + 1])[2]})
+    end
+    table.sort(items, function(a, b)
+        if a[2] ~= b[2] then return a[2] < b[2] end
+        return a[1] < b[1]
+    end)
+    for i = 1, #items - keep do redis.call('HDEL', KEYS[2], items[i][1]) end
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
 # KEYS: due, items. ARGV: id, due time, item; repeated. A known id is kept.
 _ENQUEUE = """
 for i = 1, #ARGV, 3 do
@@ -311,6 +350,15 @@ _USER_KEY_HEAD = f"{KEY_PREFIX}u:{{"
 _USER_KEY_TAIL = "}"
 
 
+def observed_key(token_id: str) -> str:
+    """The observed requests of a token (its hash tag: the token's slot)."""
+    return f"{token_key(token_id)}:observed"
+
+
+# An observed hash outlives its last write by this long (seconds).
+OBSERVED_TTL = 90 * 86400
+
+
 def user_key(login: str) -> str:
     return f"{_USER_KEY_HEAD}{login}{_USER_KEY_TAIL}"
 
@@ -364,6 +412,7 @@ class RedisStore:
         self._record_usage = client.register_script(_RECORD_USAGE)
         self._take_rate = client.register_script(_TAKE_RATE)
         self._record_ips = client.register_script(_RECORD_IPS)
+        self._record_observed = client.register_script(_RECORD_OBSERVED)
         self._enqueue = client.register_script(_ENQUEUE)
         self._take_lease = client.register_script(_TAKE_LEASE)
         self._due = client.register_script(_DUE)
@@ -626,6 +675,34 @@ class RedisStore:
                 news.append(UsageNews(usage.token_id, owner, "first_use", usage.ip))
             news += [UsageNews(usage.token_id, owner, "new_ip", ip) for ip in fresh]
         return news
+
+    async def record_observed(self, usages: Sequence[Usage]) -> None:
+        calls = [
+            (
+                [token_key(usage.token_id), observed_key(usage.token_id)],
+                [
+                    str(MAX_OBSERVED),
+                    str(OBSERVED_TTL),
+                    json.dumps([seen.to_list() for seen in usage.observed]),
+                ],
+            )
+            for usage in usages
+            if usage.observed
+        ]
+        if not calls:
+            return
+        with self._errors():
+            await self._evalsha_pipelined(self._record_observed, calls)
+
+    async def observed(self, token_id: str) -> list[Observed]:
+        with self._errors():
+            fields = _text(await self._client.hgetall(observed_key(token_id)))
+        found = []
+        for field, raw in fields.items():
+            route, method, pattern = field.split("\t", 2)
+            count, last_seen = json.loads(raw)
+            found.append(Observed(route, method, pattern, int(count), float(last_seen)))
+        return sorted(found, key=lambda s: (s.last_seen, s.key))
 
     # the webhook outbox
 
@@ -998,6 +1075,7 @@ def _token_fields(record: TokenRecord) -> dict[str, str | None]:
         "retired_hashes": json.dumps([h.hex() for h in record.retired_hashes]),
         "activate_on_use": "1" if record.activate_on_use else "0",
         "last_ips": json.dumps([seen.to_list() for seen in record.last_ips]),
+        "observe_until": _optional(record.observe_until),
     }
 
 
@@ -1040,6 +1118,7 @@ def _token_from_fields(fields: dict[str, str]) -> TokenRecord:
         ),
         activate_on_use=fields.get("activate_on_use") == "1",
         last_ips=_seen_ips(fields.get("last_ips")),
+        observe_until=number("observe_until"),
     )
 
 

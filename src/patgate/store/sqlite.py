@@ -42,9 +42,11 @@ from patgate.errors import (
 )
 from patgate.events import WEBHOOK_LEASE, Delivery, DeliveryAttempt
 from patgate.models import (
+    MAX_OBSERVED,
     Change,
     ChangeKind,
     ExpiryModel,
+    Observed,
     SeenIp,
     TokenGrant,
     TokenRecord,
@@ -151,6 +153,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at REAL NOT NULL
         )""",
     ),
+    # 6: observed tokens: until when, and what they were used for.
+    (
+        "ALTER TABLE tokens ADD COLUMN observe_until REAL",
+        """CREATE TABLE observed (
+            token_id TEXT NOT NULL,
+            route TEXT NOT NULL,
+            method TEXT NOT NULL,
+            pattern TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (token_id, route, method, pattern)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER observed_of_deleted_token AFTER DELETE ON tokens
+        BEGIN DELETE FROM observed WHERE token_id = old.id; END""",
+    ),
 )
 # The delivery log keeps this many attempts.
 DELIVERY_LOG_SIZE = 1000
@@ -191,6 +208,7 @@ TOKEN_COLUMNS = (
     "retired_hashes",
     "activate_on_use",
     "last_ips",
+    "observe_until",
 )
 
 _SELECT_TOKEN = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens"  # noqa: S608
@@ -533,6 +551,20 @@ class SQLiteStore:
         ]
         return await self._write(_record_usage, params, usages)
 
+    async def record_observed(self, usages: Sequence[Usage]) -> None:
+        batch = [usage for usage in usages if usage.observed]
+        if batch:
+            await self._write(_record_observed, batch)
+
+    async def observed(self, token_id: str) -> list[Observed]:
+        rows = await self._run(
+            _fetch,
+            "SELECT route, method, pattern, count, last_seen FROM observed"
+            " WHERE token_id = ? ORDER BY last_seen, route, method, pattern",
+            token_id,
+        )
+        return [Observed.from_list(list(row)) for row in rows]
+
     async def enqueue_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             await self._write(_enqueue, deliveries)
@@ -721,6 +753,43 @@ def _record_usage(
     # reset its statement under the worker thread's feet.
     conn.executemany(_RECORD_USAGE, params)
     return news
+
+
+_MERGE_OBSERVED = """
+INSERT INTO observed (token_id, route, method, pattern, count, last_seen)
+SELECT :id, :route, :method, :pattern, :count, :last_seen
+WHERE EXISTS (SELECT 1 FROM tokens WHERE id = :id)
+ON CONFLICT (token_id, route, method, pattern) DO UPDATE SET
+    count = count + excluded.count,
+    last_seen = max(last_seen, excluded.last_seen)
+"""
+# Keep the MAX_OBSERVED most recently seen of one token.
+_TRIM_OBSERVED = """
+DELETE FROM observed WHERE token_id = :id AND (route, method, pattern) IN (
+    SELECT route, method, pattern FROM observed WHERE token_id = :id
+    ORDER BY last_seen DESC, route DESC, method DESC, pattern DESC
+    LIMIT -1 OFFSET :keep
+)
+"""
+
+
+def _record_observed(conn: sqlite3.Connection, usages: Sequence[Usage]) -> None:
+    for usage in usages:
+        conn.executemany(
+            _MERGE_OBSERVED,
+            [
+                {
+                    "id": usage.token_id,
+                    "route": seen.route,
+                    "method": seen.method,
+                    "pattern": seen.pattern,
+                    "count": seen.count,
+                    "last_seen": seen.last_seen,
+                }
+                for seen in usage.observed
+            ],
+        )
+        conn.execute(_TRIM_OBSERVED, {"id": usage.token_id, "keep": MAX_OBSERVED})
 
 
 def _enqueue(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:

@@ -31,7 +31,7 @@ from patgate.cache import GrantCache
 from patgate.errors import StoreUnavailableError
 from patgate.events import Event
 from patgate.gate import ACTIVATE, Gate
-from patgate.models import Change, ChangeKind
+from patgate.models import Change, ChangeKind, Usage
 from patgate.web.gateway.streams import StreamRegistry
 from patgate.web.keys import CACHE, CONFIG, GATE, SERVICE, STORE, STREAMS
 
@@ -138,8 +138,20 @@ async def flush_usage(app: web.Application) -> None:
     except StoreUnavailableError:
         usage.restore(batch)
         return
+    try:
+        await app[STORE].record_observed(batch)
+    except StoreUnavailableError:
+        # The uses are written; only the observations wait for the next flush.
+        usage.restore([_only_observed(u) for u in batch if u.observed])
     if news:
         await app[SERVICE].usage_news(news)
+
+
+def _only_observed(usage: Usage) -> Usage:
+    """The observations of ``usage`` alone: no use to count again."""
+    return Usage(
+        usage.token_id, usage.used_at, None, 0, None, usage.version, (), usage.observed
+    )
 
 
 async def incident_worker(app: web.Application) -> AsyncIterator[None]:

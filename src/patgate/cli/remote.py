@@ -254,6 +254,8 @@ def token_create(args: argparse.Namespace, session: RemoteSession) -> int:
         body["project"] = args.project
     if args.rate_limit is not None:
         body["rate_limit"] = args.rate_limit
+    if getattr(args, "observe", None):
+        body["observe"] = args.observe
     body["password"] = _read_password(args, f"Password for {session.login}: ")
     data, _ = asyncio.run(call(session, "POST", f"{session.url}{API}/tokens", body))
     _print_value(args, data, "created token")

@@ -17,6 +17,7 @@ from patgate.cli.output import (
     token_summary,
 )
 from patgate.cli.runner import EXIT_OK, ArgumentParser, add_leaf, run_with_service
+from patgate.cli.suggest import apply_suggestion, token_suggest
 from patgate.durations import (
     format_time,
     parse_duration,
@@ -49,6 +50,7 @@ def token_create(args: argparse.Namespace) -> int:
             project=args.project,
             rate_limit=args.rate_limit,
             canary=args.canary,
+            observe=_duration_or_none(args.observe),
         )
 
     record, value = run_with_service(args, work)
@@ -93,6 +95,11 @@ def token_show(args: argparse.Namespace) -> int:
 
 
 def token_edit(args: argparse.Namespace) -> int:
+    if args.apply_suggestion:
+        if _edit_changes(args, 0.0):
+            raise UsageError("--apply-suggestion takes no other change")
+        return apply_suggestion(args)
+
     async def work(
         service: TokenService, actor: Actor
     ) -> tuple[TokenRecord, TokenRecord, float]:
@@ -170,6 +177,10 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["rate_limit"] = None
     elif args.rate_limit is not None:
         changes["rate_limit"] = args.rate_limit
+    if args.no_observe:
+        changes["observe"] = None
+    elif args.observe:
+        changes["observe"] = parse_duration(args.observe)
     return changes
 
 
@@ -306,6 +317,12 @@ def _add_token_settings(parser: argparse.ArgumentParser, *, edit: bool) -> None:
         help="accept the token only from these networks (repeatable)",
     )
     parser.add_argument("--project", metavar="P", help="a project label")
+    observe = parser.add_mutually_exclusive_group()
+    observe.add_argument(
+        "--observe",
+        metavar="DURATION",
+        help="note what the token is used for, this long (7d): see token suggest",
+    )
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument(
         "--rate-limit", type=_positive_int, metavar="N", help="requests per minute"
@@ -315,6 +332,14 @@ def _add_token_settings(parser: argparse.ArgumentParser, *, edit: bool) -> None:
             "--no-max-lifetime", action="store_true", help="drop the lifetime cap"
         )
         ips.add_argument("--any-ip", action="store_true", help="drop the IP limit")
+        observe.add_argument(
+            "--no-observe", action="store_true", help="stop observing the token"
+        )
+        parser.add_argument(
+            "--apply-suggestion",
+            action="store_true",
+            help="narrow the token to its suggestion (token suggest); never widens",
+        )
         rate.add_argument(
             "--no-rate-limit", action="store_true", help="drop the rate limit"
         )
@@ -357,6 +382,15 @@ def add_token_commands(commands: argparse._SubParsersAction[ArgumentParser]) -> 
     edit.add_argument("id", metavar="ID")
     _add_token_settings(edit, edit=True)
     add_output_options(edit, quiet=False)
+
+    suggestion = add_leaf(
+        sub,
+        "suggest",
+        token_suggest,
+        "the least scopes covering what an observed token did",
+    )
+    suggestion.add_argument("id", metavar="ID")
+    add_output_options(suggestion, quiet=False)
 
     regenerate = add_leaf(
         sub, "regenerate", token_regenerate, "a new value for the same token"

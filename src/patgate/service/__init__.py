@@ -21,7 +21,8 @@ Decisions the spec leaves open:
 
 The package: :mod:`~patgate.service.core` (Actor, UNSET, the shared state),
 :mod:`~patgate.service.users`, :mod:`~patgate.service.tokens` and
-:mod:`~patgate.service.lifecycle` (remove, purge, renew): the parts of
+:mod:`~patgate.service.lifecycle` (remove, purge, renew),
+:mod:`~patgate.service.observing` (observe, then suggest): the parts of
 :class:`TokenService`, :mod:`~patgate.service.expiry` (expiry
 models, pure) and :mod:`~patgate.service.validation` (input checks). Import
 every name from here.
@@ -33,6 +34,7 @@ from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import compute_expiry
 from patgate.service.incidents import IncidentOperations
 from patgate.service.lifecycle import Purge, TokenLifecycle
+from patgate.service.observing import ObserveOperations
 from patgate.service.tokens import Revoked
 from patgate.service.users import UserOperations
 from patgate.service.validation import (
@@ -67,5 +69,7 @@ __all__ = [
 ]
 
 
-class TokenService(UserOperations, TokenLifecycle, IncidentOperations):
+class TokenService(
+    UserOperations, TokenLifecycle, IncidentOperations, ObserveOperations
+):
     """Users and tokens: every management operation, checked and audited."""

@@ -37,6 +37,17 @@ from patgate.service.validation import (
 )
 
 _ID_ATTEMPTS = 5
+# The longest a token may be observed for at once.
+MAX_OBSERVE = 366 * 86400
+
+
+def observe_until(now: float, seconds: int | None) -> float | None:
+    """Until when a token is observed for ``seconds`` from ``now`` (None: not)."""
+    if seconds is None:
+        return None
+    if not 0 < seconds <= MAX_OBSERVE:
+        raise UsageError("observe: give a duration from 1s to 366d")
+    return now + seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,7 @@ class TokenOperations(ServiceCore):
         project: str | None = None,
         rate_limit: int | None = None,
         canary: bool = False,
+        observe: int | None = None,
     ) -> tuple[TokenRecord, str]:
         """A new token for ``owner`` and its value, which is never available again.
 
@@ -95,6 +107,7 @@ class TokenOperations(ServiceCore):
             allowed_cidrs=validate_cidrs(allowed_cidrs),
             rate_limit=validate_rate_limit(rate_limit),
             canary=canary,
+            observe_until=observe_until(now, observe),
         )
         record, value = await self._insert(template)
         await self._emit(
@@ -150,6 +163,7 @@ class TokenOperations(ServiceCore):
         allowed_cidrs: Sequence[str] | Unset = UNSET,
         project: str | Unset | None = UNSET,
         rate_limit: int | Unset | None = UNSET,
+        observe: int | Unset | None = UNSET,
     ) -> TokenRecord:
         """Change what is given, nothing else.
 
@@ -178,6 +192,8 @@ class TokenOperations(ServiceCore):
             changes["project"] = validate_project(project)
         if rate_limit is not UNSET:
             changes["rate_limit"] = validate_rate_limit(rate_limit)
+        if observe is not UNSET:
+            changes["observe_until"] = observe_until(now, observe)
         if not changes:
             raise UsageError("nothing to change")
         edited = record.with_changes(**changes, updated_at=now)

@@ -93,6 +93,13 @@ _TOKEN_SETTINGS: dict[str, Schema] = {
     "rate_limit": _nullable(
         {"type": "integer", "minimum": 1, "description": "Requests per minute."}
     ),
+    "observe": _nullable(
+        {
+            **_DURATION,
+            "description": "Note what the token is used for this long from now"
+            " (7d), for GET /tokens/{token_id}/suggestion; null stops it.",
+        }
+    ),
 }
 
 
@@ -209,6 +216,18 @@ REQUEST_SCHEMAS: dict[str, Schema] = {
 
 _TIME = _nullable({"type": "string", "format": "date-time"})
 
+_OBSERVED: Schema = {
+    "type": "object",
+    "description": "Requests of one route, method and path pattern (ids: *).",
+    "properties": {
+        "route": _STRING,
+        "method": _STRING,
+        "path": _STRING,
+        "count": {"type": "integer"},
+        "last_seen": _TIME,
+    },
+}
+
 RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Token": {
         "type": "object",
@@ -236,6 +255,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
                 "type": "boolean",
                 "description": "The old value works until the new one is used.",
             },
+            "observe_until": _TIME,
             "last_ips": {
                 "type": "array",
                 "description": "The last 5 distinct client addresses, the most"
@@ -247,6 +267,37 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
                         "first_seen": _TIME,
                         "last_seen": _TIME,
                     },
+                },
+            },
+        },
+    },
+    "Suggestion": {
+        "type": "object",
+        "description": "The least scopes covering what an observed token did.",
+        "properties": {
+            "id": _STRING,
+            "scopes": {**_STRINGS, "description": "What the token holds now."},
+            "observe_until": _TIME,
+            "observing": {"type": "boolean"},
+            "suggestion": {
+                "type": "object",
+                "properties": {
+                    "scopes": {
+                        **_STRINGS,
+                        "description": "The suggested scopes (plain, then node).",
+                    },
+                    "covers": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "scope": _STRING,
+                                "requests": {"type": "array", "items": _OBSERVED},
+                            },
+                        },
+                    },
+                    "unscoped": {"type": "array", "items": _OBSERVED},
+                    "unknown_routes": {"type": "array", "items": _OBSERVED},
                 },
             },
         },

@@ -38,6 +38,7 @@ from patgate.web.manage.tokens import (
     revoke_before,
     revoke_many,
     scope_choices,
+    token_suggestion,
 )
 from patgate.web.manage.users import (
     create_user,
@@ -94,6 +95,10 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                " revoked, then gone from every list (the audit log keeps it);"
                " answers it as it was last", request="Confirm", response="Token",
                auth=_CHANGE, parameters=_ID), remove_token),
+    (Operation("GET", "/tokens/{token_id}/suggestion", "tokenSuggestion", "The"
+               " least scopes (and node scopes) covering what an observed"
+               " token did, with the requests each covers",
+               response="Suggestion", parameters=_ID), token_suggestion),
     (Operation("POST", "/tokens/{token_id}/regenerate", "regenerateToken", "A new"
                " value for the same token; the old one dies (after the grace)",
                201, "Regenerate", "NewToken", _CHANGE, _ID,

@@ -11,9 +11,10 @@ from aiohttp import hdrs, web
 
 from patgate import scopes
 from patgate.config import RouteConfig
-from patgate.durations import parse_moment
+from patgate.durations import format_time, parse_moment
 from patgate.errors import UsageError
 from patgate.models import TokenRecord
+from patgate.routing import Router
 from patgate.web.keys import CONFIG
 from patgate.web.manage.bodies import duration, expiry_args, fields_of, read_body
 from patgate.web.manage.caller import caller_of, service_of
@@ -54,6 +55,7 @@ async def create_token(request: web.Request) -> web.Response:
         project=fields.get("project"),
         rate_limit=fields.get("rate_limit"),
         canary=bool(fields.get("canary", False)),
+        observe=observe_arg(fields["observe"]) if fields.get("observe") else None,
         **expiry_args(fields, now),
     )
     return new_token(record, value, now)
@@ -93,9 +95,34 @@ async def edit_token(request: web.Request) -> web.Response:
     }
     if "name" in fields:
         changes["name"] = fields["name"] or ""
+    if "observe" in fields:
+        changes["observe"] = observe_arg(fields["observe"])
     changes.update(expiry_args(fields, now))
     record = await service.edit_token(caller.actor, token_id_of(request), **changes)
     return web.json_response(token_json(record, now))
+
+
+def observe_arg(text: str | None) -> int | None:
+    return None if text is None else duration("observe", text)
+
+
+@endpoint
+async def token_suggestion(request: web.Request) -> web.Response:
+    """What an observed token did and the least scopes that cover it."""
+    caller = await caller_of(request)
+    config = request.app[CONFIG]
+    router = Router.from_config(config.routes, scopes.ScopeSets(config.scope_sets))
+    service = service_of(request)
+    record, found = await service.suggestion(caller.actor, token_id_of(request), router)
+    return web.json_response(
+        {
+            "id": record.id,
+            "scopes": list(record.scopes),
+            "observe_until": format_time(record.observe_until),
+            "observing": record.observing(service.now()),
+            "suggestion": found.to_json(),
+        }
+    )
 
 
 @endpoint

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patgate.durations import format_time
-from patgate.errors import UsageError
+from patgate.errors import ConflictError, UsageError
 from patgate.models import Observed
 from patgate.routing import CompiledRoute, Router
 from patgate.scopes import (
@@ -246,25 +246,25 @@ def narrow(
     A suggested plain scope is kept only if ``held`` grants it; when no
     scope is needed at all the held plain scopes stay. A suggested node
     scope is kept where the held node scopes allow it (their meet).
-    UsageError when there is nothing to narrow to.
+    ConflictError when there is nothing to narrow to.
     """
     if suggestion.empty:
-        raise UsageError("nothing observed on the configured routes: no suggestion")
+        raise ConflictError("nothing observed on the configured routes: no suggestion")
     plain, nodes = _held(held, sets)
     if suggestion.scopes:
         kept = [c.scope for c in suggestion.scopes if covered_by(c.scope, plain)]
         if not kept:
-            raise UsageError("the suggestion holds nothing the token holds")
+            raise ConflictError("the suggestion holds nothing the token holds")
     else:
         kept = list(plain)
     narrowed_nodes = _narrow_nodes(nodes, [c.scope for c in suggestion.nodes])
     if nodes and suggestion.nodes and not narrowed_nodes:
-        raise UsageError("the suggested node scopes lie outside the token's")
+        raise ConflictError("the suggested node scopes lie outside the token's")
     if not suggestion.nodes:
         narrowed_nodes = [f"node:{n.path}:{_mode(n)}" for n in nodes]
     if not kept:
         # SECURITY: no plain scope left would read as "*", a widening.
-        raise UsageError("nothing to narrow to")
+        raise ConflictError("nothing to narrow to")
     return tuple(dict.fromkeys((*kept, *narrowed_nodes)))
 
 

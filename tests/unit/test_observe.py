@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from patgate.config import parse_config
-from patgate.errors import UsageError
+from patgate.errors import ConflictError
 from patgate.explain import explain_request, grant_of_scopes
 from patgate.gate import Rules
 from patgate.models import Observed, Usage, merge_observed
@@ -117,7 +117,7 @@ def test_the_narrowed_token_passes_every_observed_request(requests):
     found = suggest(observed, RULES.router)
     try:
         scopes = narrow(("*",), found, RULES.scope_sets)
-    except UsageError:
+    except ConflictError:
         # Only public requests: nothing to narrow to.
         assert not found.scopes
         return
@@ -146,13 +146,13 @@ def test_narrowing_never_widens():
         "files:write",
         "node:/dav/projects/alpha:rw",
     )
-    with pytest.raises(UsageError, match="nothing the token holds"):
+    with pytest.raises(ConflictError, match="nothing the token holds"):
         narrow(
             ("files:read",),
             suggest([seen("paas", "GET", "/1.0/environment/x")], RULES.router),
             RULES.scope_sets,
         )
-    with pytest.raises(UsageError, match="nothing observed"):
+    with pytest.raises(ConflictError, match="nothing observed"):
         narrow(("*",), suggest([], RULES.router), RULES.scope_sets)
 
 

@@ -33,7 +33,7 @@ class ObserveOperations(TokenOperations):
     ) -> TokenRecord:
         """Narrow the token to its suggestion, never past what it holds.
 
-        UsageError when nothing was observed or nothing would be left.
+        ConflictError when nothing was observed or nothing would be left.
         """
         record, found = await self.suggestion(actor, token_id, router)
         narrowed = narrow(record.scopes, found, ScopeSets(self.scope_sets))

@@ -168,7 +168,8 @@ async def test_the_cli_observes_suggests_and_applies(
         gateway.directory, "token", "edit", token_id, "--apply-suggestion"
     )
     assert refused.returncode == 1
-    assert refused.stderr.count("\n") == 1 and "nothing observed" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert "nothing observed" in refused.stderr
     for method, path in OBSERVED[:3]:
         assert await send(client, gateway.url, value, method, path) == 200
 

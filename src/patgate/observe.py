@@ -34,7 +34,7 @@ from typing import Any
 
 from patgate.durations import format_time
 from patgate.errors import ConflictError, UsageError
-from patgate.models import Observed
+from patgate.models import Observed, TokenRecord
 from patgate.routing import CompiledRoute, Router
 from patgate.scopes import (
     ALL,
@@ -54,6 +54,7 @@ __all__ = [
     "narrow",
     "path_pattern",
     "suggest",
+    "suggestion_json",
 ]
 
 ANY = "*"
@@ -141,6 +142,19 @@ class Suggestion:
             "unscoped": [_request_json(r) for r in self.unscoped],
             "unknown_routes": [_request_json(r) for r in self.unknown],
         }
+
+
+def suggestion_json(
+    record: TokenRecord, found: Suggestion, now: float
+) -> dict[str, Any]:
+    """The answer of ``token suggest --json`` and of the API."""
+    return {
+        "id": record.id,
+        "scopes": list(record.scopes),
+        "observe_until": format_time(record.observe_until),
+        "observing": record.observing(now),
+        "suggestion": found.to_json(),
+    }
 
 
 def _request_json(seen: Observed) -> dict[str, Any]:

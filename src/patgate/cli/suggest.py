@@ -13,7 +13,7 @@ from patgate.cli.runner import EXIT_OK, run_with_service
 from patgate.config import load_config
 from patgate.durations import format_time
 from patgate.models import Observed, TokenRecord
-from patgate.observe import Suggestion
+from patgate.observe import Suggestion, suggestion_json
 from patgate.routing import Router
 from patgate.scopes import ScopeSets
 from patgate.service import Actor, TokenService
@@ -35,15 +35,7 @@ def token_suggest(args: argparse.Namespace) -> int:
 
     record, found, now = run_with_service(args, work)
     if args.json:
-        print_json(
-            {
-                "id": record.id,
-                "scopes": list(record.scopes),
-                "observe_until": format_time(record.observe_until),
-                "observing": record.observing(now),
-                "suggestion": found.to_json(),
-            }
-        )
+        print_json(suggestion_json(record, found, now))
         return EXIT_OK
     print_suggestion(record, found, now)
     return EXIT_OK

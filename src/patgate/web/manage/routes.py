@@ -27,6 +27,7 @@ from patgate.web.manage.openapi import Operation, build_document
 from patgate.web.manage.page import add_page_routes
 from patgate.web.manage.tokens import (
     API_PREFIX,
+    apply_suggestion,
     copy_token,
     create_token,
     delivery_log,
@@ -99,6 +100,11 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                " least scopes (and node scopes) covering what an observed"
                " token did, with the requests each covers",
                response="Suggestion", parameters=_ID), token_suggestion),
+    (Operation("POST", "/tokens/{token_id}/apply-suggestion", "applySuggestion",
+               "Narrow a token to its suggestion, never past what it holds",
+               request="Confirm", response="Token", auth=_CHANGE,
+               parameters=_ID, errors=(400, 401, 403, 404, 409, 415, 422, 429)),
+     apply_suggestion),
     (Operation("POST", "/tokens/{token_id}/regenerate", "regenerateToken", "A new"
                " value for the same token; the old one dies (after the grace)",
                201, "Regenerate", "NewToken", _CHANGE, _ID,

@@ -11,9 +11,10 @@ from aiohttp import hdrs, web
 
 from patgate import scopes
 from patgate.config import RouteConfig
-from patgate.durations import format_time, parse_moment
+from patgate.durations import parse_moment
 from patgate.errors import UsageError
 from patgate.models import TokenRecord
+from patgate.observe import suggestion_json
 from patgate.routing import Router
 from patgate.web.keys import CONFIG
 from patgate.web.manage.bodies import duration, expiry_args, fields_of, read_body
@@ -106,23 +107,33 @@ def observe_arg(text: str | None) -> int | None:
     return None if text is None else duration("observe", text)
 
 
+def _router(request: web.Request) -> Router:
+    config = request.app[CONFIG]
+    return Router.from_config(config.routes, scopes.ScopeSets(config.scope_sets))
+
+
 @endpoint
 async def token_suggestion(request: web.Request) -> web.Response:
     """What an observed token did and the least scopes that cover it."""
     caller = await caller_of(request)
-    config = request.app[CONFIG]
-    router = Router.from_config(config.routes, scopes.ScopeSets(config.scope_sets))
     service = service_of(request)
-    record, found = await service.suggestion(caller.actor, token_id_of(request), router)
-    return web.json_response(
-        {
-            "id": record.id,
-            "scopes": list(record.scopes),
-            "observe_until": format_time(record.observe_until),
-            "observing": record.observing(service.now()),
-            "suggestion": found.to_json(),
-        }
+    record, found = await service.suggestion(
+        caller.actor, token_id_of(request), _router(request)
     )
+    return web.json_response(suggestion_json(record, found, service.now()))
+
+
+@endpoint
+async def apply_suggestion(request: web.Request) -> web.Response:
+    """Narrow a token to its suggestion, never past what it holds."""
+    body = await read_body(request)
+    caller = await caller_of(request, body, change=True)
+    fields_of("Confirm", body)
+    service = service_of(request)
+    record = await service.apply_suggestion(
+        caller.actor, token_id_of(request), _router(request)
+    )
+    return web.json_response(token_json(record, service.now()))
 
 
 @endpoint

@@ -234,7 +234,8 @@
     const actions = el("td", { class: "row-actions" },
       el("button", { type: "button", text: "Edit", disabled: !active, "data-action": "edit" }),
       el("button", { type: "button", text: "Regenerate", disabled: !active, "data-action": "regenerate" }),
-      el("button", { type: "button", text: "Copy", "data-action": "copy" }));
+      el("button", { type: "button", text: "Copy", "data-action": "copy" }),
+      token.observe_until ? el("button", { type: "button", text: "Suggest", "data-action": "suggest" }) : null);
     const row = el("tr", { "data-id": token.id, class: active ? "" : "inactive" },
       el("td", { class: "check" },
         el("input", { type: "checkbox", class: "select", value: token.id,
@@ -467,6 +468,10 @@
       openForm(token);
       return;
     }
+    if (action === "suggest" || action === "apply-suggestion") {
+      await suggestionAction(token, button, action);
+      return;
+    }
     setText("list-error", "");
     try {
       if (action === "regenerate") {
@@ -483,6 +488,43 @@
     } catch (err) {
       setText("list-error", err.message);
     }
+  }
+
+  // Observe, then suggest: the least scopes covering what the token did,
+  // shown in a row under the token's; Apply narrows it (never widens).
+  async function suggestionAction(token, button, action) {
+    setText("list-error", "");
+    try {
+      if (action === "apply-suggestion") {
+        const done = await confirmChange(
+          `Narrow ${describeToken(token)} to its suggested scopes? It keeps only what it was seen using.`,
+          (password) => call("POST", `/tokens/${token.id}/apply-suggestion`, { password }));
+        if (done) await refresh();
+        return;
+      }
+      const data = await call("GET", `/tokens/${token.id}/suggestion`);
+      const row = button.closest("tr");
+      const next = row.nextElementSibling;
+      if (next && next.classList.contains("suggestion")) next.remove();
+      row.after(renderSuggestion(token, data.suggestion));
+    } catch (err) {
+      setText("list-error", err.message);
+    }
+  }
+
+  function renderSuggestion(token, found) {
+    const cell = el("td", { colSpan: 8 });
+    if (found.covers.length === 0) {
+      cell.append(el("span", { text: "Nothing observed yet: no suggestion." }));
+    } else {
+      cell.append(el("strong", { text: "Suggested scopes: " }),
+        ...found.covers.map((c) => el("span", {
+          class: "chip", text: c.scope,
+          title: c.requests.map((r) => `${r.method} ${r.path} (${r.count}x)`).join("\n"),
+        })),
+        el("button", { type: "button", text: "Apply", "data-action": "apply-suggestion" }));
+    }
+    return el("tr", { class: "suggestion", "data-id": token.id }, cell);
   }
 
   async function removeSelected() {

@@ -202,3 +202,34 @@ async def test_the_cli_observes_suggests_and_applies(
     await poll(narrowed_here, within=5.0, interval=0.05, what="the narrowing")
     for method, path in OBSERVED[:3]:
         assert await send(client, gateway.url, value, method, path) == 200, path
+
+
+async def test_the_api_takes_observe_on_create_and_patch(
+    make_gateway, sqlite_url, upstream, client
+):
+    gateway = await make_gateway(sqlite_url, routes(upstream))
+    await gateway.add_user("alice", password=PASSWORD)
+    auth = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    headers = {"Authorization": auth}
+    api = f"{gateway.url}{API_PREFIX}"
+    body = {"name": "ci", "observe": "7d"}
+    async with client.post(f"{api}/tokens", json=body, headers=headers) as made:
+        assert made.status == 201, await made.text()
+        record = await made.json()
+    assert record["observe_until"] is not None
+    url = f"{api}/tokens/{record['id']}"
+    for wrong in ("0s", "400d", "soon"):
+        async with client.patch(url, json={"observe": wrong}, headers=headers) as bad:
+            assert bad.status == 422, wrong
+            assert "observe" in (await bad.json())["message"]
+    async with client.patch(url, json={"observe": None}, headers=headers) as done:
+        assert done.status == 200
+        assert (await done.json())["observe_until"] is None
+    # Nothing observed: nothing to apply (409), and the token is unchanged.
+    async with client.post(
+        f"{url}/apply-suggestion", json={}, headers=headers
+    ) as refused:
+        assert refused.status == 409
+    async with client.get(f"{url}/suggestion", headers=headers) as shown:
+        assert (await shown.json())["suggestion"]["scopes"] == []
+    assert (await gateway.store.get_token(record["id"])).scopes == ("*",)

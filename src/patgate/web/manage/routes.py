@@ -125,8 +125,9 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                response="Empty", auth=_PUBLIC, errors=(400, 403, 415, 503)),
      close_session),
     (Operation("GET", "/scopes", "scopeChoices", "The scope sets and the scopes"
-               " routes require, for the page's picker",
-               response="ScopeChoices"), scope_choices),
+               " routes require, for the page's picker (admins: grantable to"
+               " ?owner=)", response="ScopeChoices", parameters=("owner",)),
+     scope_choices),
     (Operation("GET", "/openapi.json", "openapi", "This document",
                response="OpenAPI", auth=_PUBLIC, errors=()), openapi_document),
 )  # fmt: skip

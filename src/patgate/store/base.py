@@ -133,11 +133,12 @@ class Store(Protocol):
         """Change notices from every process sharing this store, as they happen.
 
         Redis delivers them by pub/sub; SQLite by polling a change log. Only
-        ``update_token`` and ``update_user`` produce notices. Listening starts
-        when the iterator first runs: earlier notices are not replayed. The
-        iterator ends only when the store is closed; it raises
-        StoreUnavailableError when the store goes away (the caller retries,
-        and must then distrust its cache: notices may have been missed).
+        ``update_token``, ``delete_token`` and ``update_user`` produce
+        notices. Listening starts when the iterator first runs: earlier
+        notices are not replayed. The iterator ends only when the store is
+        closed; it raises StoreUnavailableError when the store goes away
+        (the caller retries, and must then distrust its cache: notices may
+        have been missed).
         """
         ...
 

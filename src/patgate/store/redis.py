@@ -23,6 +23,8 @@ Redis Cluster: the resolve script reads a key it does not declare in KEYS
 (the owner's hash, known only once the token is read), and ``create_token`` /
 ``create_user`` touch keys of different slots. Standalone Redis and Sentinel
 are fine; a Cluster deployment would split those into one call per slot.
+``delete_token`` is one call per slot already: a script on the token's hash
+(which also publishes the notice), then SREM from the owner's set.
 
 Errors: every driver error becomes StoreUnavailableError naming host:port,
 never the password. Timeouts are short and the driver does not retry, so a

@@ -84,7 +84,8 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                request="TokenEdit", response="Token", auth=_CHANGE,
                parameters=_ID, errors=(400, 401, 403, 404, 409, 415, 422, 429)),
      edit_token),
-    (Operation("DELETE", "/tokens/{token_id}", "removeToken", "Remove a token:"
+    # The operationId predates removal; kept so generated clients keep working.
+    (Operation("DELETE", "/tokens/{token_id}", "revokeToken", "Remove a token:"
                " revoked, then gone from every list (the audit log keeps it);"
                " answers it as it was last", request="Confirm", response="Token",
                auth=_CHANGE, parameters=_ID), remove_token),

@@ -316,4 +316,12 @@ async def test_admin_people_panel(browser_context, gateway, upstream):
     assert sorted(o.split()[-1] for o in owners) == ["alice", "bob"]
     await no_sideways_scroll(page)
     await page.screenshot(path=str(ARTIFACTS / "phone-people.png"), full_page=True)
+    # Editing alice's token offers what alice may grant, not what root may.
+    alices = page.locator("#token-rows tr", has_text="alice's laptop")
+    await alices.get_by_role("button", name="Edit").click()
+    form = page.locator("#token-dialog")
+    assert await form.locator("#form-owner").inner_text() == "For alice."
+    assert await form.locator('#scope-list input[value="files:read"]').is_enabled()
+    assert await form.locator('#scope-list input[value="api:write"]').is_disabled()
+    await form.get_by_role("button", name="Cancel").click()
     assert page.problems == []

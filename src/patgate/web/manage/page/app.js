@@ -10,7 +10,7 @@
   const state = {
     csrf: null, me: null, tokens: [], choices: null, editing: null, mode: "create",
     // Whose tokens are listed: a login, or "" for everyone's (admins).
-    owner: null, users: [], sort: { key: "created", dir: "desc" },
+    owner: null, users: [], sort: { key: "created", dir: "desc" }, choicesOwner: null,
   };
   const DAY_MS = 86400000;
   const DEFAULT_EXPIRY_DAYS = 30;
@@ -262,15 +262,20 @@
     await Promise.all([loadChoices(), refresh()]);
   }
 
-  async function loadChoices() {
-    const owner = newTokenOwner();
+  // What the form offers, grantable or not for ``owner`` (default: whose
+  // tokens a new one is).
+  async function loadChoices(owner) {
+    owner = owner || newTokenOwner();
     const query = owner === state.me.login ? "" : "?owner=" + encodeURIComponent(owner);
+    let choices;
     try {
-      state.choices = await call("GET", "/scopes" + query);
+      choices = await call("GET", "/scopes" + query);
     } catch (err) {
-      state.choices = { held: ["*"], scope_sets: [], scopes: [] };
+      choices = { held: ["*"], scope_sets: [], scopes: [] };
       handleListError(err);
     }
+    state.choices = choices;
+    state.choicesOwner = owner;
   }
 
   async function refresh() {
@@ -539,7 +544,10 @@
   }
 
   // mode: "create", "edit" (token given) or "renew" (token given: expiry only).
-  function openForm(token, mode) {
+  async function openForm(token, mode) {
+    const owner = token ? token.owner : newTokenOwner();
+    // Everyone's list: someone else's token offers what its owner may grant.
+    if (state.choicesOwner !== owner) await loadChoices(owner);
     state.mode = mode || (token ? "edit" : "create");
     state.editing = token || null;
     state.expiryTouched = false;
@@ -551,7 +559,6 @@
     show("name-fields", !renew);
     show("scope-fields", !renew);
     show("renew-about", renew);
-    const owner = token ? token.owner : newTokenOwner();
     const forOther = state.me && owner !== state.me.login;
     $("form-owner").textContent = forOther ? `For ${owner}.` : "";
     show("form-owner", forOther);
@@ -655,7 +662,7 @@
     if (!token) return;
     const action = button.getAttribute("data-action");
     if (action === "edit" || action === "renew") {
-      openForm(token, action);
+      await openForm(token, action);
       return;
     }
     setText("list-error", "");

@@ -299,6 +299,10 @@ async def test_admin_people_panel(browser_context, gateway, upstream):
     assert (made.owner, made.created_by, made.scopes) == ("bob", "root", ("api:read",))
     await page.locator("#token-rows tr").nth(1).wait_for()
 
+    # On a phone too, "Select all" selects every card shown.
+    await page.get_by_text("Select all", exact=True).click()
+    assert await page.locator("#token-rows .select:checked").count() == 2
+    await page.get_by_text("Select all", exact=True).click()
     # Remove bob's CI token: gone.
     await row.get_by_role("checkbox").check()
     await page.get_by_role("button", name="Remove selected").click()
@@ -320,6 +324,7 @@ async def test_admin_people_panel(browser_context, gateway, upstream):
     alices = page.locator("#token-rows tr", has_text="alice's laptop")
     await alices.get_by_role("button", name="Edit").click()
     form = page.locator("#token-dialog")
+    await form.wait_for(state="visible")  # after it asked for alice's scopes
     assert await form.locator("#form-owner").inner_text() == "For alice."
     assert await form.locator('#scope-list input[value="files:read"]').is_enabled()
     assert await form.locator('#scope-list input[value="api:write"]').is_disabled()

@@ -567,11 +567,12 @@
     $("f-date").value = dateIn(DEFAULT_EXPIRY_DAYS);
     $("f-window").value = "30";
     $("f-unit").value = "d";
-    // A new or renewed token expires in 30 days unless told otherwise.
+    // A new token expires in 30 days unless told otherwise; a renewed one
+    // too, or keeps its sliding window.
     let model = "hard";
-    if (state.mode === "edit") {
-      model = "never";
-      if (token.expiry === "hard" && token.expires_at) {
+    if (token) {
+      if (state.mode === "edit") model = "never";
+      if (state.mode === "edit" && token.expiry === "hard" && token.expires_at) {
         model = "hard";
         $("f-date").value = dateInputValue(new Date(token.expires_at));
       } else if (token.expiry === "sliding" && token.sliding_window) {

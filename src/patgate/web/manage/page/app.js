@@ -537,10 +537,17 @@
     return dateInputValue(new Date(Date.now() + days * DAY_MS));
   }
 
+  // "(in 30 days)": calendar days from today, whatever the time of day.
   function showDateDistance() {
-    const value = $("f-date").value;
-    // The end of that day, as the API reads a date.
-    $("f-date-in").textContent = value ? `(${relativeTime(`${value}T23:59:59`)})` : "";
+    const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec($("f-date").value);
+    if (!match) {
+      $("f-date-in").textContent = "";
+      return;
+    }
+    const today = new Date();
+    const days = Math.round((Date.UTC(+match[1], +match[2] - 1, +match[3]) -
+      Date.UTC(today.getFullYear(), today.getMonth(), today.getDate())) / DAY_MS);
+    $("f-date-in").textContent = `(${RELATIVE.format(days, "day")})`;
   }
 
   // mode: "create", "edit" (token given) or "renew" (token given: expiry only).

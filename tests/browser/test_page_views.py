@@ -226,6 +226,20 @@ async def test_phone_and_desktop_with_real_data(browser_context, gateway):
     await page.screenshot(
         path=str(ARTIFACTS / "desktop-token-list.png"), full_page=True
     )
+
+    # Purge: 30 days by default (the revoked one, dead for 100 days), or any age.
+    await page.get_by_role("button", name="Purge…").click()
+    purge = page.locator("#purge-dialog")
+    count = purge.locator("#purge-count")
+    assert await count.inner_text() == "1 token in the list matches."
+    await purge.get_by_label("Days dead").fill("0")
+    await count.get_by_text("2 tokens in the list match.").wait_for()
+    await purge.get_by_role("button", name="Purge").click()
+    await confirm_password(page)
+    await page.get_by_text("Purged 2 tokens.").wait_for()
+    await rows.nth(16).wait_for(state="detached")  # 18 - 2 rows
+    assert await gateway.store.get_token(ids["revoked"]) is None
+    assert await gateway.store.get_token(ids["expired"]) is None
     assert page.problems == []
 
 

@@ -149,7 +149,7 @@
   function sessionEnded(message) {
     state.csrf = null;
     state.me = null;
-    for (const id of ["token-dialog", "confirm-dialog", "value-dialog"]) {
+    for (const id of ["token-dialog", "purge-dialog", "confirm-dialog", "value-dialog"]) {
       if ($(id).open) $(id).close();
     }
     showLogin(message || "Your session has ended. Log in again.");
@@ -709,6 +709,72 @@
     }
   }
 
+  // ---------------------------------------------------------------- purge
+
+  function purgeWhose() {
+    if (state.owner === "") return "everyone’s";
+    if (state.owner === state.me.login) return "your";
+    return `${state.owner}’s`;
+  }
+
+  function purgeRequest() {
+    const days = parseInt($("purge-days").value || "0", 10);
+    if (!(days >= 0)) throw new Error("Enter a number of days, 0 for any age.");
+    const body = { revoked: $("purge-revoked").checked, expired: $("purge-expired").checked,
+      older_than: days > 0 ? `${days}d` : null };
+    if (!body.revoked && !body.expired) throw new Error("Choose revoked, expired or both.");
+    if (state.owner) body.owner = state.owner;
+    return body;
+  }
+
+  // What the list shows that the purge would take (the server decides).
+  function countPurge() {
+    let body;
+    try {
+      body = purgeRequest();
+    } catch (err) {
+      $("purge-count").textContent = "";
+      return;
+    }
+    const limit = Date.now() - (body.older_than ? parseInt(body.older_than, 10) * DAY_MS : 0);
+    const dead = state.tokens.filter((t) => {
+      if (t.status === "revoked" && body.revoked) return new Date(t.updated_at).getTime() <= limit;
+      if (t.status === "expired" && body.expired) return new Date(t.expires_at).getTime() <= limit;
+      return false;
+    }).length;
+    $("purge-count").textContent = dead === 1 ? "1 token in the list matches." : `${dead} tokens in the list match.`;
+  }
+
+  function openPurge() {
+    $("purge-about").textContent = `Removes ${purgeWhose()} revoked and expired tokens for good: ` +
+      "they leave the list; the audit log keeps them. Active tokens are never purged.";
+    setText("purge-error", "");
+    countPurge();
+    $("purge-dialog").showModal();
+  }
+
+  async function submitPurge(event) {
+    event.preventDefault();
+    let body;
+    try {
+      body = purgeRequest();
+    } catch (err) {
+      setText("purge-error", err.message);
+      return;
+    }
+    try {
+      const done = await confirmChange(`Purge ${purgeWhose()} dead tokens? This cannot be undone.`,
+        (password) => call("POST", "/tokens/purge", { ...body, password }));
+      if (!done) return;
+      $("purge-dialog").close();
+      const n = done.purged.length;
+      notice(`Purged ${n === 1 ? "1 token" : `${n} tokens`}.`);
+      await refresh();
+    } catch (err) {
+      setText("purge-error", err.message);
+    }
+  }
+
   // ---------------------------------------------------------------- the value
 
   function showValue(record, verb) {
@@ -787,6 +853,10 @@
     });
     $("f-date").addEventListener("input", showDateDistance);
     $("remove").addEventListener("click", removeSelected);
+    $("purge").addEventListener("click", openPurge);
+    $("purge-form").addEventListener("submit", submitPurge);
+    $("purge-form").addEventListener("input", countPurge);
+    $("purge-cancel").addEventListener("click", () => $("purge-dialog").close());
     $("token-rows").addEventListener("click", rowAction);
     $("token-rows").addEventListener("change", updateSelection);
     $("select-all").addEventListener("change", () => {

@@ -768,6 +768,18 @@ async def test_scope_choices_for_the_picker(make_gateway, upstream, sqlite_url, 
         in (scopes["env:control"]["used_by"])
     )
 
+    # An admin making a token for bob sees what bob may grant; others may not ask.
+    for_bob = await call(client, gateway, "GET", "/scopes?owner=bob", auth=ROOT)
+    assert for_bob.body["held"] == ["api:read"]
+    picked = {s["scope"]: s["grantable"] for s in for_bob.body["scopes"]}
+    assert (picked["api:read"], picked["api:write"]) == (True, False)
+    as_root = await call(client, gateway, "GET", "/scopes", auth=ROOT)
+    assert all(s["grantable"] for s in as_root.body["scopes"])
+    nosy = await call(client, gateway, "GET", "/scopes?owner=alice", auth=BOB)
+    assert nosy.status == 403
+    unknown = await call(client, gateway, "GET", "/scopes?owner=zed", auth=ROOT)
+    assert unknown.status == 404
+
 
 # ---------------------------------------------------------------- routing, document
 

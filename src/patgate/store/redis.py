@@ -41,6 +41,8 @@ asks the sentinels for the master on every new connection and so follows a
 failover by itself; Cluster, through redis-py's ``RedisCluster``, whose
 change subscription is on one node picked at random (a classic PUBLISH
 reaches every node).
+``delete_token`` is one call per slot: a script on the token's hash (which
+also publishes the notice), then SREM from the owner's set.
 
 Errors: every driver error becomes StoreUnavailableError naming host:port,
 never the password. Timeouts are short and the driver does not retry, so a

@@ -234,20 +234,31 @@
     const actions = el("td", { class: "row-actions" },
       el("button", { type: "button", text: "Edit", disabled: !active, "data-action": "edit" }),
       el("button", { type: "button", text: "Regenerate", disabled: !active, "data-action": "regenerate" }),
+      el("button", { type: "button", text: "Rotate", disabled: !active || token.canary, "data-action": "rotate",
+        title: "A new value; the old one works until the new one is first used" }),
       el("button", { type: "button", text: "Copy", "data-action": "copy" }));
     const row = el("tr", { "data-id": token.id, class: active ? "" : "inactive" },
       el("td", { class: "check" },
         el("input", { type: "checkbox", class: "select", value: token.id,
           "aria-label": `Select ${describeToken(token)}` })),
-      el("td", { class: token.name ? "name" : "name unnamed", text: token.name || "(no description)" }),
+      el("td", { class: token.name ? "name" : "name unnamed" },
+        token.name || "(no description)",
+        token.canary ? el("span", { class: "chip canary", text: "canary" }) : null),
       el("td", { class: "mono", text: token.id }),
       scopes,
       expiryCell(token),
       el("td", { text: token.last_used_at ? formatTime(token.last_used_at) : "Never",
-        title: token.last_used_ip ? `from ${token.last_used_ip}, ${token.use_count} uses` : "" }),
+        title: lastIps(token) }),
       el("td", {}, el("span", { class: `status ${token.status}`, text: token.status })),
       actions);
     return row;
+  }
+
+  function lastIps(token) {
+    const seen = token.last_ips || [];
+    if (seen.length === 0) return "";
+    const lines = seen.map((s) => `${s.ip}: first ${formatTime(s.first_seen)}, last ${formatTime(s.last_seen)}`);
+    return `${token.use_count} uses; recent addresses:\n${lines.join("\n")}`;
   }
 
   function selectedIds() {
@@ -400,6 +411,8 @@
       }
     }
     document.querySelector(`input[name="expiry"][value="${model}"]`).checked = true;
+    $("f-canary").checked = false;
+    show("canary-field", !token);
     renderScopes(token ? token.scopes : []);
     setText("token-error", "");
     $("token-dialog").showModal();
@@ -430,6 +443,7 @@
       body = { name: $("f-name").value.trim(), scopes: checkedScopes() };
       if (!token || state.expiryTouched) Object.assign(body, expiryBody());
       if (!token && body.expires_at === null) delete body.expires_at;
+      if (!token && $("f-canary").checked) body.canary = true;
     } catch (err) {
       setText("token-error", err.message);
       return;
@@ -474,6 +488,11 @@
           `Regenerate ${describeToken(token)}? Its current value stops working at once; you get a new one.`,
           (password) => call("POST", `/tokens/${token.id}/regenerate`, { password }));
         if (made) showValue(made, "Regenerated");
+      } else if (action === "rotate") {
+        const made = await confirmChange(
+          `Rotate ${describeToken(token)}? You get a new value; the current one keeps working until the new one is first used, then stops. Presented after that, it revokes the token.`,
+          (password) => call("POST", `/tokens/${token.id}/regenerate`, { activate_on_use: true, password }));
+        if (made) showValue(made, "Rotated");
       } else if (action === "copy") {
         const made = await confirmChange(
           `Make a copy of ${describeToken(token)}? The copy has the same settings, a new id and a new value.`,
@@ -497,6 +516,20 @@
         (password) => call("POST", "/tokens/revoke", { ids, password }));
       if (!done) return;
       notice(`Removed ${done.revoked.length === 1 ? "1 token" : `${done.revoked.length} tokens`}.`);
+      await refresh();
+    } catch (err) {
+      setText("list-error", err.message);
+    }
+  }
+
+  async function revokeBefore() {
+    setText("list-error", "");
+    try {
+      const done = await confirmChange(
+        "Revoke every token you made until now? Anything using them stops working at once. Use this after a laptop or a secret was stolen.",
+        (password) => call("POST", "/tokens/revoke-before", { before: "now", password }));
+      if (!done) return;
+      notice(`Revoked ${done.count === 1 ? "1 token" : `${done.count} tokens`}.`);
       await refresh();
     } catch (err) {
       setText("list-error", err.message);
@@ -569,6 +602,7 @@
       await Promise.all([loadChoices(), refresh()]);
     });
     $("remove").addEventListener("click", removeSelected);
+    $("revoke-before").addEventListener("click", revokeBefore);
     $("token-rows").addEventListener("click", rowAction);
     $("token-rows").addEventListener("change", updateSelection);
     $("select-all").addEventListener("change", () => {

@@ -209,6 +209,7 @@ def reload_config(app: web.Application, config: Config) -> None:
     app[PROXY].state = ProxyState.from_config(config)
     app[CONFIG] = config
     app[SERVICE].scope_sets = config.scope_sets
+    app[SERVICE].publisher.webhooks = config.webhooks
     for listener in app[LISTENERS].values():
         if CONFIG in listener:
             listener[CONFIG] = config

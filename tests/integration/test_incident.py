@@ -495,6 +495,8 @@ async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
         record, _ = await replicas[0].create_token(
             ADMIN, "alice", expires_at=clock[0] + 10 * 86400
         )
+        # A sliding token's expiry moves with use: no notice, only its end.
+        await replicas[0].create_token(ADMIN, "alice", sliding=8 * 86400)
         leads = (week, 86400)
         seen: list[str] = []
 
@@ -505,18 +507,18 @@ async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
             seen[:] = [d.event_type for d in due]
 
         await scan_all()
-        assert seen == ["token.created"]
+        assert seen == ["token.created", "token.created"]
         clock[0] += 4 * 86400  # 6 days left: the 7-day notice
         await scan_all()
         await scan_all()
-        assert seen == ["token.created", "token.expiring"]
+        assert seen == ["token.created", "token.created", "token.expiring"]
         clock[0] += 5.5 * 86400  # half a day left: the 1-day notice
         await scan_all()
         assert seen.count("token.expiring") == 2
         clock[0] += 86400  # expired
         await scan_all()
         await scan_all()
-        assert seen.count("token.expired") == 1
+        assert seen.count("token.expired") == 2  # the sliding one too
         stored = await store.get_token(record.id)
         assert stored is not None
         assert stored.status is TokenStatus.EXPIRED

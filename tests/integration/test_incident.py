@@ -131,7 +131,8 @@ def routes(upstream: RecordingUpstream) -> str:
 
 
 def hooks(receiver: Receiver, **delivery: str) -> str:
-    options = {"poll": "0.1", "first_retry": "0.1", "lease": "1", **delivery}
+    options = {"poll": "0.1", "first_retry": "0.1", "lease": "2", "timeout": "1.5"}
+    options.update(delivery)
     inner = ", ".join(f"{k}: {v}" for k, v in options.items())
     return (
         f"webhooks:\n  - {{url: {receiver.url}, secret: {SECRET}}}\n"

@@ -896,7 +896,7 @@ def test_webhooks_and_their_delivery_options():
         "  - {url: 'https://hooks.example.com/p', secret: '${HOOK}',"
         " events: [token.revoked, canary.used]}\n"
         "  - {url: 'http://127.0.0.1:9000/all', secret: literal-secret}\n"
-        "webhook_delivery: {lease: 5s, attempts: 3, first_retry: 2}\n"
+        "webhook_delivery: {lease: 5s, timeout: 3, attempts: 3, first_retry: 2}\n"
         "expiry_warnings: [1d, 14d, 1d]\n"
         "rotation_reuse: alert\n",
         {**ENV, "HOOK": "from-the-environment"},
@@ -909,7 +909,7 @@ def test_webhooks_and_their_delivery_options():
     assert second.wants("token.created")
     delivery = config.webhook_delivery
     assert (delivery.lease, delivery.attempts, delivery.first_retry) == (5.0, 3, 2.0)
-    assert delivery.timeout == 10.0
+    assert delivery.timeout == 3.0
     assert config.expiry_warnings == (14 * 86400.0, 86400.0)
     assert config.rotation_reuse == "alert"
     defaults = parse("")
@@ -934,6 +934,10 @@ def test_webhooks_and_their_delivery_options():
         ),
         ("webhooks: [{url: 'http://x/', secret: s, retries: 3}]", "retries"),
         ("webhook_delivery: {attempts: 0}", "webhook_delivery.attempts"),
+        (
+            "webhook_delivery: {lease: 5s}",
+            "must be longer than webhook_delivery.timeout",
+        ),
         ("expiry_warnings: 7d", "expected a list"),
         ("rotation_reuse: kill", "expected revoke, alert or ignore"),
     ],

@@ -400,7 +400,7 @@ async def test_activate_on_use_keeps_the_old_value_until_the_new_one_is_used(
 
 
 async def test_webhooks_are_signed_and_retried_with_back_off(
-    make_gateway, sqlite_url, upstream, receiver
+    make_gateway, sqlite_url, upstream, receiver, tmp_path: Path
 ):
     receiver.fail = 2
     gateway = await start(make_gateway, sqlite_url, upstream, receiver)
@@ -418,6 +418,17 @@ async def test_webhooks_are_signed_and_retried_with_back_off(
     # Doubling: 0.1 s, then 0.2 s.
     assert log[0].at - log[1].at >= 0.19
     assert log[1].at - log[2].at >= 0.09
+
+    (tmp_path / "gateway.yaml").write_text(f"store: {sqlite_url}\n")
+    table = run_cli(tmp_path, "webhook", "deliveries")
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()[1:]
+    assert [row.split("  ")[-1].strip() for row in rows] == [
+        "delivered (204)", "will retry: HTTP 500", "will retry: HTTP 500"
+    ]  # fmt: skip
+    as_json = json.loads(run_cli(tmp_path, "webhook", "deliveries", "--json").stdout)
+    assert [a["ok"] for a in as_json] == [True, False, False]
+    assert as_json[2]["error"] == "HTTP 500"
 
 
 def test_a_forged_or_stale_signature_does_not_verify():

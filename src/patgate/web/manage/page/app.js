@@ -381,13 +381,16 @@
     } else {
       actions.append(
         el("button", { type: "button", text: "Edit", disabled: !active, "data-action": "edit" }),
-        el("button", { type: "button", text: "Regenerate", disabled: !active, "data-action": "regenerate" }));
+        el("button", { type: "button", text: "Regenerate", disabled: !active, "data-action": "regenerate" }),
+        el("button", { type: "button", text: "Rotate", disabled: !active || token.canary, "data-action": "rotate",
+          title: "A new value; the old one works until the new one is first used" }));
     }
     actions.append(el("button", { type: "button", text: "Copy", "data-action": "copy" }));
     const name = el("td", { class: token.name ? "name" : "name unnamed", text: token.name || "(no description)" });
+    if (token.canary) name.append(el("span", { class: "chip canary", text: "canary" }));
     if (token.project) name.append(el("span", { class: "under", text: `project ${token.project}` }));
     const lastUsed = el("td", { class: "last-used", "data-label": "Last used",
-      title: token.last_used_ip ? `from ${token.last_used_ip}, ${token.use_count} uses` : "" });
+      title: lastIps(token) || (token.last_used_ip ? `from ${token.last_used_ip}, ${token.use_count} uses` : "") });
     if (token.last_used_at) lastUsed.append(timeNode(token.last_used_at));
     else lastUsed.textContent = "Never";
     const row = el("tr", { "data-id": token.id, class: active ? "" : "inactive" },
@@ -405,6 +408,13 @@
       el("td", { class: "status-cell" }, el("span", { class: `status ${token.status}`, text: token.status })),
       actions);
     return row;
+  }
+
+  function lastIps(token) {
+    const seen = token.last_ips || [];
+    if (seen.length === 0) return "";
+    const lines = seen.map((s) => `${s.ip}: first ${formatTime(s.first_seen)}, last ${formatTime(s.last_seen)}`);
+    return `${token.use_count} uses; recent addresses:\n${lines.join("\n")}`;
   }
 
   function selectedIds() {
@@ -594,6 +604,8 @@
     document.querySelector(`input[name="expiry"][value="${model}"]`).checked = true;
     showDateDistance();
     renderScopes(token && !renew ? token.scopes : []);
+    $("f-canary").checked = false;
+    show("canary-field", !token);
     setText("token-error", "");
     $("token-dialog").showModal();
     (renew ? document.querySelector('input[name="expiry"]:checked') : $("f-name")).focus();
@@ -625,6 +637,8 @@
       } else {
         body = { name: $("f-name").value.trim(), scopes: checkedScopes() };
         if (!token || state.expiryTouched) Object.assign(body, expiryBody());
+        if (!token && body.expires_at === null) delete body.expires_at;
+        if (!token && $("f-canary").checked) body.canary = true;
       }
     } catch (err) {
       setText("token-error", err.message);
@@ -680,6 +694,11 @@
           `Regenerate ${describeToken(token)}? Its current value stops working at once; you get a new one.`,
           (password) => call("POST", `/tokens/${token.id}/regenerate`, { password }));
         if (made) showValue(made, "Regenerated");
+      } else if (action === "rotate") {
+        const made = await confirmChange(
+          `Rotate ${describeToken(token)}? You get a new value; the current one keeps working until the new one is first used, then stops. Presented after that, it revokes the token.`,
+          (password) => call("POST", `/tokens/${token.id}/regenerate`, { activate_on_use: true, password }));
+        if (made) showValue(made, "Rotated");
       } else if (action === "copy") {
         const made = await confirmChange(
           `Make a copy of ${describeToken(token)}? The copy has the same settings, a new id and a new value.`,
@@ -775,6 +794,20 @@
     }
   }
 
+  async function revokeBefore() {
+    setText("list-error", "");
+    try {
+      const done = await confirmChange(
+        "Revoke every token you made until now? Anything using them stops working at once. Use this after a laptop or a secret was stolen.",
+        (password) => call("POST", "/tokens/revoke-before", { before: "now", password }));
+      if (!done) return;
+      notice(`Revoked ${done.count === 1 ? "1 token" : `${done.count} tokens`}.`);
+      await refresh();
+    } catch (err) {
+      setText("list-error", err.message);
+    }
+  }
+
   // ---------------------------------------------------------------- the value
 
   function showValue(record, verb) {
@@ -857,6 +890,7 @@
     $("purge-form").addEventListener("submit", submitPurge);
     $("purge-form").addEventListener("input", countPurge);
     $("purge-cancel").addEventListener("click", () => $("purge-dialog").close());
+    $("revoke-before").addEventListener("click", revokeBefore);
     $("token-rows").addEventListener("click", rowAction);
     $("token-rows").addEventListener("change", updateSelection);
     $("select-all").addEventListener("change", () => {

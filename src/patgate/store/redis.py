@@ -59,7 +59,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from patgate.errors import (
@@ -284,7 +284,8 @@ class RedisStore:
         cancels = task.cancelling() if task is not None else 0
         try:
             yield
-        except (RedisError, OSError) as err:
+        except (RedisError, RedisClusterException, OSError) as err:
+            # RedisClusterException (no Cluster node answers) is no RedisError.
             reason = str(err) or type(err).__name__
             for secret in self._secrets:
                 # SECURITY: never let a password from the URL into a message.
@@ -624,7 +625,7 @@ def revoked_session_key(session_id: str) -> str:
 
 
 async def _close_quietly(closable: Redis | RedisCluster | PubSub) -> None:
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(RedisError, RedisClusterException, OSError):
         await closable.aclose()
 
 

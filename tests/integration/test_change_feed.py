@@ -21,6 +21,8 @@ from tests.conftest import RedisServer
 from tests.gateway_harness import Gateway, RecordingUpstream, StartGateway, route_yaml
 from tests.processes import ADMIN, poll
 
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
+
 LONG_CACHE = "cache: {ttl: 60s, max_stale: 120s}"
 
 

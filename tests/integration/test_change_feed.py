@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import pytest
 
 from patgate.models import TokenStatus
 from patgate.store.redis import token_key

@@ -17,6 +17,11 @@ over it: the proxy handler, and later the forward-auth endpoint and
     → WebDAV Destination/If name this gateway and an allowed path (502/403)
     → credential and stray tokens removed from the query.
 
+A canary, or a value regenerated away and presented after its grace, is
+refused like an unknown token; the incident goes to :attr:`Gate.incidents`
+for a background task (no I/O on the refusal path), as does the first use of
+an activate-on-use value.
+
 The store being down is a 503, never an allow. Pure of I/O libraries: the
 store is any ``Store``, the clock a parameter, headers any multi-mapping.
 """

@@ -176,7 +176,7 @@ async def test_generate_use_revoke(page, gateway, upstream, browser_context):
     await add_more_tokens(gateway)
     await page.get_by_role("button", name="Refresh").click()
     await page.locator("#token-rows tr").nth(3).wait_for()
-    assert "Never" not in await row.locator("td").nth(5).inner_text()
+    assert "Never" not in await row.locator("td.last-used").inner_text()
     await page.screenshot(path=str(ARTIFACTS / "token-list.png"), full_page=True)
 
     await row.get_by_role("checkbox").check()
@@ -302,3 +302,40 @@ async def log_in_failing(page: Any, password: str) -> None:
     await page.get_by_label("Login").fill("alice")
     await page.get_by_label("Password", exact=True).fill(password)
     await page.get_by_role("button", name="Log in").click()
+
+
+async def test_canary_rotate_and_revoke_everything_until_now(page, gateway):
+    await log_in(page)
+    # A canary from the form: refused like any unknown value, marked in the list.
+    await page.get_by_role("button", name="Generate new token").click()
+    form = page.locator("#token-dialog")
+    await form.get_by_label("Description").fill("trap in .env")
+    await form.get_by_label("Canary", exact=False).check()
+    await form.get_by_role("button", name="Generate").click()
+    await confirm_password(page)
+    shown = page.locator("#value-dialog")
+    await shown.wait_for(state="visible")
+    canary = await shown.get_by_label("Token value").input_value()
+    await shown.get_by_role("button", name="Done").click()
+    trap = page.locator("#token-rows tr", has_text="trap in .env")
+    await trap.locator(".chip.canary").wait_for()
+    assert await through_gateway(gateway, canary) == 401
+
+    # Rotate: the old value keeps working until the new one is used.
+    old = await generate(page, "ci secret", "api:read")
+    await shown.get_by_role("button", name="Done").click()
+    row = page.locator("#token-rows tr", has_text="ci secret")
+    await row.get_by_role("button", name="Rotate").click()
+    await confirm_password(page)
+    await shown.wait_for(state="visible")
+    new = await shown.get_by_label("Token value").input_value()
+    await shown.get_by_role("button", name="Done").click()
+    assert await through_gateway(gateway, old) == 200
+    assert await through_gateway(gateway, new) == 200
+    assert await refused_soon(gateway, old)
+
+    # After a stolen laptop: everything made until now stops.
+    await page.get_by_role("button", name="Revoke all until now").click()
+    await confirm_password(page)
+    await page.get_by_text("Revoked 2 tokens.").wait_for()
+    assert await refused_soon(gateway, new)

@@ -849,6 +849,13 @@ def unreachable_urls(tmp_path: Path) -> dict[str, str]:
     not_a_database.write_bytes(b"precious data that is not SQLite " * 100)
     return {
         "redis-closed-port": f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+        "sentinel-closed-port": (
+            f"redis+sentinel://u:hunter2@127.0.0.1:{free_port()}/svc/0"
+            "?sentinel_password=hunter2"
+        ),
+        "cluster-closed-port": (
+            f"redis+cluster://u:hunter2@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+        ),
         "sqlite-missing-directory": f"sqlite:///{tmp_path}/missing/patgate.db",
         "sqlite-path-is-a-directory": f"sqlite:///{tmp_path}",
         "sqlite-not-a-database": f"sqlite:///{not_a_database}",
@@ -859,6 +866,8 @@ def unreachable_urls(tmp_path: Path) -> dict[str, str]:
     ("case", "reason"),
     [
         ("redis-closed-port", "127.0.0.1:"),
+        ("sentinel-closed-port", "127.0.0.1:"),
+        ("cluster-closed-port", "127.0.0.1:"),
         ("sqlite-missing-directory", "directory .* does not exist"),
         ("sqlite-path-is-a-directory", "unable to open"),
         ("sqlite-not-a-database", "not a database"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import pytest
 
 from patgate.models import TokenStatus
 from patgate.store.redis import token_key
@@ -20,6 +21,8 @@ from patgate.web.keys import CACHE
 from tests.conftest import RedisServer
 from tests.gateway_harness import Gateway, RecordingUpstream, StartGateway, route_yaml
 from tests.processes import ADMIN, poll
+
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
 
 LONG_CACHE = "cache: {ttl: 60s, max_stale: 120s}"
 

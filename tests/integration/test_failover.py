@@ -40,6 +40,8 @@ from tests.redis_topologies import (
     local_sentinel,
 )
 
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
+
 RECOVERY_BOUND = 15.0
 REVOCATION_BOUND = 0.1
 # Short, so that most valid tokens are not cached when the master goes.

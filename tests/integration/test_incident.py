@@ -131,7 +131,8 @@ def routes(upstream: RecordingUpstream) -> str:
 
 
 def hooks(receiver: Receiver, **delivery: str) -> str:
-    options = {"poll": "0.1", "first_retry": "0.1", "lease": "1", **delivery}
+    options = {"poll": "0.1", "first_retry": "0.1", "lease": "2", "timeout": "1.5"}
+    options.update(delivery)
     inner = ", ".join(f"{k}: {v}" for k, v in options.items())
     return (
         f"webhooks:\n  - {{url: {receiver.url}, secret: {SECRET}}}\n"
@@ -399,7 +400,7 @@ async def test_activate_on_use_keeps_the_old_value_until_the_new_one_is_used(
 
 
 async def test_webhooks_are_signed_and_retried_with_back_off(
-    make_gateway, sqlite_url, upstream, receiver
+    make_gateway, sqlite_url, upstream, receiver, tmp_path: Path
 ):
     receiver.fail = 2
     gateway = await start(make_gateway, sqlite_url, upstream, receiver)
@@ -417,6 +418,17 @@ async def test_webhooks_are_signed_and_retried_with_back_off(
     # Doubling: 0.1 s, then 0.2 s.
     assert log[0].at - log[1].at >= 0.19
     assert log[1].at - log[2].at >= 0.09
+
+    (tmp_path / "gateway.yaml").write_text(f"store: {sqlite_url}\n")
+    table = run_cli(tmp_path, "webhook", "deliveries")
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()[1:]
+    assert [row.split("  ")[-1].strip() for row in rows] == [
+        "delivered (204)", "will retry: HTTP 500", "will retry: HTTP 500"
+    ]  # fmt: skip
+    as_json = json.loads(run_cli(tmp_path, "webhook", "deliveries", "--json").stdout)
+    assert [a["ok"] for a in as_json] == [True, False, False]
+    assert as_json[2]["error"] == "HTTP 500"
 
 
 def test_a_forged_or_stale_signature_does_not_verify():
@@ -495,6 +507,8 @@ async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
         record, _ = await replicas[0].create_token(
             ADMIN, "alice", expires_at=clock[0] + 10 * 86400
         )
+        # A sliding token's expiry moves with use: no notice, only its end.
+        await replicas[0].create_token(ADMIN, "alice", sliding=8 * 86400)
         leads = (week, 86400)
         seen: list[str] = []
 
@@ -505,18 +519,18 @@ async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
             seen[:] = [d.event_type for d in due]
 
         await scan_all()
-        assert seen == ["token.created"]
+        assert seen == ["token.created", "token.created"]
         clock[0] += 4 * 86400  # 6 days left: the 7-day notice
         await scan_all()
         await scan_all()
-        assert seen == ["token.created", "token.expiring"]
+        assert seen == ["token.created", "token.created", "token.expiring"]
         clock[0] += 5.5 * 86400  # half a day left: the 1-day notice
         await scan_all()
         assert seen.count("token.expiring") == 2
         clock[0] += 86400  # expired
         await scan_all()
         await scan_all()
-        assert seen.count("token.expired") == 1
+        assert seen.count("token.expired") == 2  # the sliding one too
         stored = await store.get_token(record.id)
         assert stored is not None
         assert stored.status is TokenStatus.EXPIRED

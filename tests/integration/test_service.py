@@ -12,7 +12,7 @@ from patgate.errors import (
     UsageError,
 )
 from patgate.models import ExpiryModel, TokenStatus, Usage
-from patgate.service import Actor, TokenService
+from patgate.service import Actor, Purge, TokenService
 
 START = 1_800_000_000.0
 PEPPER = b"test-pepper"
@@ -675,3 +675,77 @@ async def test_audit_events_never_carry_values_hashes_or_passwords(
         if event["event"].startswith("token."):
             assert event["owner"] == "zed"
             assert tokens.looks_like_token_id(event["token_id"])
+
+
+# remove, purge, renew (issue 16)
+
+DAY = 86400
+
+
+async def test_purge_counts_age_from_revocation_or_expiry(service, people, clock):
+    revoked, _ = await service.create_token(ALICE, "alice", name="r")
+    expiring, _ = await service.create_token(
+        ALICE, "alice", name="e", expires_at=clock.now + DAY
+    )
+    live, _ = await service.create_token(ALICE, "alice", name="live")
+    await service.revoke_tokens(ALICE, [revoked.id])
+    clock.advance(20 * DAY)
+    month = Purge(revoked=True, expired=True, older_than=30 * DAY)
+    assert await service.purge_tokens(ALICE, month) == []
+    clock.advance(11 * DAY)  # revoked 31 days ago, expired 30 days ago
+    dry = await service.purge_tokens(ALICE, month, dry_run=True)
+    assert {r.id for r in dry} == {revoked.id, expiring.id}
+    assert len(await service.list_tokens(ALICE)) == 3
+    with capture_logs() as events:
+        purged = await service.purge_tokens(ALICE, month)
+    assert {r.id for r in purged} == {revoked.id, expiring.id}
+    assert [r.id for r in await service.list_tokens(ALICE)] == [live.id]
+    audit = {e["token_id"]: e for e in events if e["event"] == "token.purged"}
+    assert audit[expiring.id]["status"] == "expired"
+    assert audit[revoked.id]["status"] == "revoked"
+    assert audit[revoked.id]["name"] == "r"
+    with pytest.raises(PermissionDeniedError):
+        await service.purge_tokens(ALICE, Purge(revoked=True, owner="bob"))
+    with pytest.raises(UsageError, match="revoked, expired or both"):
+        await service.purge_tokens(ADMIN, Purge())
+
+
+async def test_renew_keeps_the_model_and_respects_max_lifetime(service, people, clock):
+    sliding, old = await service.create_token(
+        ALICE, "alice", sliding=3600, max_lifetime=10 * DAY
+    )
+    clock.advance(2 * 3600)
+    assert (await service.get_token(ALICE, sliding.id)).status is TokenStatus.EXPIRED
+    renewed, value = await service.renew_token(ALICE, sliding.id)
+    assert value != old
+    assert (renewed.expiry, renewed.sliding_window) == (ExpiryModel.SLIDING, 3600)
+    assert renewed.expires_at == clock.now + 3600
+    assert renewed.status is TokenStatus.ACTIVE
+    clock.advance(11 * DAY)
+    with pytest.raises(UsageError, match="past its max lifetime"):
+        await service.renew_token(ALICE, sliding.id)
+    lifted, _ = await service.renew_token(
+        ALICE, sliding.id, expires_at=clock.now + DAY, max_lifetime=None
+    )
+    assert (lifted.expiry, lifted.max_lifetime) == (ExpiryModel.HARD, None)
+    hard, _ = await service.create_token(ALICE, "alice", expires_at=clock.now + 60)
+    clock.advance(120)
+    again, _ = await service.renew_token(ALICE, hard.id)
+    assert again.expires_at == clock.now + 30 * DAY
+
+
+async def test_remove_revokes_then_deletes_and_audits(service, people):
+    mine, value = await service.create_token(ALICE, "alice", name="gone")
+    bobs, _ = await service.create_token(BOB, "bob")
+    with pytest.raises(NotFoundError, match="nothing removed"):
+        await service.remove_tokens(ALICE, [mine.id, bobs.id])
+    with capture_logs() as events:
+        removed = await service.remove_tokens(ALICE, [mine.id, mine.id])
+    assert [r.id for r in removed] == [mine.id]
+    assert removed[0].status is TokenStatus.REVOKED
+    assert await service.store.get_token(mine.id) is None
+    assert [e["event"] for e in events] == ["token.revoked", "token.removed"]
+    assert events[1]["name"] == "gone"
+    assert_no_secrets(events, value)
+    with pytest.raises(NotFoundError):
+        await service.remove_tokens(ALICE, [mine.id])

@@ -30,6 +30,8 @@ from tests.gateway_harness import RecordingUpstream, gateway_yaml, route_yaml
 from tests.integration.test_revocation import refusal_latency, status
 from tests.processes import ADMIN, GatewayProcess, ProcessGroup, StoreAdmin
 
+pytestmark = pytest.mark.timing  # wall-clock bounds: run alone (scripts/test)
+
 BOUND = 0.1
 LONG_CACHE = "cache: {ttl: 60s, max_stale: 120s}\nlimits: {failed_auth_per_minute: 0}"
 PASSWORD = "alice-password-1"

@@ -911,6 +911,37 @@ def test_forward_auth_is_on_when_the_section_is_present(text, path):
     assert parse(TRUSTED).forward_auth is None
 
 
+# incident response: webhooks, delivery, expiry warnings, rotation reuse
+
+
+def test_webhooks_and_their_delivery_options():
+    config = parse(
+        "webhooks:\n"
+        "  - {url: 'https://hooks.example.com/p', secret: '${HOOK}',"
+        " events: [token.revoked, canary.used]}\n"
+        "  - {url: 'http://127.0.0.1:9000/all', secret: literal-secret}\n"
+        "webhook_delivery: {lease: 5s, timeout: 3, attempts: 3, first_retry: 2}\n"
+        "expiry_warnings: [1d, 14d, 1d]\n"
+        "rotation_reuse: alert\n",
+        {**ENV, "HOOK": "from-the-environment"},
+    )
+    first, second = config.webhooks
+    assert first.secret.value == b"from-the-environment"
+    assert "from-the-environment" not in repr(config)
+    assert first.wants("canary.used")
+    assert not first.wants("token.created")
+    assert second.wants("token.created")
+    delivery = config.webhook_delivery
+    assert (delivery.lease, delivery.attempts, delivery.first_retry) == (5.0, 3, 2.0)
+    assert delivery.timeout == 3.0
+    assert config.expiry_warnings == (14 * 86400.0, 86400.0)
+    assert config.rotation_reuse == "alert"
+    defaults = parse("")
+    assert defaults.webhooks == ()
+    assert defaults.rotation_reuse == "revoke"
+    assert defaults.expiry_warnings == (7 * 86400.0, 86400.0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -961,3 +992,31 @@ def test_forward_auth_is_on_when_the_section_is_present(text, path):
 )
 def test_forward_auth_errors(text, message):
     assert error_of(text).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("webhooks: [{url: 'ftp://x/', secret: s}]", "webhooks[0].url: expected an"),
+        ("webhooks: [{url: 'http://x/'}]", "webhooks[0]: secret is required"),
+        ("webhooks: [{url: 'http://x/', secret: ''}]", "must not be empty"),
+        (
+            "webhooks: [{url: 'http://x/', secret: '${NOPE}'}]",
+            "environment variable 'NOPE' is not set",
+        ),
+        (
+            "webhooks: [{url: 'http://x/', secret: s, events: [token.stolen]}]",
+            "unknown event 'token.stolen'",
+        ),
+        ("webhooks: [{url: 'http://x/', secret: s, retries: 3}]", "retries"),
+        ("webhook_delivery: {attempts: 0}", "webhook_delivery.attempts"),
+        (
+            "webhook_delivery: {lease: 5s}",
+            "must be longer than webhook_delivery.timeout",
+        ),
+        ("expiry_warnings: 7d", "expected a list"),
+        ("rotation_reuse: kill", "expected revoke, alert or ignore"),
+    ],
+)
+def test_bad_incident_settings_are_refused_with_one_line(text: str, message: str):
+    assert message in error_of(text)

@@ -64,7 +64,8 @@ def token_renew(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _renewal(args: argparse.Namespace, now: float) -> dict[str, Any]:
+def expiry_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """``token edit``'s and ``token renew``'s expiry options, as service arguments."""
     changes: dict[str, Any] = {}
     if args.expires:
         changes.update(expires_at=parse_expiry_time(args.expires, now), sliding=None)
@@ -74,7 +75,14 @@ def _renewal(args: argparse.Namespace, now: float) -> dict[str, Any]:
         changes.update(expires_at=None, sliding=None)
     if args.no_max_lifetime:
         changes["max_lifetime"] = None
+    elif getattr(args, "max_lifetime", None):  # renew has no --max-lifetime
+        changes["max_lifetime"] = parse_duration(args.max_lifetime)
     return changes
+
+
+def _renewal(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """What ``token edit`` would take from the same expiry options."""
+    return expiry_changes(args, now)
 
 
 def add_lifecycle_commands(sub: argparse._SubParsersAction[ArgumentParser]) -> None:

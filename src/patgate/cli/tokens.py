@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from patgate.cli import remote
-from patgate.cli.lifecycle import add_lifecycle_commands
+from patgate.cli.lifecycle import add_lifecycle_commands, expiry_changes
 from patgate.cli.output import (
     add_output_options,
     print_json,
@@ -149,22 +149,7 @@ def _edit_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
         changes["scopes"] = args.scope
     if args.project is not None:
         changes["project"] = args.project or None
-    return {**changes, **_expiry_changes(args, now), **_limit_changes(args)}
-
-
-def _expiry_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    if args.expires:
-        changes.update(expires_at=parse_expiry_time(args.expires, now), sliding=None)
-    elif args.sliding:
-        changes.update(expires_at=None, sliding=parse_duration(args.sliding))
-    elif args.never:
-        changes.update(expires_at=None, sliding=None)
-    if args.no_max_lifetime:
-        changes["max_lifetime"] = None
-    elif args.max_lifetime:
-        changes["max_lifetime"] = parse_duration(args.max_lifetime)
-    return changes
+    return {**changes, **expiry_changes(args, now), **_limit_changes(args)}
 
 
 def _limit_changes(args: argparse.Namespace) -> dict[str, Any]:

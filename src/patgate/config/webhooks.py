@@ -83,6 +83,12 @@ def parse_webhook_delivery(value: object, where: str) -> WebhookDelivery:
     attempts = take(
         data, "attempts", where, lambda v, w: read_integer(v, w, 1, 100), 10
     )
+    if seconds["lease"] <= seconds["timeout"]:
+        # Else a slow endpoint outlives the lease and another replica sends
+        # the same event while the first still waits for its answer.
+        raise error_at(
+            locate(where, "lease"), "must be longer than webhook_delivery.timeout"
+        )
     return WebhookDelivery(attempts=attempts, **seconds)
 
 

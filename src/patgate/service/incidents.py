@@ -19,9 +19,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from patgate.durations import format_time
 from patgate.errors import PermissionDeniedError
 from patgate.events import DeliveryAttempt
-from patgate.models import TokenRecord, TokenStatus, UsageNews
+from patgate.models import ExpiryModel, TokenRecord, TokenStatus, UsageNews
 from patgate.service.core import Actor
 from patgate.service.tokens import TokenOperations
 
@@ -137,23 +138,37 @@ class IncidentOperations(TokenOperations):
                     await self._observe(record, Actor(SYSTEM, admin=True))
                     emitted += 1
                 continue
+            ends = _fixed_end(record)
+            if ends is None:
+                continue
             for lead in leads:
-                if now >= record.expires_at - lead and await self._first(
-                    "expiring", record, lead
+                if now >= ends - lead and await self._first(
+                    "expiring", record, lead, ends
                 ):
                     await self._emit(
                         "token.expiring",
                         token_id=record.id,
                         owner=record.owner,
-                        expires_at=record.to_public(now)["expires_at"],
+                        expires_at=format_time(ends),
                         lead_seconds=int(lead),
                     )
                     emitted += 1
                     break  # the shorter leads come on later scans
         return emitted
 
-    async def _first(self, what: str, record: TokenRecord, lead: float) -> bool:
+    async def _first(
+        self, what: str, record: TokenRecord, lead: float, ends: float | None = None
+    ) -> bool:
         """True for the one caller that claims this notice first."""
-        name = f"notice:{what}:{record.id}:{int(lead)}:{record.expires_at!r}"
+        ends = record.expires_at if ends is None else ends
+        name = f"notice:{what}:{record.id}:{int(lead)}:{ends!r}"
         mine = secrets.token_hex(8)
         return await self.store.claim_setting(name, mine) == mine
+
+
+def _fixed_end(record: TokenRecord) -> float | None:
+    """When a token ends whatever its use: a hard expiry, or the lifetime cap
+    of a sliding one (whose own expiry moves with every use: no notice)."""
+    if record.expiry is ExpiryModel.HARD:
+        return record.expires_at
+    return record.lifetime_ends_at()

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from patgate import tokens
 from patgate.durations import format_time
-from patgate.errors import NotFoundError, PermissionDeniedError, UsageError
+from patgate.errors import PermissionDeniedError, UsageError
 from patgate.models import ExpiryModel, TokenRecord, TokenStatus
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import Expiry, edited_expiry, expiry_changes
 from patgate.service.tokens import TokenOperations
-from patgate.service.validation import validate_seconds, validate_token_id
+from patgate.service.validation import validate_seconds
 
 DEFAULT_RENEWAL = 30 * 86400
 """How long a renewed hard token lives when no expiry is given (as the page's
@@ -60,19 +60,7 @@ class TokenLifecycle(TokenOperations):
         records as they were last, revoked.
         """
         wanted = list(dict.fromkeys(token_ids))
-        if not wanted:
-            raise UsageError("no token id given")
-        records: list[TokenRecord] = []
-        missing: list[str] = []
-        for token_id in wanted:
-            validate_token_id(token_id)
-            record = await self.store.get_token(token_id)
-            if record is None or not actor.may_act_for(record.owner):
-                missing.append(token_id)
-            else:
-                records.append(record)
-        if missing:
-            raise NotFoundError(f"no token {', '.join(missing)}; nothing removed")
+        records = await self._owned_records(actor, wanted, "nothing removed")
         removed = []
         for record in records:
             if record.status is not TokenStatus.REVOKED:

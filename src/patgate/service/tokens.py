@@ -284,13 +284,14 @@ class TokenOperations(ServiceCore):
         )
         return record, value
 
-    async def revoke_tokens(self, actor: Actor, token_ids: Sequence[str]) -> Revoked:
-        """Revoke every id, or none when any is unknown or not the actor's.
+    async def _owned_records(
+        self, actor: Actor, wanted: Sequence[str], outcome: str
+    ) -> list[TokenRecord]:
+        """The records of ``wanted`` (distinct ids), all of them the actor's.
 
-        Revoking a revoked token is no error and no new event; the answer
-        says which ones already were.
+        All or nothing: any unknown id, or one of another owner's (which the
+        actor must not learn exists), fails the whole call.
         """
-        wanted = list(dict.fromkeys(token_ids))
         if not wanted:
             raise UsageError("no token id given")
         records: list[TokenRecord] = []
@@ -303,7 +304,17 @@ class TokenOperations(ServiceCore):
             else:
                 records.append(record)
         if missing:
-            raise NotFoundError(f"no token {', '.join(missing)}; nothing revoked")
+            raise NotFoundError(f"no token {', '.join(missing)}; {outcome}")
+        return records
+
+    async def revoke_tokens(self, actor: Actor, token_ids: Sequence[str]) -> Revoked:
+        """Revoke every id, or none when any is unknown or not the actor's.
+
+        Revoking a revoked token is no error and no new event; the answer
+        says which ones already were.
+        """
+        wanted = list(dict.fromkeys(token_ids))
+        records = await self._owned_records(actor, wanted, "nothing revoked")
         already = [r.id for r in records if r.status is TokenStatus.REVOKED]
         for record in records:
             if record.status is not TokenStatus.REVOKED:

@@ -166,8 +166,9 @@ class Store(Protocol):
         """Change notices from every process sharing this store, as they happen.
 
         Redis delivers them by pub/sub; SQLite by polling a change log. Only
-        ``update_token`` and ``update_user`` produce notices. Listening starts
-        when the iterator first runs: earlier notices are not replayed. The
+        ``update_token``, ``delete_token`` and ``update_user`` produce
+        notices. Listening starts when the iterator first runs: earlier
+        notices are not replayed. The
         first item is ``Change(ChangeKind.LISTENING, "")``, once listening has
         begun: every notice after it is delivered, so a consumer distrusts
         what it cached before it (a reconnect may have missed notices). The

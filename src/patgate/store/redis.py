@@ -45,6 +45,8 @@ asks the sentinels for the master on every new connection and so follows a
 failover by itself; Cluster, through redis-py's ``RedisCluster``, whose
 change subscription is on one node picked at random (a classic PUBLISH
 reaches every node).
+``delete_token`` is one call per slot: a script on the token's hash (which
+also publishes the notice), then SREM from the owner's set.
 
 Errors: every driver error becomes StoreUnavailableError naming host:port,
 never the password. Timeouts are short and the driver does not retry, so a
@@ -71,7 +73,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from patgate.errors import (
@@ -404,6 +406,11 @@ class RedisStore:
         # How to connect to one node of a Cluster (its change subscription).
         self._node_options = dict(node_options or {})
         self._closed = False
+        # Running changes() iterators; close() lets them end first, since a
+        # pool closed under a subscription makes redis-py reconnect it.
+        self._subscriptions = 0
+        self._no_subscriptions = asyncio.Event()
+        self._no_subscriptions.set()
         self._create = client.register_script(_CREATE)
         self._list_under_user = client.register_script(_LIST_UNDER_USER)
         self._replace = client.register_script(_REPLACE)
@@ -464,7 +471,8 @@ class RedisStore:
         cancels = task.cancelling() if task is not None else 0
         try:
             yield
-        except (RedisError, OSError) as err:
+        except (RedisError, RedisClusterException, OSError) as err:
+            # RedisClusterException (no Cluster node answers) is no RedisError.
             reason = str(err) or type(err).__name__
             for secret in self._secrets:
                 # SECURITY: never let a password from the URL into a message.
@@ -483,6 +491,10 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        if self._subscriptions:
+            # Each ends within a LISTEN_TICK, as it sees _closed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_subscriptions.wait(), 4 * LISTEN_TICK)
         for client in (self._client, *self._also_close):
             await _close_quietly(client)
 
@@ -750,33 +762,45 @@ class RedisStore:
         return [DeliveryAttempt.from_json(item) for item in items]
 
     async def changes(self) -> AsyncIterator[Change]:
-        node: Redis | None = None
         try:
-            with self._errors():
-                node = await self._subscription_client()
-            pubsub = (node or self._client).pubsub()
-        except BaseException:
-            if node is not None:
-                await _close_quietly(node)
-            raise
-        try:
-            with self._errors():
-                await pubsub.subscribe(CHANGES_CHANNEL)
-            async for message in self._messages(pubsub):
-                if message["type"] == "subscribe":
-                    yield Change(ChangeKind.LISTENING, "")
-                elif message["type"] == "message":
-                    change = Change.decode(message["data"])
-                    if change is not None:
-                        yield change
+            async with self._subscription() as pubsub:
+                with self._errors():
+                    await pubsub.subscribe(CHANGES_CHANNEL)
+                async for message in self._messages(pubsub):
+                    if message["type"] == "subscribe":
+                        yield Change(ChangeKind.LISTENING, "")
+                    elif message["type"] == "message":
+                        change = Change.decode(message["data"])
+                        if change is not None:
+                            yield change
         except StoreUnavailableError:
             if self._closed:
                 return
             raise
+
+    @contextlib.asynccontextmanager
+    async def _subscription(self) -> AsyncIterator[PubSub]:
+        """A PubSub of its own (on a Cluster, on a node client of its own),
+        closed after, and counted for close()."""
+        node: Redis | None = None
+        self._subscriptions += 1
+        self._no_subscriptions.clear()
+        try:
+            with self._errors():
+                node = await self._subscription_client()
+            pubsub = (node or self._client).pubsub()
+            try:
+                yield pubsub
+            finally:
+                await _close_quietly(pubsub)
         finally:
-            await _close_quietly(pubsub)
-            if node is not None:
-                await _close_quietly(node)
+            try:
+                if node is not None:
+                    await _close_quietly(node)
+            finally:
+                self._subscriptions -= 1
+                if not self._subscriptions:
+                    self._no_subscriptions.set()
 
     async def _subscription_client(self) -> Redis | None:
         """On a Cluster, a client of one node to subscribe on; else None.
@@ -913,7 +937,7 @@ def revoked_session_key(session_id: str) -> str:
 
 
 async def _close_quietly(closable: Redis | RedisCluster | PubSub) -> None:
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(RedisError, RedisClusterException, OSError):
         await closable.aclose()
 
 

@@ -5,11 +5,11 @@ the change log that gateways poll, and the translation of sqlite3 errors into
 ``StoreUnavailableError``.
 
 Several processes share one file: the CLI writes, gateways read. Every
-``update_token``/``update_user`` inserts a ``changes`` row in the same
-transaction, and :meth:`SQLiteStore.changes` polls for rows newer than the
-last one it saw, so an edit made anywhere on the machine reaches every gateway
-within ``poll_interval`` (SPEC.md: within 1 s). Writers prune rows older than
-``change_retention``.
+``update_token``/``delete_token``/``update_user`` inserts a ``changes`` row in
+the same transaction, and :meth:`SQLiteStore.changes` polls for rows newer than
+the last one it saw, so an edit made anywhere on the machine reaches every
+gateway within ``poll_interval`` (SPEC.md: within 1 s). Writers prune rows
+older than ``change_retention``.
 
 All sqlite3 calls run on one worker thread per store, which opens and owns the
 connection: the event loop never waits on the disk and the connection never

@@ -226,6 +226,7 @@ def reload_config(app: web.Application, config: Config) -> None:
         app[FORWARD_AUTH].state = state
     app[CONFIG] = config
     app[SERVICE].scope_sets = config.scope_sets
+    app[SERVICE].publisher.webhooks = config.webhooks
     for listener in app[LISTENERS].values():
         if CONFIG in listener:
             listener[CONFIG] = config

@@ -1,9 +1,10 @@
 """Delivering the webhook outbox: one replica at a time, each event once.
 
-Every gateway process with ``webhooks:`` configured runs
-:func:`webhook_deliverer`. Each poll it tries to take (or renew) the store's
-``webhooks`` lease; the holder POSTs the due deliveries one by one, renewing
-the lease before each, and records each attempt with
+Every gateway process runs :func:`webhook_deliverer`; it works while
+``webhooks:`` is configured (a SIGHUP reload may add or drop it). Each poll
+it tries to take (or renew) the store's ``webhooks`` lease; the holder POSTs
+the due deliveries one by one, renewing the lease before each, and records
+each attempt with
 ``Store.finish_delivery``, which only the lease holder may do. A holder that
 dies mid-delivery stops renewing: after ``webhook_delivery.lease`` another
 replica takes over and sends what was never finished (so an endpoint may see
@@ -54,21 +55,21 @@ def lease_holder() -> str:
 
 
 async def webhook_deliverer(app: web.Application) -> AsyncIterator[None]:
-    if not app[CONFIG].webhooks:
-        yield
-        return
     task = asyncio.create_task(deliver_forever(app, lease_holder()))
     yield
     await stop_task(task)
 
 
 async def deliver_forever(app: web.Application, holder: str) -> None:
-    config = app[CONFIG]
-    options = config.webhook_delivery
-    timeout = aiohttp.ClientTimeout(total=options.timeout)
+    """Deliver while ``webhooks:`` is configured (a reload may add or drop it)."""
     next_scan = 0.0
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as http:
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
         while True:
+            config = app[CONFIG]
+            options = config.webhook_delivery
+            if not config.webhooks:
+                await asyncio.sleep(options.poll)
+                continue
             try:
                 now = time.time()
                 store = app[STORE]
@@ -158,7 +159,11 @@ async def post(
     }
     try:
         async with http.post(
-            delivery.url, data=body, headers=headers, allow_redirects=False
+            delivery.url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=config.webhook_delivery.timeout),
         ) as response:
             await response.read()
             ok = 200 <= response.status < 300

@@ -38,8 +38,22 @@ from patgate.web.keys import CACHE, CONFIG, GATE, SERVICE, STORE, STREAMS
 log = structlog.get_logger("patgate.gateway")
 
 
+# How long start-up waits for the change feed's first answer (it listens, or
+# the store is unreachable); beyond a connect timeout, only a hung store.
+FIRST_ANSWER_WAIT = 5.0
+
+
 async def change_listener(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(listen_for_changes(app))
+    """Run :func:`listen_for_changes` for the app's life.
+
+    Start-up waits until the feed listens (or has failed once, leaving the
+    cache suspended), so no request is served, and cached, before a notice
+    could reach this process.
+    """
+    settled = asyncio.Event()
+    task = asyncio.create_task(listen_for_changes(app, settled))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(settled.wait(), FIRST_ANSWER_WAIT)
     yield
     await stop_task(task)
 
@@ -58,15 +72,19 @@ async def stop_task(task: asyncio.Task[Any]) -> None:
         await task
 
 
-async def listen_for_changes(app: web.Application) -> None:
+async def listen_for_changes(
+    app: web.Application, settled: asyncio.Event | None = None
+) -> None:
     """Apply change notices to the cache and open streams; reconnect forever.
 
     Notices sent while the feed was down are lost, so after a reconnect every
     cache entry must be confirmed by the store again and every open stream
     re-checked, but only once the new subscription listens (the store's
     ``LISTENING`` item): a lookup made before that could read a record that a
-    notice then missed would have dropped.
+    notice then missed would have dropped. ``settled`` is set once the feed
+    first listens or fails.
     """
+    settled = settled or asyncio.Event()
     store, cache, gate, streams = app[STORE], app[CACHE], app[GATE], app[STREAMS]
     delay = 0.05
     reconnecting = False
@@ -78,12 +96,13 @@ async def listen_for_changes(app: web.Application) -> None:
                 delay = 0.05
                 if change.kind is ChangeKind.LISTENING:
                     # Whatever was cached before this may predate a missed
-                    # notice (also at start, when requests may come first).
+                    # notice.
                     cache.resume()
                     if reconnecting:
                         await streams.revalidate(gate, streams.all())
                         log.info("change_feed_reconnected")
                         reconnecting = False
+                    settled.set()
                     continue
                 await apply_change(change, cache, gate, streams)
         except StoreUnavailableError as exc:
@@ -93,6 +112,7 @@ async def listen_for_changes(app: web.Application) -> None:
                 # the feed is back; the cache is only the outage fallback.
                 cache.suspend()
             reconnecting = True
+            settled.set()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
 

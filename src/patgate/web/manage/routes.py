@@ -92,7 +92,8 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                request="TokenEdit", response="Token", auth=_CHANGE,
                parameters=_ID, errors=(400, 401, 403, 404, 409, 415, 422, 429)),
      edit_token),
-    (Operation("DELETE", "/tokens/{token_id}", "removeToken", "Remove a token:"
+    # The operationId predates removal; kept so generated clients keep working.
+    (Operation("DELETE", "/tokens/{token_id}", "revokeToken", "Remove a token:"
                " revoked, then gone from every list (the audit log keeps it);"
                " answers it as it was last", request="Confirm", response="Token",
                auth=_CHANGE, parameters=_ID), remove_token),
@@ -145,8 +146,9 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
                response="Empty", auth=_PUBLIC, errors=(400, 403, 415, 503)),
      close_session),
     (Operation("GET", "/scopes", "scopeChoices", "The scope sets and the scopes"
-               " routes require, for the page's picker",
-               response="ScopeChoices"), scope_choices),
+               " routes require, for the page's picker (admins: grantable to"
+               " ?owner=)", response="ScopeChoices", parameters=("owner",)),
+     scope_choices),
     (Operation("GET", "/openapi.json", "openapi", "This document",
                response="OpenAPI", auth=_PUBLIC, errors=()), openapi_document),
 )  # fmt: skip

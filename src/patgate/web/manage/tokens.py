@@ -214,10 +214,15 @@ async def report_leak(request: web.Request) -> web.Response:
 
 @endpoint
 async def scope_choices(request: web.Request) -> web.Response:
-    """What the page offers: the scope sets and the scopes that routes require."""
+    """What the page offers: the scope sets and the scopes that routes require,
+    each grantable or not for the caller (an admin: for ``?owner=``)."""
     caller = await caller_of(request)
     config = request.app[CONFIG]
     held = caller.user.scopes
+    owner = request.query.get("owner")
+    if owner and owner != caller.user.login:
+        # 404 for an unknown user; 403 unless an admin.
+        held = (await service_of(request).get_user(caller.actor, owner)).scopes
     sets = [
         {
             "name": f"@{name}",

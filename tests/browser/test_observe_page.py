@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from patgate.web.gateway.sync import flush_usage
-from tests.browser.conftest import ARTIFACTS, DESKTOP
+from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
 from tests.browser.test_token_page import PASSWORD, TIMEOUT_MS, confirm_password, log_in
 from tests.gateway_harness import Gateway, RecordingUpstream
 
@@ -58,7 +58,10 @@ async def test_the_suggestion_is_shown_next_to_the_token_and_applied(
     chip = suggestion.locator(".chip", has_text="api:read")
     assert "GET /api/items/*" in (await chip.get_attribute("title") or "")
     ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "observe-suggestion.png"))
+    await page.screenshot(path=str(ARTIFACTS / "observe-suggestion-1280.png"))
+    await page.set_viewport_size(PHONE)
+    await suggestion.get_by_role("button", name="Apply").scroll_into_view_if_needed()
+    await page.screenshot(path=str(ARTIFACTS / "observe-suggestion-390.png"))
 
     await suggestion.get_by_role("button", name="Apply").click()
     await confirm_password(page)

@@ -57,7 +57,7 @@ from patgate.extract import (
     strip_token_pairs,
 )
 from patgate.models import ExpiryModel, TokenGrant, TokenRecord
-from patgate.observe import path_pattern
+from patgate.observe import observed_pattern
 from patgate.paths import PathError, normalise_path
 from patgate.policy import Attempt, Decision, decide
 from patgate.routing import CompiledRoute, Router
@@ -563,8 +563,9 @@ class Gate:
             self.cache.slide_expiry(token_hash, token.version, slid)
         self.usage.note(token.id, now, view.client_ip, slid, token.version)
         if token.observe_until is not None and now < token.observe_until:
+            pattern = observed_pattern(route, view.path, view.method)
             self.usage.note_observed(
-                token.id, now, route.config.name, view.method, path_pattern(view.path)
+                token.id, now, route.config.name, view.method, pattern
             )
         return decision
 

@@ -52,6 +52,7 @@ __all__ = [
     "Covered",
     "Suggestion",
     "narrow",
+    "observed_pattern",
     "path_pattern",
     "suggest",
     "suggestion_json",
@@ -81,6 +82,22 @@ def path_pattern(path: str) -> str:
     if len(pattern) > 1:
         pattern = pattern.rstrip("/")
     return pattern or "/"
+
+
+def observed_pattern(route: CompiledRoute, path: str, method: str) -> str:
+    """What the gate notes of a request: its :func:`path_pattern`, unless the
+    route needs other scopes for the pattern than for the path (a rule that
+    names one id, such as ``/api/items/42/secret``); then the path itself,
+    with only over-long segments (a pasted token value) made ``*``. So a
+    suggestion read from the notes is what the real requests needed.
+    """
+    pattern = path_pattern(path)
+    if pattern == path or route.config.auth == "none":
+        return pattern
+    if route.required_scopes(pattern, method) == route.required_scopes(path, method):
+        return pattern
+    kept = "/".join(ANY if len(p) > MAX_SEGMENT else p for p in path.split("/"))
+    return kept.rstrip("/") if len(kept) > 1 else kept
 
 
 def _is_id(segment: str) -> bool:

@@ -11,7 +11,7 @@ from patgate.errors import ConflictError
 from patgate.explain import explain_request, grant_of_scopes
 from patgate.gate import Rules
 from patgate.models import Observed, Usage, merge_observed
-from patgate.observe import narrow, path_pattern, suggest
+from patgate.observe import narrow, observed_pattern, path_pattern, suggest
 from patgate.usage import MAX_PENDING_OBSERVED, UsageRecorder
 from tests.factories import NOW
 
@@ -186,3 +186,29 @@ def test_merge_observed_keeps_the_most_recent():
         ("/p4", 1),
         ("/p0", 3),
     ]
+
+
+def test_a_rule_naming_one_id_keeps_that_id_in_the_pattern():
+    config = parse_config(
+        "store: sqlite:///x.db\n"
+        "routes:\n"
+        "  - name: api\n"
+        "    prefix: /api/\n"
+        "    upstream: http://127.0.0.1:9\n"
+        "    paths:\n"
+        "      /api/items/42/secret*: items:secret\n"
+        "      /api/*: api:read\n",
+        {},
+        "/srv",
+    )
+    route = Rules.from_config(config).router.routes[0]
+    assert observed_pattern(route, "/api/items/42/secret", "GET") == (
+        "/api/items/42/secret"
+    )
+    assert observed_pattern(route, "/api/items/43/secret", "GET") == (
+        "/api/items/*/secret"
+    )
+    # Even kept, a segment as long as a token value never is.
+    assert observed_pattern(route, f"/api/items/42/secret/{TOKEN}", "GET") == (
+        "/api/items/42/secret/*"
+    )

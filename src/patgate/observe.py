@@ -233,7 +233,8 @@ def _node_scopes(
             directory = canonical_node_path(directory)
         except UsageError:
             return ()  # cannot be granted: no node scopes rather than wrong ones
-        write = any(s.method.upper() not in SAFE_METHODS for s in seen)
+        # As the gateway reads it (NodeScope.allows): "get" is not a safe method.
+        write = any(s.method not in SAFE_METHODS for s in seen)
         _, wrote, requests = found.get(directory, (directory, False, []))
         found[directory] = (directory, write or wrote, requests + seen)
     if not deeper:

@@ -102,6 +102,8 @@ LISTEN_TICK = 0.25
 # from Redis and the subscription is reported dead: a silent network drop
 # must not leave a gateway deaf to revocations.
 LIVENESS_INTERVAL = 5.0
+# How long close() waits for running changes() iterators to end.
+CLOSE_WAIT = 5.0
 USAGE_BATCH = 500
 
 # KEYS: the new hash. ARGV: its field/value pairs.

@@ -122,6 +122,8 @@ LISTEN_TICK = 0.25
 # from Redis and the subscription is reported dead: a silent network drop
 # must not leave a gateway deaf to revocations.
 LIVENESS_INTERVAL = 5.0
+# How long close() waits for running changes() iterators to end.
+CLOSE_WAIT = 5.0
 USAGE_BATCH = 500
 
 # KEYS: the new hash. ARGV: its field/value pairs.
@@ -395,6 +397,7 @@ class RedisStore:
         liveness_interval: float = LIVENESS_INTERVAL,
         also_close: Sequence[Redis] = (),
         node_options: Mapping[str, Any] | None = None,
+        startup_hosts: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.url_for_display = url_for_display
         self._liveness_interval = liveness_interval
@@ -405,6 +408,7 @@ class RedisStore:
         self._also_close = tuple(also_close)
         # How to connect to one node of a Cluster (its change subscription).
         self._node_options = dict(node_options or {})
+        self._startup_hosts = tuple(startup_hosts)
         self._closed = False
         # Running changes() iterators; close() lets them end first, since a
         # pool closed under a subscription makes redis-py reconnect it.
@@ -455,6 +459,7 @@ class RedisStore:
             liveness_interval=liveness_interval,
             also_close=sentinels,
             node_options=node_options,
+            startup_hosts=parsed.hosts,
         )
 
     @contextlib.contextmanager
@@ -807,14 +812,18 @@ class RedisStore:
 
         A Cluster passes a classic PUBLISH to every node, so any node (a
         replica too) hears every notice. Each subscription picks one at
-        random among those the cluster client knows now, so after a node is
+        random among the nodes the cluster client knows (the URL's until it
+        has loaded the slot map: this does not load it), so after a node is
         lost the next attempt lands on another.
         """
         if not isinstance(self._client, RedisCluster):
             return None
-        await self._client.initialize()
-        node = random.choice(self._client.get_nodes())  # noqa: S311 - not a secret
-        return Redis(host=node.host, port=int(node.port), **self._node_options)
+        if self._client.nodes_manager.default_node is not None:
+            hosts = [(node.host, int(node.port)) for node in self._client.get_nodes()]
+        else:
+            hosts = list(self._startup_hosts)
+        host, port = random.choice(hosts)  # noqa: S311 - not a secret
+        return Redis(host=host, port=port, **self._node_options)
 
     async def take_rate(
         self, key: str, limit: int, window: int, now: float

@@ -37,10 +37,7 @@ class IncidentOperations(TokenOperations):
         only) created before ``before``; answers their ids."""
         if owner is None and not actor.admin:
             raise PermissionDeniedError("only an admin may revoke every user's tokens")
-        if owner is not None:
-            if not actor.may_act_for(owner):
-                raise PermissionDeniedError("only an admin may revoke another's tokens")
-            await self._user(owner)
+        owner = await self._whose(actor, owner, "revoke")
         revoked: list[str] = []
         for record in await self.store.list_tokens(owner):
             if record.created_at < before and record.status is not TokenStatus.REVOKED:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from patgate import tokens
 from patgate.durations import format_time
-from patgate.errors import PermissionDeniedError, UsageError
+from patgate.errors import UsageError
 from patgate.models import ExpiryModel, TokenRecord, TokenStatus
 from patgate.service.core import UNSET, Actor, Unset
 from patgate.service.expiry import Expiry, edited_expiry, expiry_changes
@@ -64,10 +64,7 @@ class TokenLifecycle(TokenOperations):
         removed = []
         for record in records:
             if record.status is not TokenStatus.REVOKED:
-                await self._revoke(record, actor=actor.login)
-                record = record.with_changes(
-                    status=TokenStatus.REVOKED, updated_at=self.now()
-                )
+                record = await self._revoke(record, actor=actor.login)
             await self._delete(record, actor.login, "token.removed")
             removed.append(record)
         return removed
@@ -83,13 +80,7 @@ class TokenLifecycle(TokenOperations):
         if not (purge.revoked or purge.expired):
             raise UsageError("say what to purge: revoked, expired or both")
         validate_seconds("age", purge.older_than)
-        owner = purge.owner
-        if owner is None and not actor.admin:
-            owner = actor.login
-        if owner is not None:
-            if not actor.may_act_for(owner):
-                raise PermissionDeniedError("only an admin may purge another's tokens")
-            await self._user(owner)
+        owner = await self._whose(actor, purge.owner, "purge")
         now = self.now()
         dead = [
             record

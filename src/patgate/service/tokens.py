@@ -127,12 +127,7 @@ class TokenOperations(ServiceCore):
         ``expiring``: only the active tokens that expire within that many
         seconds, the soonest first.
         """
-        if owner is None and not actor.admin:
-            owner = actor.login
-        if owner is not None:
-            if not actor.may_act_for(owner):
-                raise PermissionDeniedError("only an admin may list another's tokens")
-            await self._user(owner)
+        owner = await self._whose(actor, owner, "list")
         records = await self.store.list_tokens(owner)
         observed = [await self._observe(record, actor) for record in records]
         if expiring is None:
@@ -284,6 +279,19 @@ class TokenOperations(ServiceCore):
         )
         return record, value
 
+    async def _whose(self, actor: Actor, owner: str | None, verb: str) -> str | None:
+        """Whose tokens a call about many acts on: ``owner``, else the actor's
+        own (an admin's None: everyone's); only an admin may name another."""
+        if owner is None and not actor.admin:
+            owner = actor.login
+        if owner is not None:
+            if not actor.may_act_for(owner):
+                raise PermissionDeniedError(
+                    f"only an admin may {verb} another's tokens"
+                )
+            await self._user(owner)
+        return owner
+
     async def _owned_records(
         self, actor: Actor, wanted: Sequence[str], outcome: str
     ) -> list[TokenRecord]:
@@ -417,7 +425,8 @@ class TokenOperations(ServiceCore):
 
     async def _revoke(
         self, record: TokenRecord, *, actor: str, reason: str | None = None
-    ) -> None:
+    ) -> TokenRecord:
+        """Revoke ``record`` (which must be live); answers it as stored."""
         revoked = record.with_changes(
             status=TokenStatus.REVOKED,
             previous_hash=None,
@@ -433,6 +442,7 @@ class TokenOperations(ServiceCore):
             actor=actor,
             reason=reason,
         )
+        return revoked
 
     def _value_matches(self, record: TokenRecord, value: str) -> bool:
         presented = tokens.hash_token(value, self._pepper)

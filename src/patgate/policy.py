@@ -269,6 +269,12 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 def _ip_allowed(client_ip: str | None, cidrs: Sequence[str]) -> bool:
     if not client_ip:
         return False
+    return _ip_in(client_ip, tuple(cidrs))
+
+
+@lru_cache(maxsize=4096)
+def _ip_in(client_ip: str, cidrs: tuple[str, ...]) -> bool:
+    """Parsing the address is the costly part (pure Python): once per pair."""
     try:
         address = ipaddress.ip_address(client_ip)
     except ValueError:

@@ -54,8 +54,13 @@ _FORWARDED_PREFIX = "x-forwarded-"
 header_key = fold_header
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def connection_named(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     """Header names listed in ``Connection`` (they are hop-by-hop too)."""
+    if "Connection" not in headers:
+        return _NONE  # the common case: no sets built per request
     names: set[str] = set()
     for value in headers.getall("Connection", ()):
         names.update(header_key(part.strip()) for part in value.split(",") if part)

@@ -18,7 +18,7 @@ from patgate.policy import Decision
 from patgate.routing import CompiledRoute
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)  # made per request: not frozen, which costs more
 class Stream:
     """One registered response; compared and hashed by identity (cheap: the
     registry adds and removes one on every proxied request)."""

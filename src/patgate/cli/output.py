@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from patgate.durations import format_duration, format_time
@@ -34,28 +34,51 @@ def describe_expiry(record: TokenRecord) -> str:
     return when
 
 
+TOKEN_COLUMNS = ("ID", "NAME", "OWNER", "SCOPES", "EXPIRES", "LAST USED", "STATUS")
+
+
 def print_tokens(records: Sequence[TokenRecord], now: float) -> None:
+    print_public_tokens([record.to_public(now) for record in records])
+
+
+def print_public_tokens(tokens: Sequence[Mapping[str, Any]]) -> None:
+    """The token table, from the JSON view (the store's or the API's)."""
     print_table(
-        ("ID", "NAME", "OWNER", "SCOPES", "EXPIRES", "LAST USED", "STATUS"),
+        TOKEN_COLUMNS,
         (
             (
-                r.id,
-                r.name or "-",
-                r.owner,
-                ",".join(r.scopes),
-                describe_expiry(r),
-                format_time(r.last_used_at) or "never",
-                r.status_at(now).value,
+                str(t["id"]),
+                t["name"] or "-",
+                str(t["owner"]),
+                ",".join(t["scopes"]),
+                public_expiry(t),
+                t["last_used_at"] or "never",
+                str(t["status"]),
             )
-            for r in records
+            for t in tokens
         ),
     )
 
 
+def public_expiry(token: Mapping[str, Any]) -> str:
+    """:func:`describe_expiry`, from the JSON view."""
+    if token["expiry"] == ExpiryModel.NEVER.value:
+        return "never"
+    when = token["expires_at"] or "?"
+    if token["expiry"] == ExpiryModel.SLIDING.value and token["sliding_window"]:
+        return f"{when} (sliding {token['sliding_window']})"
+    return str(when)
+
+
 def print_token_details(record: TokenRecord, now: float) -> None:
-    public = record.to_public(now)
+    print_public_token(record.to_public(now))
+
+
+def print_public_token(token: Mapping[str, Any]) -> None:
+    """One token, a field a line, from the JSON view."""
+    public = dict(token)
     width = max(len(key) for key in public)
-    last_ips = public.pop("last_ips")
+    last_ips = public.pop("last_ips", None) or []
     for key, value in public.items():
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
@@ -72,11 +95,17 @@ def print_token_details(record: TokenRecord, now: float) -> None:
 def print_new_value(
     args: argparse.Namespace, record: TokenRecord, value: str, now: float, title: str
 ) -> None:
+    print_new_public(args, record.to_public(now), value, title)
+
+
+def print_new_public(
+    args: argparse.Namespace, token: Mapping[str, Any], value: str, title: str
+) -> None:
     """The value, exactly once: alone (-q), in JSON (--json) or for people."""
     if args.quiet:
         print(value)
     elif args.json:
-        print_json({**record.to_public(now), "token": value})
+        print_json({**token, "token": value})
     else:
         print(title)
         print(value)

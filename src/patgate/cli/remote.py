@@ -29,7 +29,12 @@ from typing import Any
 
 import aiohttp
 
-from patgate.cli.output import SHOWN_ONCE, print_json, print_table
+from patgate.cli.output import (
+    print_json,
+    print_new_public,
+    print_public_token,
+    print_public_tokens,
+)
 from patgate.cli.runner import EXIT_OK, EXIT_REFUSED, ArgumentParser, add_leaf
 from patgate.errors import PatgateError, StoreUnavailableError, UsageError
 from patgate.tokens import looks_like_token_id
@@ -203,22 +208,8 @@ def token_list(args: argparse.Namespace, session: RemoteSession) -> int:
     tokens = data.get("tokens", [])
     if args.json:
         print_json(tokens)
-        return EXIT_OK
-    print_table(
-        ("ID", "NAME", "OWNER", "SCOPES", "EXPIRES", "LAST USED", "STATUS"),
-        (
-            (
-                str(t.get("id")),
-                t.get("name") or "-",
-                str(t.get("owner")),
-                ",".join(t.get("scopes") or ()),
-                t.get("expires_at") or "never",
-                t.get("last_used_at") or "never",
-                str(t.get("status")),
-            )
-            for t in tokens
-        ),
-    )
+    else:
+        print_public_tokens(tokens)
     return EXIT_OK
 
 
@@ -228,13 +219,8 @@ def token_show(args: argparse.Namespace, session: RemoteSession) -> int:
     )
     if args.json:
         print_json(data)
-        return EXIT_OK
-    width = max((len(key) for key in data), default=0)
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
-        shown = "-" if value is None or value == "" else str(value)
-        print(f"{key.ljust(width)}  {shown}")
+    else:
+        print_public_token(data)
     return EXIT_OK
 
 
@@ -292,15 +278,10 @@ def token_revoke(args: argparse.Namespace, session: RemoteSession) -> int:
 
 
 def _print_value(args: argparse.Namespace, data: dict[str, Any], title: str) -> None:
-    value = str(data.get("token", ""))
-    if args.quiet:
-        print(value)
-    elif args.json:
-        print_json(data)
-    else:
-        print(f"{title} {data.get('id')} for {data.get('owner')}")
-        print(value)
-        print(SHOWN_ONCE)
+    value = str(data.pop("token", ""))
+    print_new_public(
+        args, data, value, f"{title} {data.get('id')} for {data.get('owner')}"
+    )
 
 
 def _token_id(value: str) -> str:

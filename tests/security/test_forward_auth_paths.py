@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patgate.tokens import format_token
+from patgate.web.gateway.forward_auth import resolves_elsewhere
 from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.security.conftest import (
     NO_THROTTLE,
@@ -129,6 +130,33 @@ class TestAmbiguousOriginalPaths:
         assert answer.headers["X-Patgate-Uri"] == "/api/x"
 
 
+@pytest.mark.parametrize("style", [traefik_style, envoy_style])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api//..//public/y",
+        "/api/x/%2e%2e/%2e%2e/public/y",
+        "/api/x/../../public/y",
+        "/api/./x",
+        "/api//x",
+        "/public/..;/api/x",
+    ],
+)
+async def test_a_raw_forwarded_path_with_dot_or_empty_segments_is_refused(
+    gateway: Gateway, style, target: str
+) -> None:
+    """Checked in one form and forwarded in another: Traefik, Caddy and Envoy
+    send the upstream the client's raw path, not the canonical one."""
+    token = await gateway.token("alice", scopes=["api:read"])
+    answer = one(await send_raw(gateway, style("GET", target, bearer(token))))
+    assert answer.status == 400
+
+
+def test_canonical_spellings_do_not_count_as_resolving_elsewhere() -> None:
+    for target in ("/api/x", "/api/x/", "/api/x?a=..//b", "/api/%7e/x", "/"):
+        assert not resolves_elsewhere(target), target
+
+
 SEGMENTS = [
     "api", "public", "admin", "hosted", "x", "", ".", "..", "%2e", "%2E%2e",
     ".%2e", "%252e", "%2f", "%5c", "%00", "..;", ";x", "%23", "%3F", "%c3%a9",
@@ -150,7 +178,7 @@ class TestSameDecisionAsTheProxy:
         auths = ["", bearer(good), bearer(read), bearer(forged)]
         host, _, port = gateway.host.rpartition(":")
         address = (host, int(port))
-        seen = {"forwarded": 0, "refused": 0}
+        seen = {"forwarded": 0, "refused": 0, "raw": 0}
 
         @settings(
             max_examples=150,
@@ -174,6 +202,15 @@ class TestSameDecisionAsTheProxy:
             proxied = one(parse_responses(send_blocking(address, raw)))
             raw = style(method, target, *headers)
             answer = one(parse_responses(send_blocking(address, raw)))
+            if (
+                upstream.requests
+                and style is not nginx_style
+                and resolves_elsewhere(target)
+            ):
+                # Forwarded raw by these proxies: never a pass.
+                seen["raw"] += 1
+                assert answer.status == 400, (target, style.__name__)
+                return
             if upstream.requests:
                 (forwarded,) = upstream.requests
                 seen["forwarded"] += 1

@@ -28,7 +28,9 @@ Answers:
 - SECURITY: a peer outside ``trusted_proxies``: 403 before any header is
   read (those headers would let anyone ask about any request as anyone);
 - no or conflicting original method/URI (two spellings that differ, a header
-  given twice, a URI that is not a path): 400. Never 200 on doubt.
+  given twice, a URI that is not a path): 400; a request that would pass,
+  but whose path has empty or dot segments and goes upstream raw (Traefik,
+  Caddy, Envoy; :func:`resolves_elsewhere`): 400. Never 200 on doubt.
 """
 
 from __future__ import annotations
@@ -61,6 +63,36 @@ _CONFLICT = "The original request is named twice, differently."
 _BAD_URI = "The original request target is not a path."
 _BAD_METHOD = "The original method is not an HTTP method."
 _BAD_HOST = "X-Forwarded-Host names more than one host."
+_RAW_FORWARDED = (
+    "The original path has empty or dot segments, and this proxy forwards it"
+    " as sent: the upstream could resolve it to another path than the one"
+    " decided on."
+)
+_DOTS = frozenset((".", ".."))
+
+
+def resolves_elsewhere(target: str) -> bool:
+    """Whether a raw target has segments an upstream may resolve itself.
+
+    SECURITY: the decision is taken on the canonical path (``//`` merged,
+    ``.`` and ``..`` resolved, ``%2e`` decoded), and nginx forwards that one
+    (``X-Patgate-Uri``). Traefik, Caddy and Envoy forward the client's raw
+    target, where ``/api//..//public/y`` is ``/public/y`` to patgate and
+    ``/api//public/y`` to an upstream that keeps empty segments: a path
+    checked in one form and forwarded in another. Those are refused.
+    """
+    segments = target.partition("?")[0].split("/")[1:]
+    for index, segment in enumerate(segments):
+        if not segment:
+            if index != len(segments) - 1:  # a trailing slash is no segment
+                return True
+            continue
+        bare = segment.partition(";")[0].replace("%2e", ".").replace("%2E", ".")
+        if bare in _DOTS:
+            return True
+    return False
+
+
 _EMPTY: tuple[str, ...] = ()
 
 
@@ -105,7 +137,7 @@ class ForwardAuthHandler:
         if isinstance(original, str):
             exchange.reason = "no_original_request"
             return response_of(error_answer(400, "invalid_request", message=original))
-        method, target = original
+        method, target, raw = original
         exchange.method, exchange.target = method, target  # the line is about it
         forwarded = headers.getall("X-Forwarded-Host", _EMPTY)
         view = headers
@@ -136,6 +168,11 @@ class ForwardAuthHandler:
         answer = verdict.answer
         if answer is not None or route is None:
             return response_of(answer or _NOT_FOUND)
+        if raw and resolves_elsewhere(target):
+            exchange.reason = "raw_path_resolves_elsewhere"
+            return response_of(
+                error_answer(400, "invalid_request", message=_RAW_FORWARDED)
+            )
         uri = verdict.path + "?" + verdict.query if verdict.query else verdict.path
         names = state.config.identity_headers
         if decision is None:
@@ -157,8 +194,9 @@ class ForwardAuthHandler:
 
     def _original(
         self, own_method: str, raw_path: str, headers: CIMultiDictProxy[str]
-    ) -> tuple[str, str] | str:
-        """``(method, target)`` of the original request, or why there is none."""
+    ) -> tuple[str, str, bool] | str:
+        """``(method, target, forwarded raw)`` of the original request, or why
+        there is none; Traefik, Caddy and Envoy forward the raw target."""
         nginx_uri = headers.getall("X-Original-URI", _EMPTY)
         other_uri = headers.getall("X-Forwarded-Uri", _EMPTY)
         path = raw_path.partition("?")[0]
@@ -169,7 +207,7 @@ class ForwardAuthHandler:
                 return _CONFLICT
             if not raw_path.startswith(self.path) or raw_path[self._tail] != "/":
                 return _BAD_URI
-            return own_method, raw_path[self._tail :]
+            return own_method, raw_path[self._tail :], True
         uri = _one(nginx_uri, other_uri)
         method = _one(
             headers.getall("X-Original-Method", _EMPTY),
@@ -183,7 +221,7 @@ class ForwardAuthHandler:
             return _BAD_URI
         if _METHOD.fullmatch(method) is None:
             return _BAD_METHOD
-        return method, uri
+        return method, uri, bool(other_uri)
 
 
 _NOT_FOUND: Answer = error_answer(404, "not_found")

@@ -157,8 +157,10 @@ def parse_redis_url(url: str) -> RedisUrl:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise StoreUrlError(f"invalid store URL: {exc}") from None
+    except ValueError:
+        # SECURITY: urllib's message quotes the "port", which a password
+        # holding "/" or ":" turns into a piece of the password.
+        raise StoreUrlError("invalid store URL: the port is not a number") from None
     db_text = options.pop("db", "0")
     if scheme == REDIS_UNIX:
         if not parts.path:
@@ -250,7 +252,8 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
     elif ":" in item:
         host, _, port_text = item.rpartition(":")
     if not host:
-        raise StoreUrlError(f"store URL needs a host in every HOST:PORT, got {item!r}")
+        # SECURITY: never quote the item: a misplaced password lands here.
+        raise StoreUrlError("store URL needs a host in every HOST:PORT")
     if port_text and (not port_text.isdigit() or int(port_text) > 65535):
-        raise StoreUrlError(f"invalid store URL: invalid port {port_text!r}")
+        raise StoreUrlError("invalid store URL: a port is not a number up to 65535")
     return host, int(port_text) if port_text else default_port

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 
 from structlog.typing import FilteringBoundLogger
@@ -38,16 +39,24 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+_STAMP = re.compile(r"[0-9]{1,12}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def verify_signature(
     secret: bytes, header: str, body: bytes, now: float, tolerance: float = TOLERANCE
 ) -> bool:
     """Whether ``header`` signs ``body`` under ``secret`` within ``tolerance``."""
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
     stamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not stamp.isdigit() or abs(now - int(stamp)) > tolerance:
+    # ASCII digits and hex only: "²".isdigit() is True but int() refuses it,
+    # and compare_digest raises on non-ASCII text; a forged header is False.
+    if _STAMP.fullmatch(stamp) is None or _HEX64.fullmatch(given) is None:
+        return False
+    if abs(now - int(stamp)) > tolerance:
         return False
     expected = sign(secret, int(stamp), body).partition(",v1=")[2]
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def retry_delay(attempt: int, options: WebhookDelivery) -> float:

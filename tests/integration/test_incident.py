@@ -442,6 +442,14 @@ def test_a_forged_or_stale_signature_does_not_verify():
     assert not verify_signature(b"k" * 20, "v1=abc", body, now)
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["t=1,v1=é", "t=²,v1=" + "a" * 64, "t=,v1=", "", "garbage", "t=1" + "0" * 30],
+)
+def test_a_malformed_signature_header_is_false_not_an_error(header: str) -> None:
+    assert not verify_signature(b"k" * 20, header, b"{}", time.time())
+
+
 async def test_the_delivering_replica_killed_mid_delivery_leaves_one_delivery_each(
     gateways: ProcessGroup,
     redis_server: RedisServer,

@@ -218,3 +218,38 @@ async def test_a_token_value_is_never_sent_as_an_id(gateway, remote):
     line = await remote.fails(2, "token", "show", value)
     assert value not in line
     assert value[4:12] not in line
+
+
+async def test_a_redirect_is_never_followed_with_the_password(remote, aiohttp_server):
+    """SECURITY: a 307 would carry the JSON body (the password) and the
+    session cookie to wherever it points."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(await request.text())
+        return web.json_response({})
+
+    other = web.Application()
+    other.router.add_route("*", "/{tail:.*}", elsewhere)
+    target = await aiohttp_server(other)
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(str(target.make_url(request.path)))
+
+    front = web.Application()
+    front.router.add_route("*", "/{tail:.*}", redirect)
+    server = await aiohttp_server(front)
+    line = await remote.fails(
+        1,
+        "login",
+        str(server.make_url("/")),
+        "-u",
+        "alice",
+        "--password-stdin",
+        stdin=ALICE_PW,
+    )
+    assert "307" in line
+    assert seen == []
+    assert not remote.session.exists()

@@ -133,7 +133,11 @@ async def call(
     try:
         async with (
             aiohttp.ClientSession(timeout=TIMEOUT, cookies=cookies) as client,
-            client.request(method, url, json=body, headers=headers) as response,
+            # SECURITY: never follow a redirect: the cookie, the CSRF token
+            # and (307/308) a body with the password would go along.
+            client.request(
+                method, url, json=body, headers=headers, allow_redirects=False
+            ) as response,
         ):
             text = await response.text()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -145,6 +149,11 @@ async def call(
         data = {}
     if not isinstance(data, dict):
         data = {"value": data}
+    if 300 <= response.status < 400:
+        raise RemoteError(
+            f"{response.status}: the gateway redirects; log in to the URL it"
+            " names (nothing was sent there)"
+        )
     if response.status >= 400:
         message = data.get("message") or data.get("error") or response.reason
         if response.status == 401 and session is not None:

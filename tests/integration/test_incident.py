@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from patgate.config import parse_config
-from patgate.errors import PermissionDeniedError
+from patgate.errors import PermissionDeniedError, StoreUnavailableError
 from patgate.events import WEBHOOK_LEASE
 from patgate.models import TokenStatus
 from patgate.service import Actor, TokenService
@@ -544,3 +544,64 @@ async def test_expiring_and_expired_events_fire_once_across_replicas(store_url):
         assert stored.status is TokenStatus.EXPIRED
     finally:
         await store.close()
+
+
+async def test_a_canary_alert_and_a_reuse_wait_out_a_store_outage(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """An incident's event is its only trace: with the outbox down, the
+    service raises (the incident worker keeps it and retries), and once the
+    store is back the event is queued and the reused token revoked."""
+    store = open_store(redis_url)
+    hook = parse_config(
+        f"webhooks: [{{url: 'http://127.0.0.1:9/h', secret: {SECRET}}}]", {}, "."
+    ).webhooks
+    service = TokenService(store, publisher=Publisher(store, hook))
+    try:
+        await service.add_user(ADMIN, "alice")
+        record, _ = await service.create_token(ADMIN, "alice")
+        redis_server.stop()
+        try:
+            with pytest.raises(StoreUnavailableError):
+                await service.canary_used(
+                    record.id,
+                    "alice",
+                    ip="10.0.0.9",
+                    method="GET",
+                    path="/x",
+                    user_agent=None,
+                )
+            with pytest.raises(StoreUnavailableError):
+                await service.rotation_reused(record.id, "revoke", ip="10.0.0.9")
+        finally:
+            redis_server.start()
+        await poll(lambda: _answers(store))
+        # The test server keeps nothing across a restart: the token again.
+        await service.add_user(ADMIN, "alice")
+        record, _ = await service.create_token(ADMIN, "alice")
+        await service.canary_used(
+            record.id,
+            "alice",
+            ip="10.0.0.9",
+            method="GET",
+            path="/x",
+            user_agent=None,
+        )
+        await service.rotation_reused(record.id, "revoke", ip="10.0.0.9")
+        due = await store.due_deliveries(time.time() + 1, 100)
+        types = [d.event_type for d in due]
+        assert "canary.used" in types
+        assert "token.rotation_reuse" in types
+        stored = await store.get_token(record.id)
+        assert stored is not None
+        assert stored.status is TokenStatus.REVOKED
+    finally:
+        await store.close()
+
+
+async def _answers(store: Any) -> bool:
+    try:
+        await store.get_user("nobody")
+    except StoreUnavailableError:
+        return False
+    return True

@@ -77,16 +77,22 @@ class ServiceCore:
     def now(self) -> float:
         return self._clock()
 
-    async def _emit(self, event_type: str, **data: object) -> Event:
+    async def _emit(
+        self, event_type: str, *, required: bool = False, **data: object
+    ) -> Event:
         """Audit-log an event and queue it for the webhooks.
 
         The change it reports is made already: an outbox that cannot be
-        written loses the webhook delivery (logged), never the change.
+        written loses the webhook delivery (logged), never the change. An
+        incident's event (``required``) is the only trace of what happened,
+        so a store that is down raises, and the incident is acted on later.
         """
         event = Event(event_type, self.now(), data)
         try:
             await self.publisher.publish([event])
         except StoreUnavailableError as exc:
+            if required:
+                raise
             self._audit.warning(
                 "event_not_queued", event_id=event.id, type=event_type, error=str(exc)
             )

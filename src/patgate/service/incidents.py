@@ -86,8 +86,11 @@ class IncidentOperations(TokenOperations):
         if record is None or record.status is TokenStatus.REVOKED:
             return  # revoked already: by an earlier reuse, or by hand
         revoke = policy == "revoke"
+        # Queued first, and required: a store that is down now raises, and
+        # the whole incident is retried (at worst the alert comes twice).
         await self._emit(
             "token.rotation_reuse",
+            required=True,
             token_id=token_id,
             owner=record.owner,
             ip=ip,
@@ -108,6 +111,7 @@ class IncidentOperations(TokenOperations):
     ) -> None:
         await self._emit(
             "canary.used",
+            required=True,
             token_id=token_id,
             owner=owner,
             ip=ip,

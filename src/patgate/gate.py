@@ -310,9 +310,6 @@ class Gate:
         if not decision.allowed:
             answer = rules.refusal(decision, route)
             return Verdict(answer, route, decision=decision, auth_seconds=seconds)
-        if "query" in config.credentials and query:
-            # SECURITY: the token never travels on in the forwarded URL.
-            query = strip_query_params(query, config.query_params)
         return await self._allow(
             facts, rules, route, path, query, client, view, decision, seconds
         )
@@ -331,7 +328,8 @@ class Gate:
     ) -> Verdict:
         """The verdict for a request whose token (if any) passed."""
         if query:
-            query = forwarded_query(route, query, rules.token_prefix, False)
+            # A token was read (a view exists): its parameter goes too.
+            query = forwarded_query(route, query, rules.token_prefix, view is not None)
         destination = None
         headers = facts.headers
         if "Destination" in headers or "If" in headers:

@@ -71,20 +71,28 @@ class GrantCache:
         """True while the change feed is down (see :meth:`suspend`)."""
         return self._suspended
 
-    def fresh(self, token_hash: bytes) -> CacheEntry | None:
-        """The entry if the store confirmed it recently enough to trust alone."""
+    def fresh(self, token_hash: bytes, *, count_miss: bool = True) -> CacheEntry | None:
+        """The entry if the store confirmed it recently enough to trust alone.
+
+        ``count_miss=False`` when the caller may not ask the store after all
+        (then it counts the miss itself, with :meth:`missed`, if it does).
+        """
         entry = self._entries.get(token_hash)
         if entry is None or self._suspended:
-            self.misses += 1
+            self.misses += count_miss
             return None
         age = self._clock() - entry.fetched_at
         limit = self.ttl if entry.grant is not None else self.negative_ttl
         if age >= limit:
-            self.misses += 1
+            self.misses += count_miss
             return None
         self._entries.move_to_end(token_hash)
         self.hits += 1
         return entry
+
+    def missed(self) -> None:
+        """Count a miss that :meth:`fresh` was told not to count."""
+        self.misses += 1
 
     def stale(self, token_hash: bytes) -> TokenGrant | None:
         """A positive grant no older than ``max_stale``: the store-outage fallback."""

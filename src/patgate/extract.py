@@ -54,7 +54,7 @@ _SCHEME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: not frozen, which costs more
 class Credential:
     """A token value and where it came from; ``login`` is the Basic user name.
 

@@ -3,7 +3,7 @@
 SPEC §8 "Caches keyed too loosely": the cache key is the token hash; the
 decision is taken per request from the cached record, the route and the
 method, never cached by path. Stopped in ``patgate.cache.GrantCache`` (keyed
-by ``sha256(pepper || value)``) and ``patgate.gate.Gate._decide`` (calls
+by ``sha256(pepper || value)``) and ``patgate.gate.Gate.authorize_now`` (calls
 ``policy.decide`` on every request, cached or not).
 
 Revocation reaching cached grants and open streams within the SPEC's bound

@@ -44,7 +44,7 @@ from multidict import CIMultiDictProxy
 
 from patgate.answers import Answer, error_answer
 from patgate.client import is_trusted
-from patgate.gate import Gate, RequestFacts
+from patgate.gate import Gate, RequestFacts, Verdict
 from patgate.web.errors import response_of
 from patgate.web.gateway.headers import encode_scopes
 from patgate.web.gateway.targets import ProxyState
@@ -113,7 +113,14 @@ class ForwardAuthHandler:
         exchange = Exchange()
         request[EXCHANGE] = exchange
         started = time.monotonic()
-        response = await self._handle(request, exchange)
+        state = self.state
+        original = self._facts(request, exchange, state)
+        if isinstance(original, tuple):
+            facts, raw = original
+            verdict = await self.gate.check(facts, state.rules)
+            response = self._answer(verdict, facts, raw, exchange, state)
+        else:
+            response = original
         status = response.status
         self.metrics.count(
             exchange.route,
@@ -124,12 +131,13 @@ class ForwardAuthHandler:
         )
         return response
 
-    async def _handle(
-        self, request: web.Request, exchange: Exchange
-    ) -> web.StreamResponse:
-        state = self.state
-        rules = state.rules
-        if not is_trusted(request.remote, rules.trusted):
+    def _facts(
+        self, request: web.Request, exchange: Exchange, state: ProxyState
+    ) -> tuple[RequestFacts, bool] | web.Response:
+        """The original request's facts (and whether the proxy forwards its
+        raw target), or the 400/403 when there are none to believe. Not a
+        coroutine: one per decision is all a decision needs."""
+        if not is_trusted(request.remote, state.rules.trusted):
             exchange.reason = "untrusted_peer"
             return response_of(_NOT_TRUSTED)
         headers = request.headers
@@ -150,14 +158,18 @@ class ForwardAuthHandler:
             host = forwarded[0].strip()
             if host != headers.get("Host"):
                 view = _WithHost(headers, host)  # type: ignore[assignment]
-        facts = RequestFacts(
-            method,
-            target,
-            view,
-            request.remote,
-            request.scheme,
-        )
-        verdict = await self.gate.check(facts, rules)
+        facts = RequestFacts(method, target, view, request.remote, request.scheme)
+        return facts, raw
+
+    def _answer(
+        self,
+        verdict: Verdict,
+        facts: RequestFacts,
+        raw: bool,
+        exchange: Exchange,
+        state: ProxyState,
+    ) -> web.Response:
+        """200 with the identity, or the proxy mode's refusal."""
         route = verdict.route
         if route is not None:
             exchange.route = route.config.name
@@ -168,7 +180,7 @@ class ForwardAuthHandler:
         answer = verdict.answer
         if answer is not None or route is None:
             return response_of(answer or _NOT_FOUND)
-        if raw and resolves_elsewhere(target):
+        if raw and resolves_elsewhere(facts.target):
             exchange.reason = "raw_path_resolves_elsewhere"
             return response_of(
                 error_answer(400, "invalid_request", message=_RAW_FORWARDED)

@@ -134,7 +134,13 @@ def _from_authorization(
 ) -> Credential | CredentialError | None:
     if not values:
         return None
-    split = _split_authorization(values[0], sources)
+    header = values[0]
+    if header.startswith("Bearer ") and "bearer" in sources:
+        # The common spelling, taken as the general parse below would take it.
+        params = header[7:]
+        if _TOKEN68.fullmatch(params):
+            return Credential(params, "bearer")
+    split = _split_authorization(header, sources)
     if not isinstance(split, tuple):
         return split
     scheme, params = split

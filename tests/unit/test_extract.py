@@ -11,6 +11,7 @@ from patgate.extract import (
     SOURCES,
     Credential,
     CredentialError,
+    _split_authorization,
     carries_token,
     extract_credential,
     strip_query_params,
@@ -315,3 +316,17 @@ def test_strip_token_pairs_keeps_every_other_byte():
     query = f"a=%7e+b&x={token}&c=%2F;d&&y=pgt%5F{token[4:]}&z"
     assert strip_token_pairs(query, "pgt") == "a=%7e+b&c=%2F;d&&z"
     assert strip_token_pairs("a=%7e+b&c=%2F;d", "pgt") == "a=%7e+b&c=%2F;d"
+
+
+@given(
+    st.text(alphabet=st.sampled_from("AZaz09._~+/-= \t,:\"'!\u00e9"), max_size=30),
+    st.sampled_from(["Bearer ", "Bearer  ", "bearer ", "BEARER ", "Bearer\t"]),
+)
+def test_the_bearer_shortcut_takes_what_the_general_parse_takes(rest, scheme):
+    """'Bearer <token68>' is read without the general parse; same answers."""
+    header = scheme + rest
+    general = _split_authorization(header, ("bearer",))
+    expected = (
+        Credential(general[1], "bearer") if isinstance(general, tuple) else general
+    )
+    assert extract_credential([header], [], "", ("bearer",), ()) == expected

@@ -247,6 +247,8 @@ def _one(first: Sequence[str], second: Sequence[str]) -> str | None:
     (and the other way round behind Traefik or Caddy). Believing either one
     would let it name another request than the one that is forwarded.
     """
+    if not second and len(first) == 1:  # the one spelling each proxy sends
+        return first[0]
     values = {*first, *second}
     if len(first) > 1 or len(second) > 1 or len(values) > 1:
         return None

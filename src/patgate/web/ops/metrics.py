@@ -59,6 +59,8 @@ DURATION_BUCKETS = (
     *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 SHARE_INTERVAL = 1.0
+# The status_class label by the status's first digit (no string made per request).
+_STATUS_CLASSES = tuple(f"{digit}xx" for digit in range(10))
 _PAGE_SIZE = resource.getpagesize()
 
 
@@ -188,7 +190,7 @@ class Metrics:
             own.auth_buckets[bisect_left(AUTH_BUCKETS, auth_seconds)] += 1
             own.auth_sum += auth_seconds
         if status:
-            kind = (route, f"{status // 100}xx")
+            kind = (route, _STATUS_CLASSES[status // 100 % 10])
             own.responses[kind] = own.responses.get(kind, 0) + 1
         if seconds is not None:
             buckets = own.durations.get(route)

@@ -365,8 +365,10 @@ async def test_every_scrape_of_a_two_worker_gateway_counts_every_worker(
         async with aiohttp.ClientSession() as fresh:
             assert await fetch(fresh, gateway.url + "/api/x", token) == 200
             assert await fetch(fresh, gateway.url + "/api/nothing-here") == 401
-    for line in gateway.logs():
-        if line.get("event") == "request" and line.get("path") == "/api/x":
+    # Each worker writes its access lines within its flush delay (50 ms).
+    lines = await gateway.wait_for_event("request", count=80, within=5.0)
+    for line in lines:
+        if line.get("path") == "/api/x":
             served_by.add(str(line["pid"]))
     assert len(served_by) == 2, "both workers should have served requests"
     await asyncio.sleep(1.5)  # each worker shares its counts once a second

@@ -95,11 +95,19 @@ def create_app(
         app.cleanup_ctx.append(lambda app: share_metrics(app, shared))
     app[LISTENERS] = {}
     if config.forward_auth is not None:
-        # Before everything else under /_patgate/ and the catch-all.
+        # Before everything else under /_patgate/ and the catch-all. Made
+        # now (it needs no upstream session) and routed to directly: no
+        # dispatching coroutine per decision.
         path = config.forward_auth.path
-        app.router.add_route("*", path, _decide, expect_handler=answer_expect)
+        decide = app[FORWARD_AUTH] = ForwardAuthHandler(
+            ProxyState.from_config(config), app[GATE], app[METRICS], path
+        )
+        app.router.add_route("*", path, decide.__call__, expect_handler=answer_expect)
         app.router.add_route(
-            "*", path + r"/{tail:[\s\S]*}", _decide, expect_handler=answer_expect
+            "*",
+            path + r"/{tail:[\s\S]*}",
+            decide.__call__,
+            expect_handler=answer_expect,
         )
     if config.ops_listen is None:
         add_ops_routes(app)
@@ -214,10 +222,6 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY](request)
 
 
-async def _decide(request: web.Request) -> web.StreamResponse:
-    return await request.app[FORWARD_AUTH](request)
-
-
 def reload_config(app: web.Application, config: Config) -> None:
     """Serve new routes from the next request on; in-flight ones finish as they were."""
     state = ProxyState.from_config(config)
@@ -234,18 +238,14 @@ def reload_config(app: web.Application, config: Config) -> None:
 
 async def _proxy_handler(app: web.Application) -> AsyncIterator[None]:
     session = open_upstream_session()
-    app[PROXY] = ProxyHandler(
-        ProxyState.from_config(app[CONFIG]),
-        app[GATE],
-        session,
-        app[STREAMS],
-        app[METRICS],
-        app[IN_FLIGHT],
+    # One state for both handlers, swapped together on a reload.
+    state = (
+        app[FORWARD_AUTH].state
+        if FORWARD_AUTH in app
+        else ProxyState.from_config(app[CONFIG])
     )
-    forward_auth = app[CONFIG].forward_auth
-    if forward_auth is not None:
-        app[FORWARD_AUTH] = ForwardAuthHandler(
-            app[PROXY].state, app[GATE], app[METRICS], forward_auth.path
-        )
+    app[PROXY] = ProxyHandler(
+        state, app[GATE], session, app[STREAMS], app[METRICS], app[IN_FLIGHT]
+    )
     yield
     await session.close()

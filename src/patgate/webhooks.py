@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from structlog.typing import FilteringBoundLogger
 
@@ -31,6 +32,28 @@ EVENT_ID_HEADER = "X-Patgate-Event-Id"
 DELIVERY_HEADER = "X-Patgate-Delivery"
 # How far a signature's time may be from the receiver's clock.
 TOLERANCE = 300.0
+
+
+def url_for_log(url: str) -> str:
+    """``url`` as a log line may show it: its scheme, host and port only.
+
+    SECURITY: receivers often take their key in the URL: in the user info
+    (``user:pass@``), the query (``?token=``) or the path itself (chat
+    services' ``/services/T0/B0/<key>``). Logs travel where the config
+    does not, so they name the endpoint by its origin.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "[unparsable URL]"
+    if not parts.scheme or not host:
+        return "[unparsable URL]"
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None:
+        shown += f":{port}"
+    return f"{parts.scheme}://{shown}/..."
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:

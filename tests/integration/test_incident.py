@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 from patgate.config import parse_config
@@ -33,7 +34,7 @@ from patgate.store import open_store
 from patgate.store.redis import lease_key
 from patgate.tokens import new_token
 from patgate.web.keys import SERVICE
-from patgate.webhooks import Publisher, sign, verify_signature
+from patgate.webhooks import Publisher, sign, url_for_log, verify_signature
 from tests.conftest import RedisServer
 from tests.gateway_harness import Gateway, RecordingUpstream, gateway_yaml, route_yaml
 from tests.processes import PEPPER, ProcessGroup, poll, run_cli
@@ -429,6 +430,49 @@ async def test_webhooks_are_signed_and_retried_with_back_off(
     as_json = json.loads(run_cli(tmp_path, "webhook", "deliveries", "--json").stdout)
     assert [a["ok"] for a in as_json] == [True, False, False]
     assert as_json[2]["error"] == "HTTP 500"
+
+
+async def test_the_delivery_log_line_names_the_endpoint_by_its_origin_only(
+    make_gateway, sqlite_url, upstream, receiver
+):
+    """A key in a webhook URL (user info, path, query) never reaches the log."""
+    secret_url = receiver.url.replace("http://", "http://hook:pa55word@") + "?key=k3y"
+    with structlog.testing.capture_logs() as logs:
+        gateway: Gateway = await make_gateway(
+            sqlite_url,
+            routes(upstream),
+            extra=hooks(receiver).replace(receiver.url, f"'{secret_url}'"),
+        )
+        await gateway.add_user("alice")
+        await new_value(gateway)
+        await poll(lambda: receiver.delivered() or None, within=10, what="a delivery")
+        lines = await poll(
+            lambda: [e for e in logs if e["event"] == "webhook_delivered"] or None,
+            within=5,
+            what="the delivery's log line",
+        )
+    port = receiver.url.split(":")[2].split("/")[0]
+    assert lines[0]["url"] == f"http://127.0.0.1:{port}/..."
+    text = repr(logs)
+    for secret in ("pa55word", "k3y", "/hook"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hooks.example.com/services/T0/B0/s3cret",
+            "https://hooks.example.com/...",
+        ),
+        ("https://u:p@example.com:8443/h?token=t#f", "https://example.com:8443/..."),
+        ("http://[::1]:9/h", "http://[::1]:9/..."),
+        ("http://example.com:99999/h", "[unparsable URL]"),
+        ("not a url", "[unparsable URL]"),
+    ],
+)
+def test_url_for_log_keeps_only_scheme_host_and_port(url: str, shown: str) -> None:
+    assert url_for_log(url) == shown
 
 
 def test_a_forged_or_stale_signature_does_not_verify():

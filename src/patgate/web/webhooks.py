@@ -42,6 +42,7 @@ from patgate.webhooks import (
     SIGNATURE_HEADER,
     retry_delay,
     sign,
+    url_for_log,
 )
 
 log = structlog.get_logger("patgate.webhooks")
@@ -115,7 +116,7 @@ async def deliver_due(
         log.info(
             "webhook_delivered" if attempt.ok else "webhook_failed",
             delivery_id=delivery.id,
-            url=delivery.url,
+            url=url_for_log(delivery.url),
             status=attempt.status,
             error=attempt.error or None,
             attempt=attempt.attempt,

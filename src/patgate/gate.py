@@ -8,7 +8,8 @@ path and query to send, the identity to attach) or refuse it (the
 over it: the proxy handler, and later the forward-auth endpoint and
 ``explain``. The steps, first refusal wins::
 
-    Host is host[:port] → query is clean → path canonical (400)
+    Host is host[:port] → query is clean → no token in the path → path
+    canonical (400)
     → route (404) → announced body within limits.max_body_bytes (413)
     → client behind trusted proxies
     → credential (400 if ambiguous) → token (:meth:`Gate.authorize`: parse
@@ -52,6 +53,7 @@ from patgate.events import Event, EventBuffer
 from patgate.extract import (
     Credential,
     CredentialError,
+    carries_token,
     extract_credential,
     strip_query_params,
     strip_token_pairs,
@@ -181,6 +183,7 @@ UNAVAILABLE = refusal(503, "temporarily_unavailable", "store_unavailable")
 NOT_FOUND = Verdict(error_answer(404, "not_found"))
 _BAD_QUERY = "The query string is malformed."
 _BAD_HOST = "The Host header is not host[:port]."
+_PATH_HOLDS_CREDENTIAL = "The path holds an access token: send it in a header instead."
 
 
 def _bad_request(reason: str, message: str, style: str = "json") -> Verdict:
@@ -202,6 +205,10 @@ def locate(
         # SECURITY: the pure-Python parser lets raw non-ASCII and control
         # bytes through where the C parser refuses them; refuse both alike.
         return _bad_request("bad_query", _BAD_QUERY)
+    if len(raw_path) > BODY_LENGTH and carries_token(raw_path, rules.token_prefix):
+        # SECURITY: a token in the path would travel on to the upstream (and
+        # into its logs): a query's token pairs are cut, a path cannot be.
+        return _bad_request("token_in_path", _PATH_HOLDS_CREDENTIAL)
     try:
         path = normalise_path(raw_path)
     except PathError as exc:

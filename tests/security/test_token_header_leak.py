@@ -249,3 +249,42 @@ async def test_property_token_in_a_random_header_is_never_forwarded(
     assert_never_forwarded(token, upstream)
     if not public:
         assert_never_forwarded(credential, upstream)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{T}",
+        "x{T}y",
+        "{%T}",
+        "{T-prefix}%5F{T-body}",
+        "{T-prefix}%255F{T-body}",
+        "a;s={T}",
+    ],
+)
+@pytest.mark.parametrize("path", ["/public/", "/api/"])
+async def test_a_token_in_the_path_is_refused_and_never_forwarded(
+    gateway: Gateway, upstream: RecordingUpstream, path: str, spelling: str
+) -> None:
+    """A path cannot be cut as a query pair is: a token in it (any spelling,
+    any route, a valid credential beside it or not) is a 400 and goes nowhere.
+    """
+    token = await gateway.token("alice")
+    segment = fill(spelling, token).replace("{T-prefix}", token.split("_", 1)[0])
+    for headers in ([], [bearer(token)]):
+        (response,) = await send_raw(gateway, request(path + segment, *headers))
+        assert response.status == 400
+        assert b"token" in response.body
+        assert_never_forwarded(token, upstream)
+    assert upstream.requests == []
+
+
+async def test_a_path_with_a_token_lookalike_still_passes(
+    gateway: Gateway, upstream: RecordingUpstream
+) -> None:
+    token = await gateway.token("alice")
+    body = token.split("_", 1)[1]
+    for lookalike in ("pgt_" + "A" * 46, "xyz_" + body, "pgt-" + body):
+        (response,) = await send_raw(gateway, request(f"/public/{lookalike}"))
+        assert response.status == 200
+    assert len(upstream.requests) == 3

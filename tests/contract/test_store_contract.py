@@ -1325,6 +1325,21 @@ async def test_observed_requests_add_up_and_are_kept_apart_per_token(store):
     assert (await store.get_token(one.id)).observe_until == NOW + 60
 
 
+async def test_a_deleted_token_takes_its_observations_along(store):
+    await with_owner(store)
+    record, _ = make_token(id="Observe4", observe_until=NOW + 60)
+    await store.create_token(record)
+    await store.record_observed(
+        [Usage(record.id, NOW, None, 1, observed=(seen("/dav/a"),))]
+    )
+    assert await store.observed(record.id) == [seen("/dav/a")]
+    await store.delete_token(record.id)
+    assert await store.observed(record.id) == []
+    # A token made again under the id starts with nothing observed.
+    await store.create_token(record)
+    assert await store.observed(record.id) == []
+
+
 async def test_observed_requests_keep_the_most_recently_seen(store):
     await with_owner(store)
     record, _ = make_token(id="Observe3")

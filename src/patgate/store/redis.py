@@ -20,8 +20,8 @@ The outbox keys share one hash tag, so each outbox script touches one
 Cluster slot; the last addresses of a token live in its own hash
 (``last_ips``), written by a script of that one key. An observed token's
 requests are in a hash beside it with the same hash tag, merged and trimmed
-by one script of the two keys (one slot); it expires OBSERVED_TTL after its
-last write, so a deleted token's observations go too.
+by one script of the two keys (one slot); it goes with the token when the
+token is deleted, and expires OBSERVED_TTL after its last write.
 
 Values are strings: times ``repr(float)``, hashes hex, tuples JSON lists,
 booleans ``0``/``1``; a None field is absent from its hash.
@@ -153,13 +153,14 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: the token. ARGV: channel, notice. Answers the deleted hash (flat),
-# empty if there was none; the caller then takes the id out of its owner's
-# set (another slot on a Cluster), which lists ignore if it fails first.
+# KEYS: the token, its observed hash. ARGV: channel, notice. Answers the
+# deleted hash (flat), empty if there was none; the caller then takes the id
+# out of its owner's set (another slot on a Cluster), which lists ignore if
+# it fails first.
 _DELETE = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return fields end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return fields
 """
@@ -607,7 +608,8 @@ class RedisStore:
         notice = Change(ChangeKind.TOKEN, token_id)
         with self._errors():
             flat = await self._delete(
-                keys=[token_key(token_id)], args=[CHANGES_CHANNEL, notice.encode()]
+                keys=[token_key(token_id), observed_key(token_id)],
+                args=[CHANGES_CHANNEL, notice.encode()],
             )
             if not flat:
                 return None

@@ -42,31 +42,6 @@ from patgate.store import Store, open_store
 from tests.conftest import RedisServer, free_port
 from tests.factories import NOW, make_token, make_user
 
-# A cancel or timeout that lands just as redis-py's connect completes can
-# drop that one socket without closing it (CPython gh-86296, inside the
-# driver; Redis Sentinel and Cluster connect most). The garbage collector
-# reports it whenever it next runs, in whichever test that is: here, a raw
-# socket or transport finalizer is not a failure of the test it lands in.
-# Unclosed clients, sessions and stores still are (their warnings differ),
-# and the module ends with a collection so nothing of it is reported later.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <socket\.socket"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <function _SelectorTransport\.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _collect_after_the_module():
-    yield
-    gc.collect()
-
-
 # SPEC.md section 3: an edit made anywhere reaches every gateway within this.
 PROPAGATION_BOUND = {"sqlite": 1.0, "redis": 0.1}
 
@@ -683,8 +658,8 @@ async def test_changes_iterator_ends_when_the_store_closes(store_url):
     assert listener.task.exception() is None
 
 
-# A socket the cancel race drops is ignored (pytestmark): a listener that
-# runs on is what this checks.
+# A socket the cancel race drops is ignored (pyproject.toml): a listener
+# that runs on is what this checks.
 async def test_cancelling_a_changes_consumer_always_ends_it(store_url):
     """Whenever the cancel lands (connecting, subscribing, polling), it wins.
 

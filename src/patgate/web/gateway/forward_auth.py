@@ -170,14 +170,8 @@ class ForwardAuthHandler:
         state: ProxyState,
     ) -> web.Response:
         """200 with the identity, or the proxy mode's refusal."""
-        route = verdict.route
-        if route is not None:
-            exchange.route = route.config.name
-        decision = verdict.decision
-        exchange.decision = decision
-        exchange.reason = verdict.reason
-        exchange.auth_seconds = verdict.auth_seconds
-        answer = verdict.answer
+        exchange.note(verdict)
+        route, decision, answer = verdict.route, verdict.decision, verdict.answer
         if answer is not None or route is None:
             return response_of(answer or _NOT_FOUND)
         if raw and resolves_elsewhere(facts.target):

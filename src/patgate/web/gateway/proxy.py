@@ -91,12 +91,8 @@ class ProxyHandler:
                 request.scheme,
             )
             verdict = await self.gate.check(facts, state.rules)
+            exchange.note(verdict)
             route = verdict.route
-            if route is not None:
-                exchange.route = route.config.name
-            exchange.decision = verdict.decision
-            exchange.reason = verdict.reason
-            exchange.auth_seconds = verdict.auth_seconds
             if verdict.answer is not None or route is None:
                 response = response_of(verdict.answer or NOT_FOUND_ANSWER)
             else:

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
+from patgate.gate import Verdict
 from patgate.logs import AccessLog
 from patgate.policy import Decision
 
@@ -43,6 +44,15 @@ class Exchange:
     # endpoint logs the original method and target it decided on.
     method: str | None = None
     target: str | None = None
+
+    def note(self, verdict: Verdict) -> None:
+        """What the gate decided: the route, the token decision, why."""
+        route = verdict.route
+        if route is not None:
+            self.route = route.config.name
+        self.decision = verdict.decision
+        self.reason = verdict.reason
+        self.auth_seconds = verdict.auth_seconds
 
     def outcome(self, status: int) -> str:
         """What the gateway did with the request, for the ``outcome`` label.

@@ -377,17 +377,12 @@ class AccessLog:
         )
         # Hand-made JSON, with the key order json.dumps(dict) gave: a dict and
         # the generic encoder cost more than the rest of the line together.
-        # Strings go through the JSON encoder (C), numbers through repr.
-        text = encode_basestring_ascii
         return (
             f'{{"method": {_text(method and redact_text(method))}, '
-            f'"path": {text(redact_text(path))}, '
-            f'"status": {_number(status)}, '
-            f'"route": {"null" if route is None else text(route)}, '
-            f'"token_id": {"null" if token_id is None else text(token_id)}, '
-            f'"user": {"null" if user is None else text(user)}, '
-            f'"reason": {"null" if reason is None else text(reason)}, '
-            f'"client": {"null" if client is None else text(client)}, '
+            f'"path": {_text(redact_text(path))}, '
+            f'"status": {_number(status)}, "route": {_text(route)}, '
+            f'"token_id": {_text(token_id)}, "user": {_text(user)}, '
+            f'"reason": {_text(reason)}, "client": {_text(client)}, '
             f'"duration_ms": {_number(ms)}, "pid": {_number(pid)}, '
             f'"event": "request", "logger": "patgate.access", "level": "info", '
             f'"timestamp": "{self._timestamp(at)}"}}\n'

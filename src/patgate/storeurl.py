@@ -15,7 +15,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -50,23 +49,30 @@ def hide_password(url: str) -> str:
     """``url`` with its password (and any secret query option) shown as ``***``.
 
     ``redis://user:secret@h:1/0`` -> ``redis://user:***@h:1/0``. Everything
-    before the last ``@`` of the part before the query is credentials, so a
-    password with an unescaped ``/`` or ``@`` in it is hidden too.
+    before the last ``@`` is credentials, so a password with an unescaped
+    ``/``, ``@``, ``?`` or ``#`` in it is hidden too (an ``@`` in an option
+    hides more than it needs to, never less). Option names are compared
+    percent-decoded, as the parser reads them.
     """
     # SECURITY: a store URL may carry a password; this is the only way one
     # is shown to a person (CLI output, logs, error messages).
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    before_query, qmark, query = rest.partition("?")
-    if "@" in before_query:
-        creds, _, where = before_query.rpartition("@")
+    if "@" in rest:
+        creds, _, rest = rest.rpartition("@")
         user, colon, _ = creds.partition(":")
-        shown = f"{user}:***" if colon else "***"
-        before_query = f"{shown}@{where}"
+        rest = f"{user}:***@{rest}" if colon else f"***@{rest}"
+    location, qmark, query = rest.partition("?")
     if qmark:
-        query = re.sub(rf"(^|&)({'|'.join(SECRET_OPTIONS)})=[^&]*", r"\1\2=***", query)
-    return f"{scheme}{sep}{before_query}{qmark}{query}"
+        pairs = [
+            f"{name}=***"
+            if unquote(name) in SECRET_OPTIONS and eq
+            else f"{name}{eq}{v}"
+            for name, eq, v in (pair.partition("=") for pair in query.split("&"))
+        ]
+        query = "&".join(pairs)
+    return f"{scheme}{sep}{location}{qmark}{query}"
 
 
 def _is_bool(text: str) -> bool:
@@ -149,6 +155,13 @@ def parse_redis_url(url: str) -> RedisUrl:
     if scheme not in REDIS_SCHEMES:
         raise StoreUrlError(f"unsupported Redis store scheme {scheme!r}")
     rest = url.partition("://")[2]
+    if "@" in rest.partition("?")[2] or "@" in rest.partition("#")[2]:
+        # A "?" or "#" in the password: what follows would be read as options
+        # (and quoted in their errors). Nothing of the URL is quoted here.
+        raise StoreUrlError(
+            "the store URL has an '@' after a '?' or '#': percent-encode '?'"
+            " and '#' in a user name or password (%3F, %23)"
+        )
     before_fragment = rest.partition("#")[0]
     location, _, query = before_fragment.partition("?")
     options = _read_options(query, scheme)

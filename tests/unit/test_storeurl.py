@@ -22,6 +22,11 @@ from patgate.storeurl import StoreUrlError, hide_password, parse_redis_url
         ("redis+sentinel://u:pw@s1:26379,s2:26380/svc/2?sentinel_password=hunter2",
          "redis+sentinel://u:***@s1:26379,s2:26380/svc/2?sentinel_password=***"),
         ("redis+cluster://u:hunter2@n1:1,n2:2", "redis+cluster://u:***@n1:1,n2:2"),
+        ("redis://u:hunt?er2@h:1/0", "redis://u:***@h:1/0"),
+        ("redis://u:hunt#er2@h:1/0", "redis://u:***@h:1/0"),
+        ("redis+sentinel://s:1/svc?sentinel%5Fpassword=hunter2",
+         "redis+sentinel://s:1/svc?sentinel%5Fpassword=***"),
+        ("redis://h:1/0?%70assword=hunter2&db=1", "redis://h:1/0?%70assword=***&db=1"),
         ("sqlite:////var/lib/p.db", "sqlite:////var/lib/p.db"),
         ("no scheme at all", "no scheme at all"),
     ],
@@ -81,6 +86,9 @@ def test_only_real_notices_are_read_back_from_the_channel() -> None:
         "redis+cluster://u:s3cr/et@h1:7000",
         "redis://:s3cr/et@h1:6379/0",
         "redis://h1:s3cret",
+        "redis://u:s3cr?et@h1:6379/0",
+        "redis://u:s3cr#et@h1:6379/0",
+        "redis+sentinel://u:s3cr?et@h1/mymaster",
     ],
 )
 def test_no_piece_of_a_password_is_in_an_error(url: str) -> None:
@@ -91,3 +99,5 @@ def test_no_piece_of_a_password_is_in_an_error(url: str) -> None:
     message = str(caught.value)
     assert "s3cr" not in message
     assert "et@" not in message
+    if "@" in url:  # "h1:s3cret" reads as a host and port: nothing to hide
+        assert "s3cr" not in hide_password(url)

@@ -6,7 +6,6 @@ turned into ISO 8601 only at the edges (JSON, tables).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -266,27 +265,6 @@ class Observed:
     def from_list(cls, item: list[Any]) -> Observed:
         route, method, pattern, count, last_seen = item
         return cls(str(route), str(method), str(pattern), int(count), float(last_seen))
-
-
-def merge_observed(
-    old: Sequence[Observed], new: Sequence[Observed], limit: int = MAX_OBSERVED
-) -> tuple[Observed, ...]:
-    """``old`` and ``new`` merged by key (counts added, last seen the
-    latest), the ``limit`` most recently seen kept, oldest first."""
-    merged = {seen.key: seen for seen in old}
-    for seen in new:
-        known = merged.get(seen.key)
-        if known is not None:
-            seen = Observed(
-                seen.route,
-                seen.method,
-                seen.pattern,
-                known.count + seen.count,
-                max(known.last_seen, seen.last_seen),
-            )
-        merged[seen.key] = seen
-    ordered = sorted(merged.values(), key=lambda s: (s.last_seen, s.key))
-    return tuple(ordered[-limit:]) if limit else ()
 
 
 @dataclass(frozen=True, slots=True)

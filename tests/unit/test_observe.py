@@ -10,7 +10,7 @@ from patgate.config import parse_config
 from patgate.errors import ConflictError
 from patgate.explain import explain_request, grant_of_scopes
 from patgate.gate import Rules
-from patgate.models import Observed, Usage, merge_observed
+from patgate.models import Observed, Usage
 from patgate.observe import narrow, observed_pattern, path_pattern, suggest
 from patgate.usage import MAX_PENDING_OBSERVED, UsageRecorder
 from tests.factories import NOW
@@ -175,17 +175,6 @@ def test_the_recorder_keeps_observations_bounded_and_restores_them():
     again = usage.drain()[0]
     assert {s.pattern: s.count for s in again.observed}["/dav/0"] == 3
     assert again.count == batch[0].count
-
-
-def test_merge_observed_keeps_the_most_recent():
-    old = [Observed("r", "GET", f"/p{i}", 1, NOW + i) for i in range(5)]
-    new = [Observed("r", "GET", "/p0", 2, NOW + 10)]
-    merged = merge_observed(old, new, limit=3)
-    assert [(s.pattern, s.count) for s in merged] == [
-        ("/p3", 1),
-        ("/p4", 1),
-        ("/p0", 3),
-    ]
 
 
 def test_a_rule_naming_one_id_keeps_that_id_in_the_pattern():

@@ -55,7 +55,7 @@ def token_purge(args: argparse.Namespace) -> int:
 def token_renew(args: argparse.Namespace) -> int:
     async def work(service: TokenService, actor: Actor) -> tuple[TokenRecord, str]:
         return await service.renew_token(
-            actor, args.id, **_renewal(args, service.now())
+            actor, args.id, **expiry_changes(args, service.now())
         )
 
     record, value = run_with_service(args, work)
@@ -78,11 +78,6 @@ def expiry_changes(args: argparse.Namespace, now: float) -> dict[str, Any]:
     elif getattr(args, "max_lifetime", None):  # renew has no --max-lifetime
         changes["max_lifetime"] = parse_duration(args.max_lifetime)
     return changes
-
-
-def _renewal(args: argparse.Namespace, now: float) -> dict[str, Any]:
-    """What ``token edit`` would take from the same expiry options."""
-    return expiry_changes(args, now)
 
 
 def add_lifecycle_commands(sub: argparse._SubParsersAction[ArgumentParser]) -> None:

@@ -12,16 +12,16 @@ from patgate.cli.output import print_json
 from patgate.cli.runner import EXIT_OK, run_with_service
 from patgate.config import load_config
 from patgate.durations import format_time
+from patgate.gate import Rules
 from patgate.models import Observed, TokenRecord
 from patgate.observe import Suggestion, suggestion_json
 from patgate.routing import Router
-from patgate.scopes import ScopeSets
 from patgate.service import Actor, TokenService
 
 
 def _router(args: argparse.Namespace) -> Router:
-    config = load_config(args.config)
-    return Router.from_config(config.routes, ScopeSets(config.scope_sets))
+    """The routes as the gateway matches them (one way to build them: Rules)."""
+    return Rules.from_config(load_config(args.config)).router
 
 
 def token_suggest(args: argparse.Namespace) -> int:

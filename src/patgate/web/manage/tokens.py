@@ -13,6 +13,7 @@ from patgate import scopes
 from patgate.config import RouteConfig
 from patgate.durations import parse_moment
 from patgate.errors import UsageError
+from patgate.gate import Rules
 from patgate.models import TokenRecord
 from patgate.observe import suggestion_json
 from patgate.routing import Router
@@ -108,8 +109,8 @@ def observe_arg(text: str | None) -> int | None:
 
 
 def _router(request: web.Request) -> Router:
-    config = request.app[CONFIG]
-    return Router.from_config(config.routes, scopes.ScopeSets(config.scope_sets))
+    """The routes as the gateway matches them (one way to build them: Rules)."""
+    return Rules.from_config(request.app[CONFIG]).router
 
 
 @endpoint

@@ -43,7 +43,7 @@ from patgate.scopes import (
     ScopeSets,
     canonical_node_path,
     covered_by,
-    is_node_scope,
+    held_scopes,
     parse_node_scope,
 )
 
@@ -304,21 +304,11 @@ def _held(
     held: Sequence[str], sets: ScopeSets
 ) -> tuple[tuple[str, ...], list[NodeScope]]:
     """The token's plain scopes (sets expanded; ``*`` if it has only node
-    scopes) and its node scopes."""
-    plain: list[str] = []
-    nodes: list[NodeScope] = []
-    for scope in held:
-        if scope.startswith("@"):
-            plain.extend(sets.members.get(scope[1:], ()))
-        elif is_node_scope(scope):
-            node = parse_node_scope(scope)
-            if node is not None:
-                nodes.append(node)
-        else:
-            plain.append(scope)
+    scopes) and its node scopes, as the gate reads them."""
+    plain, nodes = held_scopes(held, sets)
     if not plain and not any(s.startswith("@") for s in held):
-        plain = [ALL]
-    return tuple(dict.fromkeys(plain)), nodes
+        plain = (ALL,)
+    return plain, list(nodes or ())
 
 
 def _narrow_nodes(held: list[NodeScope], suggested: list[str]) -> list[str]:

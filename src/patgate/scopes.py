@@ -358,6 +358,15 @@ def effective_scopes(
     )
 
 
+def held_scopes(
+    scopes: Sequence[str], sets: ScopeSets
+) -> tuple[tuple[str, ...], tuple[NodeScope, ...] | None]:
+    """A token's scopes as the gate reads them: ``@set`` names expanded to
+    the members ``sets`` gives them now, then split into plain scopes and
+    node scopes (None: no node scope)."""
+    return _split(_expand_live(scopes, sets)[0])
+
+
 def _expand_live(
     scopes: Sequence[str], sets: ScopeSets
 ) -> tuple[tuple[str, ...], bool]:

@@ -1,7 +1,8 @@
 """Real nginx and Caddy in front of patgate, run from the shipped deploy/ files.
 
-The configs under ``deploy/forward-auth/`` name fixed addresses (patgate on
-127.0.0.1:8080, the upstream on 127.0.0.1:8081, the proxy on port 80); the
+The configs under ``deploy/forward-auth/`` name fixed addresses (patgate's
+decision listener on 127.0.0.1:8082, the upstream on 127.0.0.1:8081, the
+proxy on port 80); the
 tests run those same files with the addresses replaced by free loopback
 ports, so what ships is what is tested. Each proxy runs in the foreground in
 a directory of its own and is stopped by its pid.
@@ -22,7 +23,7 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "forward-auth"
-PATGATE = "127.0.0.1:8080"
+PATGATE = "127.0.0.1:8082"  # forward_auth.listen
 UPSTREAM = "127.0.0.1:8081"
 
 NGINX_MAIN = """\

@@ -24,6 +24,7 @@ from patgate.logs import AccessLog
 from patgate.service import Actor, TokenService
 from patgate.store import Store, open_store
 from patgate.web.app import LISTENERS, create_app
+from patgate.web.keys import DECISIONS
 from patgate.web.ops.access import access_logger_class
 from patgate.web.protocol import GatewayRunner
 
@@ -189,6 +190,13 @@ def route_yaml(name: str, prefix: str, upstream: str, *more: str) -> str:
     return "\n".join([*lines, *(f"    {line}" for line in more)]) + "\n"
 
 
+@dataclass(frozen=True)
+class Address:
+    """Something listening on ``host`` (``127.0.0.1:PORT``), for raw requests."""
+
+    host: str
+
+
 @dataclass
 class Gateway:
     config: Config
@@ -202,6 +210,15 @@ class Gateway:
     # The separate listeners (manage:, ops:) by name: their URL and runner.
     listeners: dict[str, str] = field(default_factory=dict)
     listener_runners: list[web.AppRunner] = field(default_factory=list)
+
+    @property
+    def decisions_url(self) -> str:
+        """Where the decision endpoint is served: its own listener, or the main."""
+        return self.listeners.get("decisions", self.url)
+
+    @property
+    def decisions(self) -> Address:
+        return Address(self.decisions_url.split("://", 1)[1])
 
     async def add_user(
         self,
@@ -223,6 +240,8 @@ class Gateway:
         return value
 
     async def stop(self) -> None:
+        if DECISIONS in self.app:
+            await self.app[DECISIONS].stop()
         for runner in self.listener_runners:
             await runner.cleanup()
         await self.runner.cleanup()
@@ -284,6 +303,10 @@ async def start_gateway(
         await listener_site.start()
         sockets = listener_site._server.sockets  # type: ignore[union-attr]
         gateway.listeners[name] = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    if DECISIONS in app:
+        sock = bound_socket()
+        await app[DECISIONS].start(sock)
+        gateway.listeners["decisions"] = f"http://127.0.0.1:{sock.getsockname()[1]}"
     return gateway
 
 

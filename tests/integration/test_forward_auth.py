@@ -19,6 +19,8 @@ from tests.gateway_harness import Gateway, RecordingUpstream
 
 AUTH = "/_patgate/auth"
 TRUSTED = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {}\n"
+# The endpoint on a listener of its own: the same answers, from its own server.
+OWN_LISTENER = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {listen: 127.0.0.1:0}\n"
 
 
 def routes(upstream: RecordingUpstream) -> str:
@@ -40,9 +42,10 @@ def routes(upstream: RecordingUpstream) -> str:
     )
 
 
-@pytest.fixture
-async def gateway(make_gateway, upstream, store_url) -> Gateway:
-    return await make_gateway(store_url, routes(upstream), extra=TRUSTED)
+@pytest.fixture(params=["main listener", "own listener"])
+async def gateway(request, make_gateway, upstream, store_url) -> Gateway:
+    extra = TRUSTED if request.param == "main listener" else OWN_LISTENER
+    return await make_gateway(store_url, routes(upstream), extra=extra)
 
 
 def basic(login: str, password: str) -> str:
@@ -76,7 +79,7 @@ async def ask(
     path: str = AUTH,
 ) -> tuple[int, dict[str, str], bytes, list[str]]:
     async with client.request(
-        method, gateway.url + path, headers=headers, allow_redirects=False
+        method, gateway.decisions_url + path, headers=headers, allow_redirects=False
     ) as response:
         body = await response.read()
         challenges = response.headers.getall("WWW-Authenticate", [])

@@ -25,7 +25,8 @@ from tests.gateway_harness import Gateway, RecordingUpstream
 from tests.processes import PEPPER, StoreAdmin
 
 FRONTS = ["nginx", "caddy"]
-EXTRA = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {}\n"
+# The decision endpoint on its own listener, as deploy/forward-auth has it.
+EXTRA = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {listen: 127.0.0.1:0}\n"
 
 
 def routes(upstream: str) -> str:
@@ -65,7 +66,9 @@ async def front(
     tmp_path: Path,
 ) -> AsyncIterator[str]:
     start = getattr(front_proxies, request.param)
-    async with start(tmp_path / request.param, gateway.url, upstream.url) as url:
+    async with start(
+        tmp_path / request.param, gateway.decisions_url, upstream.url
+    ) as url:
         yield url
 
 
@@ -178,7 +181,9 @@ async def test_a_query_credential_never_reaches_the_upstream_through_nginx(
 ):
     token = await gateway.token("alice", scopes=["api:read"])
     directory = tmp_path / "nginx"
-    async with front_proxies.nginx(directory, gateway.url, upstream.url) as url:
+    async with front_proxies.nginx(
+        directory, gateway.decisions_url, upstream.url
+    ) as url:
         status, _, _ = await get(client, url + f"/api/x?access_token={token}&b=2")
     assert status == 200
     assert upstream.last.raw_path == "/api/x?b=2"
@@ -201,7 +206,7 @@ async def test_revocation_holds_through_nginx_within_100_ms_on_redis(
         token_id, token = await admin.token("alice", scopes=["api:read"])
         bearer = {"Authorization": f"Bearer {token}"}
         async with front_proxies.nginx(
-            tmp_path / "nginx", gateway.url, upstream.url
+            tmp_path / "nginx", gateway.decisions_url, upstream.url
         ) as url:
             status, _, _ = await get(client, url + "/api/x", bearer)
             assert status == 200  # cached in patgate from now on
@@ -254,7 +259,7 @@ async def test_the_nginx_decision_cache_holds_a_revoked_token_under_two_seconds(
         token_id, token = await admin.token("alice", scopes=["api:read"])
         bearer = {"Authorization": f"Bearer {token}"}
         async with front_proxies.nginx(
-            tmp_path / "nginx", gateway.url, upstream.url, cached=True
+            tmp_path / "nginx", gateway.decisions_url, upstream.url, cached=True
         ) as url:
             with gateway.access_log.capture() as decisions:
                 for _ in range(3):

@@ -68,7 +68,7 @@ async def test_litmus_passes_through_the_front_as_it_does_directly(
     gateway = await make_gateway(
         sqlite_url,
         files_route(dav_server),
-        extra="trusted_proxies: [127.0.0.1/32]\nforward_auth: {}\n",
+        extra="trusted_proxies: [127.0.0.1/32]\nforward_auth: {listen: 127.0.0.1:0}\n",
     )
     token = await gateway.token("alice", scopes=["files:read", "files:write"])
     code, text = await litmus(dav_server + "/dav/", "alice", "any", tmp_path)
@@ -76,7 +76,7 @@ async def test_litmus_passes_through_the_front_as_it_does_directly(
     assert code == 0, text[-2000:]
     assert len(direct) > 90
     start = getattr(front_proxies, front)
-    async with start(tmp_path / front, gateway.url, dav_server) as url:
+    async with start(tmp_path / front, gateway.decisions_url, dav_server) as url:
         code, text = await litmus(url + "/dav/", "alice", token, tmp_path)
         assert outcomes(text) == direct, text[-2000:]
         assert code == 0

@@ -270,3 +270,37 @@ async def test_healthcheck_command_asks_the_configured_port(gateways, sqlite_url
     assert line.startswith(
         f"error: unhealthy: http://127.0.0.1:{port}/_patgate/healthz"
     )
+
+
+async def test_the_decision_listener_serves_in_every_worker_and_stops(
+    gateways, sqlite_url, upstream, token
+):
+    """forward_auth.listen under `serve`: uvloop, two workers, SIGTERM."""
+    port = free_port()
+    config = api_config(sqlite_url, upstream).replace(
+        "routes:",
+        "trusted_proxies: [127.0.0.1/32]\n"
+        f"forward_auth: {{listen: 127.0.0.1:{port}}}\nroutes:",
+    )
+    gateway = await gateways.start(config, args=["--workers", "2"])
+    url = f"http://127.0.0.1:{port}/_patgate/auth"
+    assert f"patgate serves the decision endpoint on {url}" in gateway.stdout()
+    asked = {"X-Original-Method": "GET", "X-Original-URI": "/api/x"}
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        for _ in range(20):
+            async with client.get(url, headers={**asked, **bearer(token)}) as answer:
+                assert answer.status == 200
+            async with client.get(url, headers=asked) as answer:
+                assert answer.status == 401
+        # The main listener no longer answers there.
+        async with client.get(gateway.url + "/_patgate/auth", headers=asked) as answer:
+            assert answer.status == 404
+    await gateway.wait_for_event("request", count=40)
+    lines = [e for e in gateway.events("request") if e["path"] == "/api/x"]
+    assert {e["status"] for e in lines} == {200, 401}
+    assert len({e["pid"] for e in lines}) == 2  # both workers decided
+    gateway.send(signal.SIGTERM)
+    assert await gateway.wait() == 0
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from patgate.tokens import format_token
@@ -34,6 +34,8 @@ from tests.security.test_fuzz_request_path import send_blocking
 
 AUTH = "/_patgate/auth"
 EXTRA = NO_THROTTLE + "\ntrusted_proxies: [127.0.0.1/32]\nforward_auth: {}\n"
+# The same endpoint on its own listener (its own HTTP/1.1 server).
+OWN_LISTENER = EXTRA.replace("forward_auth: {}", "forward_auth: {listen: 127.0.0.1:0}")
 
 # Spellings that must never reach another path than the one checked.
 AMBIGUOUS = [
@@ -55,10 +57,13 @@ AMBIGUOUS = [
 ]
 
 
-@pytest.fixture
-async def gateway(make_gateway, upstream: RecordingUpstream, sqlite_url) -> Gateway:
+@pytest.fixture(params=["main listener", "own listener"])
+async def gateway(
+    request, make_gateway, upstream: RecordingUpstream, sqlite_url
+) -> Gateway:
+    extra = EXTRA if request.param == "main listener" else OWN_LISTENER
     gateway: Gateway = await make_gateway(
-        sqlite_url, ROUTES.format(upstream=upstream.url), extra=EXTRA
+        sqlite_url, ROUTES.format(upstream=upstream.url), extra=extra
     )
     return gateway
 
@@ -108,7 +113,8 @@ class TestAmbiguousOriginalPaths:
         assert proxied.status in (400, 404)
         assert upstream.requests == []
         for style in STYLES:
-            answer = one(await send_raw(gateway, style("GET", target, bearer(token))))
+            asked = style("GET", target, bearer(token))
+            answer = one(await send_raw(gateway.decisions, asked))
             assert (answer.status, answer.body) == (proxied.status, proxied.body), (
                 style.__name__
             )
@@ -118,12 +124,13 @@ class TestAmbiguousOriginalPaths:
         self, gateway: Gateway
     ) -> None:
         asked = nginx_style("GET", "/public/%2e%2e/api/x")
-        answer = one(await send_raw(gateway, asked))
+        answer = one(await send_raw(gateway.decisions, asked))
         assert answer.status == 401  # /api/x, a token route: not the public one
         token = await gateway.token("alice", scopes=["api:read"])
         answer = one(
             await send_raw(
-                gateway, nginx_style("GET", "/public/%2E%2E/api/%78", bearer(token))
+                gateway.decisions,
+                nginx_style("GET", "/public/%2E%2E/api/%78", bearer(token)),
             )
         )
         assert answer.status == 200
@@ -148,7 +155,7 @@ async def test_a_raw_forwarded_path_with_dot_or_empty_segments_is_refused(
     """Checked in one form and forwarded in another: Traefik, Caddy and Envoy
     send the upstream the client's raw path, not the canonical one."""
     token = await gateway.token("alice", scopes=["api:read"])
-    answer = one(await send_raw(gateway, style("GET", target, bearer(token))))
+    answer = one(await send_raw(gateway.decisions, style("GET", target, bearer(token))))
     assert answer.status == 400
 
 
@@ -178,6 +185,8 @@ class TestSameDecisionAsTheProxy:
         auths = ["", bearer(good), bearer(read), bearer(forged)]
         host, _, port = gateway.host.rpartition(":")
         address = (host, int(port))
+        host, _, port = gateway.decisions.host.rpartition(":")
+        decisions = (host, int(port))
         seen = {"forwarded": 0, "refused": 0, "raw": 0}
 
         @settings(
@@ -194,6 +203,10 @@ class TestSameDecisionAsTheProxy:
             st.sampled_from(auths),
             st.sampled_from(STYLES),
         )
+        # One of each kind whatever the draw: forwarded, refused, raw.
+        @example("GET", ["api", "x"], "?a=1", bearer(read), nginx_style)
+        @example("GET", ["api", "x"], "", "", envoy_style)
+        @example("GET", ["api", "", "x"], "", bearer(good), traefik_style)
         def one_request(method, segments, query, auth, style) -> None:
             target = "/" + "/".join(segments) + query.format(good=good, read=read)
             headers = [auth] if auth else []
@@ -201,7 +214,7 @@ class TestSameDecisionAsTheProxy:
             raw = request(target, *headers, method=method)
             proxied = one(parse_responses(send_blocking(address, raw)))
             raw = style(method, target, *headers)
-            answer = one(parse_responses(send_blocking(address, raw)))
+            answer = one(parse_responses(send_blocking(decisions, raw)))
             if (
                 upstream.requests
                 and style is not nginx_style

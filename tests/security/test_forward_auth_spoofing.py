@@ -50,27 +50,36 @@ ORIGINAL_HEADERS = [
 ]
 
 
-def trusted_extra(cidr: str) -> str:
-    return f"{NO_THROTTLE}\ntrusted_proxies: [{cidr}]\nforward_auth: {{}}\n"
+# The endpoint on the main listener, and on its own (its own HTTP/1.1 server).
+FRONTS = {"main listener": "{}", "own listener": "{listen: 127.0.0.1:0}"}
 
 
-@pytest.fixture
-async def untrusted(make_gateway, upstream: RecordingUpstream, sqlite_url) -> Gateway:
+def trusted_extra(cidr: str, front: str = "main listener") -> str:
+    section = FRONTS[front]
+    return f"{NO_THROTTLE}\ntrusted_proxies: [{cidr}]\nforward_auth: {section}\n"
+
+
+@pytest.fixture(params=list(FRONTS))
+async def untrusted(
+    request, make_gateway, upstream: RecordingUpstream, sqlite_url
+) -> Gateway:
     """A gateway whose trusted proxies are elsewhere: the test client is not one."""
     gateway: Gateway = await make_gateway(
         sqlite_url,
         ROUTES.format(upstream=upstream.url),
-        extra=trusted_extra("10.0.0.0/8"),
+        extra=trusted_extra("10.0.0.0/8", request.param),
     )
     return gateway
 
 
-@pytest.fixture
-async def trusted(make_gateway, upstream: RecordingUpstream, sqlite_url) -> Gateway:
+@pytest.fixture(params=list(FRONTS))
+async def trusted(
+    request, make_gateway, upstream: RecordingUpstream, sqlite_url
+) -> Gateway:
     gateway: Gateway = await make_gateway(
         sqlite_url,
         ROUTES.format(upstream=upstream.url),
-        extra=trusted_extra("127.0.0.1/32"),
+        extra=trusted_extra("127.0.0.1/32", request.param),
     )
     return gateway
 
@@ -82,7 +91,7 @@ class TestUntrustedPeer:
         self, untrusted: Gateway, upstream: RecordingUpstream
     ) -> None:
         good = await untrusted.token("alice")
-        host, _, port = untrusted.host.rpartition(":")
+        host, _, port = untrusted.decisions.host.rpartition(":")
         address = (host, int(port))
 
         @settings(
@@ -118,7 +127,7 @@ class TestUntrustedPeer:
         token = await untrusted.token("alice")
         for _ in range(3):
             (answer,) = await send_raw(
-                untrusted,
+                untrusted.decisions,
                 request(
                     AUTH,
                     "X-Original-Method: GET",
@@ -149,7 +158,7 @@ class TestHeaderInjection:
         self, trusted: Gateway, added: list[str]
     ) -> None:
         (answer,) = await send_raw(
-            trusted,
+            trusted.decisions,
             request(
                 AUTH,
                 "X-Original-Method: DELETE",
@@ -164,7 +173,7 @@ class TestHeaderInjection:
         self, trusted: Gateway
     ) -> None:
         (answer,) = await send_raw(
-            trusted, request(AUTH + "/admin/x", "X-Original-URI: /public/x")
+            trusted.decisions, request(AUTH + "/admin/x", "X-Original-URI: /public/x")
         )
         assert answer.status == 400
 
@@ -178,7 +187,7 @@ class TestHeaderInjection:
             ("/public/x", "", ""),
         ]:
             (answer,) = await send_raw(
-                trusted,
+                trusted.decisions,
                 request(
                     AUTH,
                     "X-Original-Method: GET",
@@ -208,7 +217,8 @@ class TestHeaderInjection:
         self, trusted: Gateway, upstream: RecordingUpstream, uri: str
     ) -> None:
         (answer,) = await send_raw(
-            trusted, request(AUTH, "X-Original-Method: GET", f"X-Original-URI: {uri}")
+            trusted.decisions,
+            request(AUTH, "X-Original-Method: GET", f"X-Original-URI: {uri}"),
         )
         if answer.status == 200:
             # Only a spelling of a public path, and said back canonical.
@@ -231,9 +241,9 @@ class TestHeaderInjection:
                 host="public.example.com",
             )
 
-        (answer,) = await send_raw(trusted, ask("gateway.test"))
+        (answer,) = await send_raw(trusted.decisions, ask("gateway.test"))
         assert answer.status == 401
-        (answer,) = await send_raw(trusted, ask("public.example.com"))
+        (answer,) = await send_raw(trusted.decisions, ask("public.example.com"))
         assert answer.status == 200
-        (answer,) = await send_raw(trusted, ask("evil@public.example.com"))
+        (answer,) = await send_raw(trusted.decisions, ask("evil@public.example.com"))
         assert answer.status == 400

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from patgate.config import parse_config
@@ -167,7 +168,7 @@ def test_traefik_forward_auth_asks_patgate_and_copies_the_identity():
     router = http["routers"]["app"]
     assert router["middlewares"] == ["patgate", "strip-credentials"]
     forward = http["middlewares"]["patgate"]["forwardAuth"]
-    assert forward["address"] == "http://127.0.0.1:8080" + default_forward_auth_path()
+    assert forward["address"] == "http://127.0.0.1:8082" + default_forward_auth_path()
     assert forward["trustForwardHeader"] is False
     assert forward["authResponseHeaders"] == IDENTITY
     removed = http["middlewares"]["strip-credentials"]["headers"]
@@ -270,4 +271,20 @@ def test_caddy_asks_patgate_and_copies_the_identity():
     assert "copy_headers " + " ".join(IDENTITY) in text
     assert "header_up -Authorization" in text
     first = text.index("request_header -X-Patgate-*")
-    assert first < text.index("forward_auth 127.0.0.1:8080 {")
+    assert first < text.index("forward_auth 127.0.0.1:8082 {")
+
+
+@pytest.mark.parametrize(
+    "name", ["nginx.conf", "Caddyfile", "envoy.yaml", "traefik.yaml"]
+)
+def test_forward_auth_files_ask_the_decision_listener_they_name(name):
+    text = (FORWARD_AUTH / name).read_text()
+    needs = re.search(r"^#   (forward_auth: \{.*\})$", text, re.MULTILINE)
+    assert needs is not None, f"{name} names no forward_auth: section"
+    config = parse_config(
+        "trusted_proxies: [127.0.0.1/32]\n" + needs.group(1) + "\n", {}, "/etc/patgate"
+    )
+    assert config.forward_auth is not None
+    assert config.forward_auth.listen is not None
+    port = config.forward_auth.listen[1]
+    assert f"127.0.0.1:{port}" in text or f"port_value: {port}" in text

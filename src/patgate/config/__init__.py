@@ -160,7 +160,12 @@ def parse_config(text: str, env: Mapping[str, str], base_dir: str) -> Config:
                 " the proxy in front (e.g. trusted_proxies: [127.0.0.1/32])"
             )
     _check_distinct(
-        {"listen": (host, port), "manage.listen": manage, "ops.listen": ops}
+        {
+            "listen": (host, port),
+            "manage.listen": manage,
+            "ops.listen": ops,
+            "forward_auth.listen": forward_auth.listen if forward_auth else None,
+        }
     )
     return Config(
         listen_host=host,

@@ -113,10 +113,13 @@ class ForwardAuthConfig:
     """``forward_auth:``: the decision endpoint for a proxy in front.
 
     ``path`` is where nginx ``auth_request``, Traefik ``ForwardAuth``, Caddy
-    ``forward_auth`` and Envoy ``ext_authz`` (its ``path_prefix``) ask.
+    ``forward_auth`` and Envoy ``ext_authz`` (its ``path_prefix``) ask;
+    ``listen`` a listener of the endpoint's own (served by a lean HTTP/1.1
+    server, :mod:`patgate.web.gateway.decision_server`), None: the main one.
     """
 
     path: str = "/_patgate/auth"
+    listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,7 +242,8 @@ _OWN_PATHS = (
 
 
 def parse_forward_auth(value: object, where: str) -> ForwardAuthConfig:
-    """``forward_auth: {path: /_patgate/auth}`` (``{}`` or null: the default path).
+    """``forward_auth: {path: /_patgate/auth, listen: host:port}`` (``{}`` or
+    null: the default path, on the main listener).
 
     The path is canonical, under ``/_patgate/`` (where no route can be, so
     the endpoint never hides one) and none of patgate's own endpoints there.
@@ -269,4 +270,7 @@ def parse_forward_auth(value: object, where: str) -> ForwardAuthConfig:
     for own in _OWN_PATHS:
         if path_within(path, own):
             raise error_at(at, f"{own} is one of patgate's own endpoints")
-    return ForwardAuthConfig(path=path)
+    listen = None
+    if "listen" in data:
+        listen = parse_listen(data["listen"], locate(where, "listen"))
+    return ForwardAuthConfig(path=path, listen=listen)

@@ -27,19 +27,20 @@ listener of its own (another port is another origin) they cannot read it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from patgate.cache import GrantCache
-from patgate.config import Config
+from patgate.config import Config, ForwardAuthConfig
 from patgate.gate import Gate
 from patgate.logs import AccessLog
 from patgate.service import TokenService
 from patgate.store.base import Store
 from patgate.throttle import FailureThrottle
 from patgate.usage import UsageRecorder
-from patgate.web.gateway.forward_auth import ForwardAuthHandler
+from patgate.web.gateway.decision_server import DecisionServer
+from patgate.web.gateway.forward_auth import Decider, ForwardAuthHandler
 from patgate.web.gateway.inflight import InFlight
 from patgate.web.gateway.proxy import ProxyHandler
 from patgate.web.gateway.streams import StreamRegistry
@@ -50,6 +51,7 @@ from patgate.web.keys import (
     ACCESS_LOG,
     CACHE,
     CONFIG,
+    DECISIONS,
     FORWARD_AUTH,
     GATE,
     IN_FLIGHT,
@@ -95,20 +97,7 @@ def create_app(
         app.cleanup_ctx.append(lambda app: share_metrics(app, shared))
     app[LISTENERS] = {}
     if config.forward_auth is not None:
-        # Before everything else under /_patgate/ and the catch-all. Made
-        # now (it needs no upstream session) and routed to directly: no
-        # dispatching coroutine per decision.
-        path = config.forward_auth.path
-        decide = app[FORWARD_AUTH] = ForwardAuthHandler(
-            ProxyState.from_config(config), app[GATE], app[METRICS], path
-        )
-        app.router.add_route("*", path, decide.__call__, expect_handler=answer_expect)
-        app.router.add_route(
-            "*",
-            path + r"/{tail:[\s\S]*}",
-            decide.__call__,
-            expect_handler=answer_expect,
-        )
+        _add_decisions(app, config.forward_auth)
     if config.ops_listen is None:
         add_ops_routes(app)
     else:
@@ -126,6 +115,28 @@ def create_app(
     )
     name_the_server()
     return app
+
+
+def _add_decisions(app: web.Application, forward_auth: ForwardAuthConfig) -> None:
+    """The decision endpoint: on a listener of its own, or on the main one."""
+    path = forward_auth.path
+    decider = app[FORWARD_AUTH] = Decider(
+        ProxyState.from_config(app[CONFIG]), app[GATE], path
+    )
+    if forward_auth.listen is not None:
+        app[DECISIONS] = DecisionServer(
+            decider, app[METRICS], app[ACCESS_LOG], app[CONFIG].limits
+        )
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = _not_here
+    else:
+        # Before everything else under /_patgate/ and the catch-all. Made
+        # now (it needs no upstream session) and routed to directly: no
+        # dispatching coroutine per decision.
+        handler = ForwardAuthHandler(decider, app[METRICS]).__call__
+    app.router.add_route("*", path, handler, expect_handler=answer_expect)
+    app.router.add_route(
+        "*", path + r"/{tail:[\s\S]*}", handler, expect_handler=answer_expect
+    )
 
 
 def _add_state(

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from patgate.service import TokenService
     from patgate.store.base import Store
     from patgate.throttle import LoginThrottle
-    from patgate.web.gateway.forward_auth import ForwardAuthHandler
+    from patgate.web.gateway.decision_server import DecisionServer
+    from patgate.web.gateway.forward_auth import Decider
     from patgate.web.gateway.inflight import InFlight
     from patgate.web.gateway.proxy import ProxyHandler
     from patgate.web.gateway.streams import StreamRegistry
@@ -32,7 +33,9 @@ GATE: web.AppKey[Gate] = web.AppKey("gate")
 CACHE: web.AppKey[GrantCache] = web.AppKey("cache")
 SERVICE: web.AppKey[TokenService] = web.AppKey("service")
 PROXY: web.AppKey[ProxyHandler] = web.AppKey("proxy")
-FORWARD_AUTH: web.AppKey[ForwardAuthHandler] = web.AppKey("forward_auth")
+FORWARD_AUTH: web.AppKey[Decider] = web.AppKey("forward_auth")
+# The decision endpoint's own listener (forward_auth.listen), when it has one.
+DECISIONS: web.AppKey[DecisionServer] = web.AppKey("decisions")
 STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

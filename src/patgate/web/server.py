@@ -49,7 +49,7 @@ from patgate.web.app import (
     reload_config,
 )
 from patgate.web.gateway.sync import stop_task
-from patgate.web.keys import CONFIG, IN_FLIGHT
+from patgate.web.keys import CONFIG, DECISIONS, IN_FLIGHT
 from patgate.web.ops.access import access_logger_class, route_library_logs
 from patgate.web.ops.metrics import Metrics
 from patgate.web.protocol import GatewayRunner
@@ -129,11 +129,20 @@ class WorkerSockets:
         yield from self.extra.values()
 
 
-# The separate listeners: their Config field and what they serve, for the banner.
+# The separate listeners: what they serve and where, for the banner.
 SEPARATE_LISTENERS = {
-    "manage": ("manage_listen", "the management page and API", "/_patgate/"),
-    "ops": ("ops_listen", "the ops endpoints", "/_patgate/healthz"),
+    "manage": ("the management page and API", "/_patgate/"),
+    "ops": ("the ops endpoints", "/_patgate/healthz"),
+    "decisions": ("the decision endpoint", ""),
 }
+
+
+def listener_address(config: Config, name: str) -> tuple[str, int] | None:
+    """The address of a separate listener, None when it has none."""
+    if name == "decisions":
+        return config.forward_auth.listen if config.forward_auth else None
+    address: tuple[str, int] | None = getattr(config, f"{name}_listen")
+    return address
 
 
 def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
@@ -143,8 +152,8 @@ def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
         main = bind_sockets(config.listen_host, config.listen_port, count)
         opened.extend(main)
         extra: dict[str, list[socket.socket]] = {}
-        for name, (field, _, _) in SEPARATE_LISTENERS.items():
-            address: tuple[str, int] | None = getattr(config, field)
+        for name in SEPARATE_LISTENERS:
+            address = listener_address(config, name)
             if address is not None:
                 extra[name] = bind_sockets(*address, count)
                 opened.extend(extra[name])
@@ -158,11 +167,13 @@ def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
     ]
 
 
-def _listener_lines(socks: WorkerSockets) -> list[str]:
+def _listener_lines(socks: WorkerSockets, config: Config) -> list[str]:
     lines = []
     for name, sock in socks.extra.items():
         host, port = sock.getsockname()[:2]
-        _, what, path = SEPARATE_LISTENERS[name]
+        what, path = SEPARATE_LISTENERS[name]
+        if name == "decisions" and config.forward_auth is not None:
+            path = config.forward_auth.path
         lines.append(f"patgate serves {what} on http://{_host(host)}:{port}{path}")
     return lines
 
@@ -196,7 +207,7 @@ def serve(
         f"{', uvloop' if uvloop else ''})"
     )
 
-    listener_lines = _listener_lines(socks[0])  # the parent closes them later
+    listener_lines = _listener_lines(socks[0], config)  # the parent closes them later
 
     def announce() -> None:
         out(banner)
@@ -391,9 +402,12 @@ def _runner(
 async def _start_listeners(
     app: web.Application, socks: WorkerSockets, access_log: AccessLog
 ) -> list[tuple[web.AppRunner, web.SockSite]]:
-    """Serve the separate listeners' apps on their sockets."""
+    """Serve the separate listeners' apps on their sockets (the decision
+    listener's own server: see ``_serve_one``)."""
     started = []
     for name, sock in socks.extra.items():
+        if name == "decisions":
+            continue
         runner = _runner(app[LISTENERS][name], app[CONFIG], access_log)
         await runner.setup()
         site = web.SockSite(runner, sock)
@@ -418,6 +432,9 @@ async def _serve_one(
     site = web.SockSite(runner, socks.main)
     await site.start()
     listeners = await _start_listeners(app, socks, access_log)
+    decisions = app.get(DECISIONS)
+    if decisions is not None:
+        await decisions.start(socks.extra["decisions"])
     settle_heap()
     stop = asyncio.Event()
     pepper_guard = None
@@ -436,6 +453,8 @@ async def _serve_one(
         await site.stop()
         for _, listener_site in listeners:
             await listener_site.stop()
+        if decisions is not None:
+            await decisions.stop()
         in_flight.drain()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):

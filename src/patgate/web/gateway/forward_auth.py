@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from patgate.answers import Answer, error_answer
-from patgate.client import is_trusted
+from patgate.client import HeaderMap, is_trusted
 from patgate.gate import Gate, RequestFacts, Verdict
 from patgate.web.errors import response_of
 from patgate.web.gateway.headers import encode_scopes
@@ -96,55 +96,71 @@ def resolves_elsewhere(target: str) -> bool:
 _EMPTY: tuple[str, ...] = ()
 
 
-class ForwardAuthHandler:
-    """``request`` → original :class:`RequestFacts` → ``Gate.check`` → 200 or refusal.
+class Decider:
+    """The decision apart from the HTTP server that is asked: the original
+    request's :class:`RequestFacts` → ``Gate.check`` → the :class:`Answer`.
 
-    ``state`` is swapped whole on a config reload, as the proxy handler's is.
+    Two fronts ask it: :class:`ForwardAuthHandler` on the main listener
+    (aiohttp), and the decision listener's own server
+    (:mod:`patgate.web.gateway.decision_server`). ``state`` is swapped whole
+    on a config reload, as the proxy handler's is.
     """
 
-    def __init__(self, state: ProxyState, gate: Gate, metrics: Metrics, path: str):
+    def __init__(self, state: ProxyState, gate: Gate, path: str):
         self.state = state
         self.gate = gate
-        self.metrics = metrics
         self.path = path
         self._tail = len(path)
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        exchange = Exchange()
-        request[EXCHANGE] = exchange
-        started = time.monotonic()
+    def decide_now(
+        self,
+        method: str,
+        raw_path: str,
+        headers: HeaderMap,
+        peer: str | None,
+        exchange: Exchange,
+    ) -> Answer | Coroutine[Any, Any, Answer]:
+        """The answer, at once when the gate needs no I/O (a cached token),
+        else a coroutine for it. ``raw_path`` is this request's target as
+        sent; ``exchange`` gets what the access line and metrics need."""
         state = self.state
-        original = self._facts(request, exchange, state)
-        if isinstance(original, tuple):
-            facts, raw = original
-            verdict = await self.gate.check(facts, state.rules)
-            response = self._answer(verdict, facts, raw, exchange, state)
-        else:
-            response = original
-        status = response.status
-        self.metrics.count(
-            exchange.route,
-            exchange.outcome(status),
-            exchange.auth_seconds,
-            status,
-            time.monotonic() - started,
-        )
-        return response
+        original = self._facts(method, raw_path, headers, peer, exchange, state)
+        if isinstance(original, Answer):
+            return original
+        facts, raw = original
+        verdict = self.gate.check_now(facts, state.rules)
+        if isinstance(verdict, Verdict):
+            return self._answer(verdict, facts, raw, exchange, state)
+        return self._answer_later(verdict, facts, raw, exchange, state)
+
+    async def _answer_later(
+        self,
+        pending: Awaitable[Verdict],
+        facts: RequestFacts,
+        raw: bool,
+        exchange: Exchange,
+        state: ProxyState,
+    ) -> Answer:
+        return self._answer(await pending, facts, raw, exchange, state)
 
     def _facts(
-        self, request: web.Request, exchange: Exchange, state: ProxyState
-    ) -> tuple[RequestFacts, bool] | web.Response:
+        self,
+        method: str,
+        raw_path: str,
+        headers: HeaderMap,
+        peer: str | None,
+        exchange: Exchange,
+        state: ProxyState,
+    ) -> tuple[RequestFacts, bool] | Answer:
         """The original request's facts (and whether the proxy forwards its
-        raw target), or the 400/403 when there are none to believe. Not a
-        coroutine: one per decision is all a decision needs."""
-        if not is_trusted(request.remote, state.rules.trusted):
+        raw target), or the 400/403 when there are none to believe."""
+        if not is_trusted(peer, state.rules.trusted):
             exchange.reason = "untrusted_peer"
-            return response_of(_NOT_TRUSTED)
-        headers = request.headers
-        original = self._original(request.method, request.raw_path, headers)
+            return _NOT_TRUSTED
+        original = self._original(method, raw_path, headers)
         if isinstance(original, str):
             exchange.reason = "no_original_request"
-            return response_of(error_answer(400, "invalid_request", message=original))
+            return error_answer(400, "invalid_request", message=original)
         method, target, raw = original
         exchange.method, exchange.target = method, target  # the line is about it
         forwarded = headers.getall("X-Forwarded-Host", _EMPTY)
@@ -152,14 +168,12 @@ class ForwardAuthHandler:
         if forwarded:
             if len(forwarded) > 1 or "," in forwarded[0]:
                 exchange.reason = "bad_host"
-                return response_of(
-                    error_answer(400, "invalid_request", message=_BAD_HOST)
-                )
+                return error_answer(400, "invalid_request", message=_BAD_HOST)
             host = forwarded[0].strip()
             if host != headers.get("Host"):
-                view = _WithHost(headers, host)  # type: ignore[assignment]
-        facts = RequestFacts(method, target, view, request.remote, request.scheme)
-        return facts, raw
+                view = _WithHost(headers, host)
+        # The scheme is the connection's: neither listener speaks TLS.
+        return RequestFacts(method, target, view, peer), raw
 
     def _answer(
         self,
@@ -168,17 +182,15 @@ class ForwardAuthHandler:
         raw: bool,
         exchange: Exchange,
         state: ProxyState,
-    ) -> web.Response:
+    ) -> Answer:
         """200 with the identity, or the proxy mode's refusal."""
         exchange.note(verdict)
         route, decision, answer = verdict.route, verdict.decision, verdict.answer
         if answer is not None or route is None:
-            return response_of(answer or _NOT_FOUND)
+            return answer or _NOT_FOUND
         if raw and resolves_elsewhere(facts.target):
             exchange.reason = "raw_path_resolves_elsewhere"
-            return response_of(
-                error_answer(400, "invalid_request", message=_RAW_FORWARDED)
-            )
+            return error_answer(400, "invalid_request", message=_RAW_FORWARDED)
         uri = verdict.path + "?" + verdict.query if verdict.query else verdict.path
         names = state.config.identity_headers
         if decision is None:
@@ -189,17 +201,16 @@ class ForwardAuthHandler:
             user = decision.user or ""
             token_id = decision.token_id or ""
             scopes = encode_scopes(decision.scopes)
-        return web.Response(
-            headers={
-                URI_HEADER: uri,
-                names.user: user,
-                names.token_id: token_id,
-                names.scopes: scopes,
-            }
+        headers = (
+            (URI_HEADER, uri),
+            (names.user, user),
+            (names.token_id, token_id),
+            (names.scopes, scopes),
         )
+        return Answer(200, b"", headers)
 
     def _original(
-        self, own_method: str, raw_path: str, headers: CIMultiDictProxy[str]
+        self, own_method: str, raw_path: str, headers: HeaderMap
     ) -> tuple[str, str, bool] | str:
         """``(method, target, forwarded raw)`` of the original request, or why
         there is none; Traefik, Caddy and Envoy forward the raw target."""
@@ -230,6 +241,37 @@ class ForwardAuthHandler:
         return method, uri, bool(other_uri)
 
 
+class ForwardAuthHandler:
+    """The endpoint on the main listener: aiohttp's request → :class:`Decider`."""
+
+    def __init__(self, decider: Decider, metrics: Metrics):
+        self.decider = decider
+        self.metrics = metrics
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        exchange = Exchange()
+        request[EXCHANGE] = exchange
+        started = time.monotonic()
+        answer = self.decider.decide_now(
+            request.method, request.raw_path, request.headers, request.remote, exchange
+        )
+        if not isinstance(answer, Answer):
+            answer = await answer
+        if answer.status == 200:
+            response = web.Response(headers=dict(answer.headers))
+        else:
+            response = response_of(answer)
+        status = response.status
+        self.metrics.count(
+            exchange.route,
+            exchange.outcome(status),
+            exchange.auth_seconds,
+            status,
+            time.monotonic() - started,
+        )
+        return response
+
+
 _NOT_FOUND: Answer = error_answer(404, "not_found")
 
 
@@ -254,7 +296,7 @@ class _WithHost:
 
     __slots__ = ("_headers", "_host")
 
-    def __init__(self, headers: CIMultiDictProxy[str], host: str) -> None:
+    def __init__(self, headers: HeaderMap, host: str) -> None:
         self._headers = headers
         self._host = host
 

@@ -104,34 +104,56 @@ class AccessLogger(AbstractAccessLogger):
     def log(
         self, request: web.BaseRequest, response: web.StreamResponse, time: float
     ) -> None:
-        exchange = request.get(EXCHANGE)  # None: the management API, ops
-        route = token_id = user = reason = None
-        method, target = request.method, request.raw_path
-        if exchange is not None:
-            if exchange.target is not None:
-                method, target = exchange.method or method, exchange.target
-            route = exchange.route or None
-            decision = exchange.decision
-            reason = exchange.reason
-            if decision is not None:
-                token_id, user = decision.token_id, decision.user
-                reason = reason or decision.reason
-        self.sink.request(
-            method,
-            target.partition("?")[0],
+        log_exchange(
+            self.sink,
+            request.get(EXCHANGE),  # None: the management API, ops
+            request.method,
+            request.raw_path,
             response.status,
-            route,
-            token_id,
-            user,
-            reason,
             request.remote,
-            round(time * 1000, 3),
+            time,
             self.pid,
         )
 
     @property
     def enabled(self) -> bool:
         return self.sink.enabled
+
+
+def log_exchange(
+    sink: AccessLog,
+    exchange: Exchange | None,
+    method: str,
+    target: str,
+    status: int,
+    client: str | None,
+    seconds: float,
+    pid: int,
+) -> None:
+    """The access line of one request: ``method`` and ``target`` are the
+    request's own, unless the exchange names the one it is about."""
+    route = token_id = user = reason = None
+    if exchange is not None:
+        if exchange.target is not None:
+            method, target = exchange.method or method, exchange.target
+        route = exchange.route or None
+        decision = exchange.decision
+        reason = exchange.reason
+        if decision is not None:
+            token_id, user = decision.token_id, decision.user
+            reason = reason or decision.reason
+    sink.request(
+        method,
+        target.partition("?")[0],
+        status,
+        route,
+        token_id,
+        user,
+        reason,
+        client,
+        round(seconds * 1000, 3),
+        pid,
+    )
 
 
 def access_logger_class(sink: AccessLog) -> type[AccessLogger]:

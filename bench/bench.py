@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -41,16 +42,16 @@ import aiohttp
 
 import report
 from measure import log, run_requests, run_streaming
-from processes import Processes
+from processes import Processes, free_port
 from targets import (
     BENCH_DIR,
-    FORWARD_AUTH_YAML,
     PATGATE_UNAVAILABLE,
     REPO_DIR,
     PatgateCase,
     Target,
     TargetError,
     describe_failure,
+    forward_auth_yaml,
     patgate_serve_available,
     start_forward_auth,
     start_nginx,
@@ -69,9 +70,7 @@ FORWARD_AUTH_CASES = (
     ("fwd-auth", "nginx + patgate decision", False),
     ("fwd-auth-cached", "nginx + decision, 1 s cache", True),
 )
-FORWARD_AUTH_PATGATE = PatgateCase(
-    "fwd-auth-patgate", "patgate deciding", "sqlite", 1, FORWARD_AUTH_YAML
-)
+FORWARD_AUTH_PATGATE = PatgateCase("fwd-auth-patgate", "patgate deciding", "sqlite", 1)
 ALL_TARGETS = (
     "direct",
     "nginx",
@@ -214,7 +213,8 @@ def start_forward_auth_targets(
             Target(name, label, "pending", PATGATE_UNAVAILABLE)
             for name, label, _ in cases
         ]
-    case = FORWARD_AUTH_PATGATE
+    decisions = free_port()
+    case = dataclasses.replace(FORWARD_AUTH_PATGATE, extra=forward_auth_yaml(decisions))
     start = functools.partial(
         start_patgate,
         procs,
@@ -225,6 +225,7 @@ def start_forward_auth_targets(
         args.patgate_python,
     )
     decider = start_guarded(case.name, case.label, start, [])
+    decider.decisions = f"127.0.0.1:{decisions}"
     targets = []
     for name, label, cached in cases:
         if not decider.ready:

@@ -65,6 +65,8 @@ class Target:
     info: dict[str, object] = field(default_factory=dict)
     # Processes that serve this target besides ``child`` (patgate behind nginx).
     companions: list[Child] = field(default_factory=list)
+    # patgate's decision listener (forward_auth.listen), ``host:port``.
+    decisions: str = ""
 
     @property
     def ready(self) -> bool:
@@ -413,7 +415,14 @@ def _start_patgate(
         )
 
 
-FORWARD_AUTH_YAML = "trusted_proxies: [127.0.0.1/32]\nforward_auth: {}"
+def forward_auth_yaml(port: int) -> str:
+    """The decision endpoint on its own listener, as deploy/forward-auth has it."""
+    return (
+        "trusted_proxies: [127.0.0.1/32]\n"
+        f"forward_auth: {{path: /_patgate/auth, listen: 127.0.0.1:{port}}}"
+    )
+
+
 FORWARD_AUTH_NGINX = REPO_DIR / "deploy" / "forward-auth" / "nginx.conf"
 FORWARD_AUTH_MAIN = """\
 # Written by bench/bench.py: nginx in front of patgate's decision endpoint.
@@ -440,7 +449,7 @@ def forward_auth_site(patgate: str, upstream: str, port: int, cached: bool) -> s
     """deploy/forward-auth/nginx.conf on these addresses; ``cached``: its cache on."""
     text = FORWARD_AUTH_NGINX.read_text()
     for old, new in (
-        ("server 127.0.0.1:8080;", f"server {patgate};"),
+        ("server 127.0.0.1:8082;", f"server {patgate};"),
         ("server 127.0.0.1:8081;", f"server {upstream};"),
         ("listen 80;", f"listen 127.0.0.1:{port} backlog=1024;"),
     ):
@@ -476,7 +485,7 @@ def start_forward_auth(
         user_line = f"user {user} {group};"
     port = free_port()
     site = forward_auth_site(
-        patgate.base_url.split("://", 1)[1],
+        patgate.decisions,
         upstream.base_url.split("://", 1)[1],
         port,
         cached,

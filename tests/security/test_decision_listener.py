@@ -13,8 +13,9 @@ import asyncio
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
-from patgate.web.keys import DECISIONS
+from patgate.web.keys import DECISIONS, FORWARD_AUTH
 from tests.gateway_harness import Address, Gateway, RecordingUpstream
 from tests.security.conftest import (
     ROUTES,
@@ -360,3 +361,24 @@ class TestAccounting:
         assert lines[0]["user"] == "alice"
         assert lines[0]["route"] == "api"
         assert token not in repr(lines)
+
+
+async def test_a_failing_decision_is_a_500_never_a_pass(
+    gateway: Gateway, decisions: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a decision (fault injected) answers 500 and closes: fail closed."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(gateway.app[FORWARD_AUTH], "decide_now", broken)
+    token = await gateway.token("alice", scopes=["api:read"])
+    with capture_logs() as events:
+        data = await exchange(decisions, ask("/api/x", bearer(token)) + ask("/api/y"))
+    (answer,) = parse_responses(data)  # the 500, then EOF
+    assert answer.status == 500
+    assert "X-Patgate-User" not in answer.headers
+    assert [e["event"] for e in events if e["log_level"] == "error"] == [
+        "decision_failed"
+    ]
+    assert token not in repr(events)

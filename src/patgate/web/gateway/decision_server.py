@@ -268,7 +268,8 @@ class DecisionConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if not isinstance(cause, _Refused):
-                raise
+                log.error("decision_failed", error=type(cause).__name__, exc_info=cause)
+                cause = _Refused(_FAILED)
             self._refuse(cause.answer)
         except httptools.HttpParserError as exc:
             log.info(
@@ -379,7 +380,12 @@ class DecisionConnection(asyncio.Protocol):
         while pending and self._busy is None and self._transport is not None:
             request = pending[0]
             exchange = Exchange()
-            answer = request.answer or self._decide(request, exchange)
+            try:
+                answer = request.answer or self._decide(request, exchange)
+            except Exception as exc:  # a bug: answered, never passed
+                log.error("decision_failed", error=type(exc).__name__, exc_info=exc)
+                request.keep_alive = False
+                answer = _FAILED
             if not isinstance(answer, Answer):
                 self._busy = self._loop.create_task(answer)
                 self._busy.add_done_callback(partial(self._decided, exchange=exchange))

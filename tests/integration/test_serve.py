@@ -277,12 +277,9 @@ async def test_the_decision_listener_serves_in_every_worker_and_stops(
 ):
     """forward_auth.listen under `serve`: uvloop, two workers, SIGTERM."""
     port = free_port()
-    config = api_config(sqlite_url, upstream).replace(
-        "routes:",
-        "trusted_proxies: [127.0.0.1/32]\n"
-        f"forward_auth: {{listen: 127.0.0.1:{port}}}\nroutes:",
+    gateway = await gateways.start(
+        decisions_config(sqlite_url, upstream, port), args=["--workers", "2"]
     )
-    gateway = await gateways.start(config, args=["--workers", "2"])
     url = f"http://127.0.0.1:{port}/_patgate/auth"
     assert f"patgate serves the decision endpoint on {url}" in gateway.stdout()
     asked = {"X-Original-Method": "GET", "X-Original-URI": "/api/x"}
@@ -304,3 +301,31 @@ async def test_the_decision_listener_serves_in_every_worker_and_stops(
     assert await gateway.wait() == 0
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+def decisions_config(
+    store_url: str, upstream: RecordingUpstream, port: int, *more_routes: str
+) -> str:
+    return api_config(store_url, upstream, *more_routes).replace(
+        "routes:",
+        "trusted_proxies: [127.0.0.1/32]\n"
+        f"forward_auth: {{listen: 127.0.0.1:{port}}}\nroutes:",
+    )
+
+
+async def test_sighup_reaches_the_decision_listener(
+    gateways, sqlite_url, upstream, client, token
+):
+    port = free_port()
+    gateway = await gateways.start(decisions_config(sqlite_url, upstream, port))
+    url = f"http://127.0.0.1:{port}/_patgate/auth"
+    asked = {"X-Original-Method": "GET", "X-Original-URI": "/more/x", **bearer(token)}
+    async with client.get(url, headers=asked) as answer:
+        assert answer.status == 404
+    more = route_yaml("more", "/more/", upstream.url)
+    gateway.write_config(decisions_config(sqlite_url, upstream, port, more))
+    gateway.send(signal.SIGHUP)
+    await gateway.wait_for_event("config_reloaded")
+    async with client.get(url, headers=asked) as answer:
+        assert answer.status == 200
+        assert answer.headers["X-Patgate-Uri"] == "/more/x"

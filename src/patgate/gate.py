@@ -594,14 +594,18 @@ class Gate:
     ) -> TokenGrant | _StoreDown | None:
         """The grant from the store (one round trip), or a stale one if it is down.
 
-        Concurrent misses for one hash share a single store call.
+        Concurrent misses for one hash share a single store call. If the
+        call is abandoned (its caller cancelled: a client gone), those
+        waiting on it ask the store themselves rather than wait forever.
         """
-        pending = self._inflight.get(token_hash)
-        if pending is not None:
+        while (pending := self._inflight.get(token_hash)) is not None:
             try:
                 return await asyncio.shield(pending)
             except StoreUnavailableError:
                 return self.cache.stale(token_hash) or STORE_DOWN
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller's own cancellation
         future: asyncio.Future[TokenGrant | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -615,8 +619,12 @@ class Gate:
             future.exception()  # mark retrieved: waiters handle it themselves
             # SECURITY: never fail open; only a recently confirmed grant survives.
             return self.cache.stale(token_hash) or STORE_DOWN
+        except BaseException:
+            future.cancel()  # abandoned: each waiter asks for itself
+            raise
         finally:
-            self._inflight.pop(token_hash, None)
+            if self._inflight.get(token_hash) is future:
+                del self._inflight[token_hash]
         if grant is not None and not _hash_known(grant, token_hash):
             grant = None
         self.cache.put(token_hash, grant, generation)

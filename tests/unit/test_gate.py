@@ -150,3 +150,18 @@ async def test_a_fetch_racing_a_change_notice_serves_its_request_only(store):
     assert len(gate.cache) == 0
     assert (await gate.authorize(ANY_TOKEN, view(value))).allowed
     assert len(gate.cache) == 1
+
+
+async def test_a_cancelled_lookup_does_not_strand_those_waiting_on_it(store):
+    """Concurrent misses share one store call; when its caller is cancelled
+    (a client gone), the others ask the store themselves instead of hanging."""
+    gate = new_gate(store, Clock())
+    _, value = await sliding_token(store)
+    leader = asyncio.create_task(gate.authorize(ANY_TOKEN, view(value)))
+    await asyncio.sleep(0)  # the leader now waits on store.resolve
+    follower = asyncio.create_task(gate.authorize(ANY_TOKEN, view(value)))
+    await asyncio.sleep(0)  # the follower now waits on the leader's call
+    leader.cancel()
+    async with asyncio.timeout(5):
+        assert (await follower).allowed
+    assert leader.cancelled()

@@ -335,4 +335,3 @@ async def test_usage_cidrs_and_the_rate_limit_are_the_proxy_modes(gateway, clien
         {"Authorization": f"Bearer {fenced}", **forwarded, **nginx("GET", "/api/x")},
     )
     assert status == 403
-

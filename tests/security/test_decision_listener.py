@@ -10,11 +10,14 @@ ask both listeners the same questions).
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from patgate.web.gateway import decision_server
 from patgate.web.keys import DECISIONS, FORWARD_AUTH
 from tests.gateway_harness import Address, Gateway, RecordingUpstream
 from tests.security.conftest import (
@@ -34,6 +37,8 @@ EXTRA = (
     "trusted_proxies: [127.0.0.1/32]\n"
     "forward_auth: {listen: 127.0.0.1:0}\n"
 )
+# How long a closing connection may take, lingering included.
+LINGER_BOUND = decision_server.LINGER + 3
 FIXED_400 = b'{"error": "invalid_request", "message": "The request is malformed."}'
 
 
@@ -382,3 +387,170 @@ async def test_a_failing_decision_is_a_500_never_a_pass(
         "decision_failed"
     ]
     assert token not in repr(events)
+
+
+# -- Found by review: each was a real failure before its fix.
+
+
+@pytest.fixture
+async def loop_errors() -> list[dict[str, object]]:
+    """What reaches the event loop's exception handler (a callback that raised)."""
+    seen: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, context: seen.append(context)
+    )
+    return seen
+
+
+@pytest.fixture
+def slow_store(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every store lookup takes half a second (a fault injected: a slow store)."""
+    resolve = gateway.store.resolve
+
+    async def slow(token_id: str) -> object:
+        await asyncio.sleep(0.5)
+        return await resolve(token_id)
+
+    monkeypatch.setattr(gateway.store, "resolve", slow)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset, as a proxy dropping a client's request does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class TestTheLastRequest:
+    """Nothing after a request that ends the connection is read as a request."""
+
+    @pytest.mark.parametrize(
+        "last",
+        [
+            ask("/public/x", close=True),
+            ask("/public/x", "Expect: 100-continue", "Content-Length: 5"),
+            ask("/public/x", "Connection: Upgrade", "Upgrade: websocket"),
+            b"GET /_patgate/auth HTTP/1.0\r\nX-Original-Method: GET\r\n"
+            b"X-Original-URI: /public/x\r\n\r\n",
+        ],
+    )
+    async def test_bytes_after_it_are_not_decided(
+        self, gateway: Gateway, decisions: Address, last: bytes, loop_errors
+    ) -> None:
+        token = await gateway.token("alice", scopes=["api:read"])
+        with gateway.access_log.capture() as lines:
+            data = await exchange(decisions, last + ask("/api/x", bearer(token)))
+        assert [a.status for a in parse_responses(data)] == [200]
+        assert [line["path"] for line in lines] == ["/public/x"]
+        assert loop_errors == []
+
+    async def test_a_partial_head_after_it_cannot_hold_the_connection(
+        self, decisions: Address
+    ) -> None:
+        raw = ask("/public/x", "Expect: 100-continue", "Content-Length: 5")
+        reader, writer = await open_connection(decisions)
+        try:
+            writer.write(raw + b"GET /_patgate/auth HTTP/1.1\r\nX-Dribble: ")
+            data = await asyncio.wait_for(reader.read(), LINGER_BOUND)
+        finally:
+            writer.close()
+        assert [a.status for a in parse_responses(data)] == [200]
+
+    async def test_answers_before_a_bad_request_still_go_out(
+        self, gateway: Gateway, decisions: Address, slow_store
+    ) -> None:
+        fresh = await gateway.token("bob", scopes=["api:read"])  # a store lookup
+        for tail in (
+            b"GARBAGE\r\n\r\n",
+            ask("/public/y", "Upgrade: h2c", "Connection: Upgrade"),
+        ):
+            data = await exchange(
+                decisions, ask("/api/x", bearer(fresh)) + ask("/public/x") + tail
+            )
+            statuses = [a.status for a in parse_responses(data)]
+            assert statuses == [200, 200, 400 if tail.startswith(b"GARBAGE") else 200]
+
+
+class TestBounds:
+    async def test_a_large_first_read_is_not_taken_for_large_headers(
+        self, decisions: Address
+    ) -> None:
+        body = b"x" * 100_000
+        raw = request(
+            AUTH, "X-Original-Method: POST", "X-Original-URI: /public/x", body=body
+        )
+        (answer,) = await send_raw(decisions, raw)
+        assert answer.status == 200
+        many = ask("/public/x") * 700 + ask("/public/x", close=True)
+        assert len(await send_raw(decisions, many)) == 701
+
+    async def test_endless_trailers_are_cut_off(self, decisions: Address) -> None:
+        raw = (
+            b"POST /_patgate/auth HTTP/1.1\r\nX-Original-Method: POST\r\n"
+            b"X-Original-URI: /public/x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\nX-Trailer: "
+        )
+        reader, writer = await open_connection(decisions)
+        try:
+            writer.write(raw)
+            assert b" 200 " in await read_answer(reader)
+            await send_until_refused(writer, 4 * 1024**2)
+            assert await asyncio.wait_for(reader.read(), LINGER_BOUND) == b""
+        except ConnectionResetError:
+            pass  # closed with the client's bytes unread: as good
+        finally:
+            writer.close()
+
+
+class TestPeersThatGoAway:
+    async def test_a_reset_client_strands_no_one_waiting_on_its_lookup(
+        self, gateway: Gateway, decisions: Address, slow_store
+    ) -> None:
+        fresh = await gateway.token("bob", scopes=["api:read"])
+        _, first = await open_connection(decisions)
+        first.write(ask("/api/x", bearer(fresh)))  # leads the store lookup
+        await asyncio.sleep(0.1)
+        reader, second = await open_connection(decisions)
+        second.write(ask("/api/x", bearer(fresh)))  # waits on the same lookup
+        await asyncio.sleep(0.1)
+        reset(first)
+        try:
+            assert b" 200 " in await asyncio.wait_for(read_answer(reader), 5)
+        finally:
+            second.close()
+
+    @pytest.mark.parametrize("goes", ["closes", "resets"])
+    async def test_a_peer_gone_while_its_decision_is_made_is_forgotten(
+        self, gateway: Gateway, decisions: Address, slow_store, goes: str
+    ) -> None:
+        for _ in range(3):
+            fresh = await gateway.token("bob", scopes=["api:read"])
+            _, writer = await open_connection(decisions)
+            writer.write(ask("/api/x", bearer(fresh)))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            if goes == "resets":
+                reset(writer)
+            else:
+                writer.close()
+        async with asyncio.timeout(LINGER_BOUND + 1):
+            await gateway.app[DECISIONS].drained()
+
+    async def test_an_idle_peer_that_does_not_read_is_closed(
+        self, gateway: Gateway, decisions: Address, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(decision_server, "KEEPALIVE_TIMEOUT", 0.5)
+        monkeypatch.setattr(decision_server, "LINGER", 0.5)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, _, port = decisions.host.rpartition(":")
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, int(port)))
+        try:
+            # Many answers it never reads, then nothing.
+            await loop.sock_sendall(sock, ask("/public/x") * 2000)
+            async with asyncio.timeout(5):
+                await gateway.app[DECISIONS].drained()
+        finally:
+            sock.close()

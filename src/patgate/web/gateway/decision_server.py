@@ -105,11 +105,8 @@ class _Refused(Exception):
         self.answer = answer
 
 
-def _splits(answer: Answer) -> bool:
-    """Whether a header value would end its line (and start another)."""
-    return any(
-        "\r" in value or "\n" in value or "\x00" in value for _, value in answer.headers
-    )
+class _LastRead(Exception):
+    """Raised in a parser callback: bytes after the last request."""
 
 
 class _Request:
@@ -173,14 +170,18 @@ class DecisionServer:
             self._server.close()
         for connection in list(self.connections):
             connection.finish()
-        if self.connections:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_GRACE):
-                    await self._drained.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE):
+                await self.drained()
         for connection in list(self.connections):
             connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def drained(self) -> None:
+        """Return once no connection is open."""
+        if self.connections:
+            await self._drained.wait()
 
     def add(self, connection: DecisionConnection) -> None:
         self.connections.add(connection)
@@ -200,13 +201,20 @@ class DecisionServer:
 
 
 class DecisionConnection(asyncio.Protocol):
-    """One proxy's connection: parse, decide in order, answer."""
+    """One proxy's connection: parse, decide in order, answer.
+
+    A request whose answer ends the connection (``Connection: close``,
+    HTTP/1.0, ``Expect``, an upgrade, a request that cannot be read) is the
+    last one parsed: nothing after it is read as a request, and the
+    connection closes once every answer before it and its own are out.
+    """
 
     def __init__(self, server: DecisionServer) -> None:
         self.server = server
         limits = server.limits
         self._max_url = limits.max_url_bytes
         self._max_field = limits.max_header_bytes
+        self._max_head = MAX_HEAD + limits.max_url_bytes
         self._header_timeout = limits.header_timeout
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -214,17 +222,19 @@ class DecisionConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._fields: list[tuple[str, str]] = []
-        self._head_bytes = 0
         self._in_head = True  # a message's headers are being read
-        self._in_body = False  # a message's body is (it has its answer)
-        self._timing_head = False  # the timer is the header deadline
-        self._body_bytes = 0
+        self._in_body = False  # its body (or trailers) are: it has its answer
+        self._fed = 0  # bytes fed since the head or the body began
         self._pending: deque[_Request] = deque()
         self._busy: asyncio.Task[Answer] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._closing = False  # no more answers after those pending
+        self._timing_head = False  # the timer is the header deadline
+        self._last_read = False  # the last request is in: read no more
+        self._finishing = False  # close once the pending answers are out
+        self._closed = False  # the last answer is out (or the peer gone)
         self._eof = False  # the peer has sent all it will
-        self._paused = False
+        self._write_paused = False
+        self._queue_full = False
 
     # -- the connection
 
@@ -237,40 +247,57 @@ class DecisionConnection(asyncio.Protocol):
         self._time_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A decision being made runs on (a shared store lookup may wait on
+        # it); its answer is dropped.
         self.server.forget(self)
         self._disarm()
         self._transport = None
+        self._closed = True
         self._pending.clear()
-        if self._busy is not None:
-            self._busy.cancel()
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._paused:
+        self._write_paused = False
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again, unless the peer does not read or answers pile up."""
+        if self._transport is not None and not (
+            self._write_paused or self._queue_full or self._last_read
+        ):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._last_read:
+            return  # after the last request, or while lingering: dropped
+        if self._in_head or self._in_body:
+            self._fed += len(data)
+        if not self._feed(data):
             return
-        if self._in_head:
-            # httptools holds a header until its end: bound what it holds.
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD + self._max_url:
-                self._refuse(_HEADERS_TOO_LARGE)
-                return
+        # httptools holds a header (or trailer) until its end: bound what
+        # a message may hold before it is complete.
+        if self._in_head and self._fed > self._max_head:
+            self._refuse(_HEADERS_TOO_LARGE)
+        elif self._in_body and self._fed > MAX_BODY + MAX_HEAD:
+            self._refuse(_BODY_TOO_LARGE)
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False if parsing ended (refused, or the last request)."""
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._closing = True  # answered by then; nothing is upgraded here
+            pass  # the request is in, and the last; nothing is upgraded here
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if not isinstance(cause, _Refused):
-                log.error("decision_failed", error=type(cause).__name__, exc_info=cause)
-                cause = _Refused(_FAILED)
-            self._refuse(cause.answer)
+            if isinstance(cause, _Refused):
+                self._refuse(cause.answer)
+            elif not isinstance(cause, _LastRead):
+                log.error("decision_failed", error=type(cause).__name__)
+                self._refuse(_FAILED)
         except httptools.HttpParserError as exc:
             log.info(
                 "bad_http_request",
@@ -279,35 +306,30 @@ class DecisionConnection(asyncio.Protocol):
                 client=self._peer,
             )
             self._refuse(_UNPARSABLE)
+        else:
+            return True
+        return False
 
     def eof_received(self) -> bool:
         """The peer sent all it will (a half-close): answer what it asked,
         then close; keep the transport open until then."""
         self._eof = True
-        # Nothing to answer: False, and the transport closes.
-        return self._busy is not None or bool(self._pending)
+        self._last_read = True
+        if self._busy is None and not self._pending:
+            self._closed = True
+            return False  # nothing to answer: the transport closes
+        return True
 
     def finish(self, linger: bool = False) -> None:
         """Close once the answers being made are out (a graceful stop)."""
-        self._closing = True
+        self._last_read = self._finishing = True
         transport = self._transport
         if self._busy is None and not self._pending and transport is not None:
+            self._closed = True
             if linger:
                 self._close_lingering(transport)
             else:
                 transport.close()
-
-    def _close_lingering(self, transport: asyncio.Transport) -> None:
-        """Close after the last answer, reading (and dropping) what the peer
-        still sends for up to ``LINGER`` seconds: closed with unread bytes,
-        the socket would reset, and the peer lose the answer unread."""
-        self._disarm()
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        transport.resume_reading()
-        self._arm(LINGER, self.abort)
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -316,11 +338,12 @@ class DecisionConnection(asyncio.Protocol):
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._last_read:
+            raise _LastRead  # bytes after the last request are not one
         self._url = b""
         self._fields = []
         self._in_head = True
-        self._head_bytes = 0
-        self._body_bytes = 0
+        self._fed = 0
         self._time_head()
 
     def on_url(self, url: bytes) -> None:
@@ -341,14 +364,14 @@ class DecisionConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._in_body = True
+        self._fed = 0
         self._disarm()
         parser = self._parser
         method = parser.get_method().decode("ascii")
         headers = CIMultiDict(self._fields)
         keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
-        request = _Request(
-            method, self._url.decode("ascii", "surrogateescape"), headers, keep_alive
-        )
+        target = self._url.decode("ascii", "surrogateescape")
+        request = _Request(method, target, headers, keep_alive)
         expect = headers.get("Expect")
         if expect is not None:
             # The decision needs no body: answer now, and never read one.
@@ -357,27 +380,28 @@ class DecisionConnection(asyncio.Protocol):
                 request.answer = _EXPECTATION
         elif parser.should_upgrade():
             request.keep_alive = False
+        self._queue(request)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._fed = 0
+
+    # -- answers
+
+    def _queue(self, request: _Request) -> None:
+        if not request.keep_alive:
+            self._last_read = True
         self._pending.append(request)
         if len(self._pending) > MAX_PENDING and self._transport is not None:
-            self._paused = True
+            self._queue_full = True
             self._transport.pause_reading()
         if self._busy is None:
             self._answer_pending()
 
-    def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        if self._body_bytes > MAX_BODY:
-            raise _Refused(_BODY_TOO_LARGE)
-
-    def on_message_complete(self) -> None:
-        self._in_body = False
-
-    # -- answers
-
     def _answer_pending(self) -> None:
         """Answer the waiting requests in order, until one must wait on I/O."""
         pending = self._pending
-        while pending and self._busy is None and self._transport is not None:
+        while pending and self._busy is None and not self._closed:
             request = pending[0]
             exchange = Exchange()
             try:
@@ -392,13 +416,9 @@ class DecisionConnection(asyncio.Protocol):
                 return
             pending.popleft()
             self._write(request, answer, exchange)
-        if (
-            self._paused
-            and len(pending) <= MAX_PENDING // 2
-            and self._transport is not None
-        ):
-            self._paused = False
-            self._transport.resume_reading()
+        if self._queue_full and len(pending) <= MAX_PENDING // 2:
+            self._queue_full = False
+            self._resume_reading()
 
     def _decide(
         self, request: _Request, exchange: Exchange
@@ -416,11 +436,11 @@ class DecisionConnection(asyncio.Protocol):
 
     def _decided(self, task: asyncio.Task[Answer], *, exchange: Exchange) -> None:
         self._busy = None
-        if task.cancelled() or self._transport is None:
-            return
+        if self._closed:
+            return  # the peer is gone: the answer is dropped
         request = self._pending.popleft()
-        error = task.exception()
-        if error is not None:
+        error = None if task.cancelled() else task.exception()
+        if task.cancelled() or error is not None:
             log.error("decision_failed", error=type(error).__name__, exc_info=error)
             request.keep_alive = False
             answer = _FAILED
@@ -431,21 +451,24 @@ class DecisionConnection(asyncio.Protocol):
 
     def _write(self, request: _Request, answer: Answer, exchange: Exchange) -> None:
         transport = self._transport
-        if transport is None:
+        if transport is None or self._closed:
             return
-        keep_alive = request.keep_alive and not self._closing
-        if self._eof and not self._pending:
-            keep_alive = False  # the peer sends no more: this was the last
-        if _splits(answer):
+        last = not request.keep_alive or (
+            (self._eof or self._finishing) and not self._pending
+        )
+        try:
+            data = self._encode(answer, not last, request.head)
+        except (ValueError, UnicodeError) as exc:
             # SECURITY: never split an answer (a login or path made it here).
-            log.error("answer_header_line_break", names=[n for n, _ in answer.headers])
-            answer, keep_alive = _FAILED, False
-        transport.write(self._encode(answer, keep_alive, request.head))
+            log.error("answer_not_encodable", error=type(exc).__name__)
+            answer, last = _FAILED, True
+            data = self._encode(answer, False, request.head)
+        transport.write(data)
         if request.method:  # not a request that could not be read
             self._account(request, answer.status, exchange)
-        if not keep_alive:
-            self._closing = True
-            self._pending.clear()
+        if last:
+            self._closed = self._last_read = True
+            self._pending.clear()  # after a 500: what was read, unanswered
             self._close_lingering(transport)
         elif not self._pending and not self._in_head:
             self._arm(KEEPALIVE_TIMEOUT, self._idle)
@@ -472,6 +495,8 @@ class DecisionConnection(asyncio.Protocol):
         if body:
             lines.append(b"Content-Type: " + JSON.encode() + b"\r\n")
         for name, value in answer.headers:
+            if "\r" in value or "\n" in value or "\x00" in value:
+                raise ValueError("a header value ends its line")
             lines.append(f"{name}: {value}\r\n".encode())
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
@@ -483,19 +508,32 @@ class DecisionConnection(asyncio.Protocol):
     def _refuse(self, answer: Answer) -> None:
         """A request that cannot be read: answered after those before it,
         then the connection is closed. In a body, the request has had its
-        answer: the connection is closed after it, without another."""
-        if self._transport is None:
+        answer: the connection closes after it, without another."""
+        if self._last_read or self._closed:
             return
-        self._transport.pause_reading()
+        self._in_head = False
         if self._in_body:
+            self._in_body = False
             self.finish(linger=True)
             return
-        request = _Request("", "", CIMultiDict(), keep_alive=False, answer=answer)
-        self._pending.append(request)
-        self._in_head = False
-        self._closing = True  # nothing more is read
-        if self._busy is None:
-            self._answer_pending()
+        self._queue(_Request("", "", CIMultiDict(), keep_alive=False, answer=answer))
+
+    def _close_lingering(self, transport: asyncio.Transport) -> None:
+        """Close after the last answer, reading (and dropping) what the peer
+        still sends for up to ``LINGER`` seconds: closed with unread bytes,
+        the socket would reset, and the peer lose the answer unread. Aborted
+        then, whether or not the peer read what was written."""
+        self._disarm()
+        self._arm(LINGER, self.abort)
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:  # the peer reset the connection meanwhile
+            transport.abort()
+            return
+        transport.resume_reading()
 
     # -- timers
 
@@ -519,11 +557,17 @@ class DecisionConnection(asyncio.Protocol):
     def _headers_too_slow(self) -> None:
         self._timer = None
         self._timing_head = False
+        if self._write_paused or self._queue_full:
+            # Reading is paused by us, not by the peer: not its delay.
+            self._time_head()
+            return
         # SECURITY: slowloris, a connection held open by dribbled headers.
         log.info("header_timeout", client=self._peer, after=self._header_timeout)
         self._refuse(_TIMEOUT)
 
     def _idle(self) -> None:
         self._timer = None
-        if self._transport is not None and self._busy is None and not self._pending:
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and self._busy is None and not self._pending:
+            self._closed = self._last_read = True
+            self._close_lingering(transport)

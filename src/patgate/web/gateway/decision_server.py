@@ -481,8 +481,7 @@ class DecisionConnection(asyncio.Protocol):
             server.access_log, exchange, request.method, request.target, status,
             self._peer, seconds, server.pid,
         )  # fmt: skip
-        route, outcome = exchange.route, exchange.outcome(status)
-        server.metrics.count(route, outcome, exchange.auth_seconds, status, seconds)
+        exchange.count(server.metrics, status, seconds)
 
     def _encode(self, answer: Answer, keep_alive: bool, head: bool) -> bytes:
         body = answer.body

@@ -261,14 +261,7 @@ class ForwardAuthHandler:
             response = web.Response(headers=dict(answer.headers))
         else:
             response = response_of(answer)
-        status = response.status
-        self.metrics.count(
-            exchange.route,
-            exchange.outcome(status),
-            exchange.auth_seconds,
-            status,
-            time.monotonic() - started,
-        )
+        exchange.count(self.metrics, response.status, time.monotonic() - started)
         return response
 
 

@@ -103,13 +103,7 @@ class ProxyHandler:
         finally:
             in_flight.leave()
         status = response.status
-        self.metrics.count(
-            exchange.route,
-            exchange.outcome(status),
-            exchange.auth_seconds,
-            status,
-            time.monotonic() - started,
-        )
+        exchange.count(self.metrics, status, time.monotonic() - started)
         if in_flight.draining or (
             request.body_exists
             and not request.content.is_eof()

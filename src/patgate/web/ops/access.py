@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from patgate.gate import Verdict
 from patgate.logs import AccessLog
 from patgate.policy import Decision
+from patgate.web.ops.metrics import Metrics
 
 http_log = structlog.get_logger("patgate.http")
 
@@ -53,6 +54,11 @@ class Exchange:
         self.decision = verdict.decision
         self.reason = verdict.reason
         self.auth_seconds = verdict.auth_seconds
+
+    def count(self, metrics: Metrics, status: int, seconds: float) -> None:
+        """This request in the metrics, once answered with ``status``."""
+        outcome = self.outcome(status)
+        metrics.count(self.route, outcome, self.auth_seconds, status, seconds)
 
     def outcome(self, status: int) -> str:
         """What the gateway did with the request, for the ``outcome`` label.

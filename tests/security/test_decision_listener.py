@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from patgate.web.gateway import decision_server
-from patgate.web.keys import DECISIONS, FORWARD_AUTH
+from patgate.web.keys import DECISIONS, FORWARD_AUTH, METRICS
 from tests.gateway_harness import Address, Gateway, RecordingUpstream
 from tests.security.conftest import (
     ROUTES,
@@ -366,6 +366,10 @@ class TestAccounting:
         assert lines[0]["user"] == "alice"
         assert lines[0]["route"] == "api"
         assert token not in repr(lines)
+        counted = gateway.app[METRICS].own.requests
+        assert counted[("api", "allowed")] == 1
+        assert counted[("admin", "forbidden")] == 1
+        assert counted[("", "no_route")] == 1
 
 
 async def test_a_failing_decision_is_a_500_never_a_pass(

@@ -10,6 +10,8 @@ ask both listeners the same questions).
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import socket
 import struct
 
@@ -558,3 +560,106 @@ class TestPeersThatGoAway:
                 await gateway.app[DECISIONS].drained()
         finally:
             sock.close()
+
+
+async def connect_not_reading(address: Address) -> socket.socket:
+    """A raw client with a tiny receive buffer, that never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, _, port = address.host.rpartition(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    return sock
+
+
+async def fill_answers(gateway: Gateway, sock: socket.socket, size: int) -> None:
+    """Ask until ``size`` bytes of answers wait in the gateway's write buffer."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(10):
+        await asyncio.sleep(0.05)  # accepted by now
+        (connection,) = gateway.app[DECISIONS].connections
+        # A small kernel buffer on the gateway's side too, so that answers
+        # wait in its own buffer soon (loopback's grows to megabytes).
+        own = connection.socket()
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        while connection.buffered() < size:
+            await loop.sock_sendall(sock, ask("/public/x") * 50)
+            await asyncio.sleep(0.01)
+
+
+class TestPeersThatDoNotRead:
+    """Found by the second review: each held a connection open for good."""
+
+    @pytest.fixture(autouse=True)
+    def short_timers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(decision_server, "KEEPALIVE_TIMEOUT", 0.5)
+        monkeypatch.setattr(decision_server, "LINGER", 0.5)
+
+    async def test_a_partial_head_behind_unread_answers_is_cut_off(
+        self, gateway: Gateway, decisions: Address, loop_errors
+    ) -> None:
+        sock = await connect_not_reading(decisions)
+        try:
+            await fill_answers(gateway, sock, 40_000)
+            loop = asyncio.get_running_loop()
+            partial = b"GET /_patgate/auth HTTP/1.1\r\nX-"
+            await loop.sock_sendall(sock, ask("/public/x") * 200 + partial)
+            async with asyncio.timeout(HEADER_TIMEOUT + 5):
+                await gateway.app[DECISIONS].drained()
+        finally:
+            sock.close()
+        assert loop_errors == []
+
+    async def test_a_half_closed_peer_that_does_not_read_is_cut_off(
+        self, gateway: Gateway, decisions: Address, loop_errors
+    ) -> None:
+        sock = await connect_not_reading(decisions)
+        try:
+            await fill_answers(gateway, sock, 10_000)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, b"GET /_patgate/auth HTTP/1.1\r\nX-")
+            await asyncio.sleep(0.05)
+            sock.shutdown(socket.SHUT_WR)
+            async with asyncio.timeout(HEADER_TIMEOUT + 5):
+                await gateway.app[DECISIONS].drained()
+        finally:
+            sock.close()
+        assert loop_errors == []
+
+
+async def test_a_decision_failing_after_its_peer_left_is_logged(
+    gateway: Gateway, decisions: Address, monkeypatch: pytest.MonkeyPatch, loop_errors
+) -> None:
+    async def broken(token_id: str) -> object:
+        await asyncio.sleep(0.3)
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(gateway.store, "resolve", broken)
+    fresh = await gateway.token("bob", scopes=["api:read"])
+    with capture_logs() as events:
+        _, writer = await open_connection(decisions)
+        writer.write(ask("/api/x", bearer(fresh)))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        reset(writer)
+        await asyncio.sleep(0.6)
+        gc.collect()
+    assert "decision_failed" in [e["event"] for e in events]
+    assert loop_errors == []
+
+
+async def test_answers_to_a_reset_peer_stop_at_once(
+    gateway: Gateway, decisions: Address, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    sock = socket.socket()
+    host, _, port = decisions.host.rpartition(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    with gateway.access_log.capture() as lines:
+        sock.sendall(ask("/public/x") * 1500)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        async with asyncio.timeout(5):
+            await gateway.app[DECISIONS].drained()
+    assert len([r for r in caplog.records if r.name == "asyncio"]) <= 1
+    assert len(lines) < 1500  # what could not be sent was not logged as answered

@@ -317,7 +317,10 @@ class DecisionConnection(asyncio.Protocol):
         self._last_read = True
         if self._busy is None and not self._pending:
             self._closed = True
-            return False  # nothing to answer: the transport closes
+            # Nothing to answer: the transport closes once what was written
+            # is read; a peer that never reads it is cut off after LINGER.
+            self._arm(LINGER, self.abort)
+            return False
         return True
 
     def finish(self, linger: bool = False) -> None:
@@ -330,6 +333,16 @@ class DecisionConnection(asyncio.Protocol):
                 self._close_lingering(transport)
             else:
                 transport.close()
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the peer's socket."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def socket(self) -> Any:
+        """The connection's socket (for its options), None once closed."""
+        transport = self._transport
+        return transport.get_extra_info("socket") if transport is not None else None
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -400,6 +413,12 @@ class DecisionConnection(asyncio.Protocol):
 
     def _answer_pending(self) -> None:
         """Answer the waiting requests in order, until one must wait on I/O."""
+        self._answer_in_order()
+        if self._queue_full and len(self._pending) <= MAX_PENDING // 2:
+            self._queue_full = False
+            self._resume_reading()
+
+    def _answer_in_order(self) -> None:
         pending = self._pending
         while pending and self._busy is None and not self._closed:
             request = pending[0]
@@ -416,9 +435,6 @@ class DecisionConnection(asyncio.Protocol):
                 return
             pending.popleft()
             self._write(request, answer, exchange)
-        if self._queue_full and len(pending) <= MAX_PENDING // 2:
-            self._queue_full = False
-            self._resume_reading()
 
     def _decide(
         self, request: _Request, exchange: Exchange
@@ -436,12 +452,17 @@ class DecisionConnection(asyncio.Protocol):
 
     def _decided(self, task: asyncio.Task[Answer], *, exchange: Exchange) -> None:
         self._busy = None
+        if task.cancelled():
+            log.warning("decision_cancelled", client=self._peer)
+            error: BaseException | None = asyncio.CancelledError()
+        else:
+            error = task.exception()
+            if error is not None:
+                log.error("decision_failed", error=type(error).__name__, exc_info=error)
         if self._closed:
             return  # the peer is gone: the answer is dropped
         request = self._pending.popleft()
-        error = None if task.cancelled() else task.exception()
-        if task.cancelled() or error is not None:
-            log.error("decision_failed", error=type(error).__name__, exc_info=error)
+        if error is not None:
             request.keep_alive = False
             answer = _FAILED
         else:
@@ -451,7 +472,8 @@ class DecisionConnection(asyncio.Protocol):
 
     def _write(self, request: _Request, answer: Answer, exchange: Exchange) -> None:
         transport = self._transport
-        if transport is None or self._closed:
+        if transport is None or self._closed or transport.is_closing():
+            self._closed = True  # reset by the peer: connection_lost follows
             return
         last = not request.keep_alive or (
             (self._eof or self._finishing) and not self._pending
@@ -556,8 +578,9 @@ class DecisionConnection(asyncio.Protocol):
     def _headers_too_slow(self) -> None:
         self._timer = None
         self._timing_head = False
-        if self._write_paused or self._queue_full:
-            # Reading is paused by us, not by the peer: not its delay.
+        if self._queue_full:
+            # Reading is paused by us (answers wait on the store), not by
+            # the peer: not its delay. A peer that does not read is cut off.
             self._time_head()
             return
         # SECURITY: slowloris, a connection held open by dribbled headers.

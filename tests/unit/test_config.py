@@ -909,6 +909,14 @@ def test_forward_auth_is_on_when_the_section_is_present(text, path):
     assert config.forward_auth is not None
     assert config.forward_auth.path == path
     assert parse(TRUSTED).forward_auth is None
+    assert config.forward_auth.listen is None  # the main listener
+
+
+def test_forward_auth_can_have_a_listener_of_its_own():
+    config = parse(TRUSTED + "forward_auth: {listen: 127.0.0.1:8082}")
+    assert config.forward_auth is not None
+    assert config.forward_auth.listen == ("127.0.0.1", 8082)
+    assert config.forward_auth.path == "/_patgate/auth"
 
 
 # incident response: webhooks, delivery, expiry warnings, rotation reuse
@@ -987,6 +995,19 @@ def test_webhooks_and_their_delivery_options():
         (
             TRUSTED + "forward_auth: {path: _patgate/auth}",
             "forward_auth.path: expected a plain path such as /_patgate/auth",
+        ),
+        (
+            TRUSTED + "forward_auth: {listen: nowhere}",
+            "forward_auth.listen: ",
+        ),
+        (
+            TRUSTED + "listen: 127.0.0.1:8080\nforward_auth: {listen: 127.0.0.1:8080}",
+            "forward_auth.listen: 127.0.0.1:8080 is already listen;",
+        ),
+        (
+            TRUSTED
+            + "ops: {listen: 127.0.0.1:9000}\nforward_auth: {listen: 127.0.0.1:9000}",
+            "forward_auth.listen: 127.0.0.1:9000 is already ops.listen;",
         ),
     ],
 )

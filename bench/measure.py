@@ -86,18 +86,21 @@ def measure_requests(
     return figures
 
 
-def median_figures(rounds: list[dict[str, float | int]]) -> dict[str, float | int]:
-    merged: dict[str, float | int] = {}
+def median_figures(rounds: list[dict[str, float | int]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for key in rounds[0]:
         values = [r[key] for r in rounds if key in r]
         merged[key] = statistics.median(values)
     merged["rounds"] = len(rounds)
+    # Each round's req/s, in order: rows of one round were measured minutes
+    # apart at most, so their ratio, round by round, drifts less.
+    merged["rps_rounds"] = [r["rps"] for r in rounds]
     return merged
 
 
 def run_requests(
     procs: Processes, workdir: Path, targets: list[Target], args: argparse.Namespace
-) -> dict[str, dict[str, float | int]]:
+) -> dict[str, dict[str, Any]]:
     ready = [t for t in targets if t.ready]
     rounds: dict[str, list[dict[str, float | int]]] = {t.name: [] for t in ready}
     for number in range(args.repeat):

@@ -129,20 +129,32 @@ class WorkerSockets:
         yield from self.extra.values()
 
 
-# The separate listeners: what they serve and where, for the banner.
+@dataclass(frozen=True, slots=True)
+class SeparateListener:
+    """A listener besides the main one: what it serves, for the banner."""
+
+    what: str
+    address: Callable[[Config], tuple[str, int] | None]
+    path: Callable[[Config], str]
+
+
+def _decisions_path(config: Config) -> str:
+    return config.forward_auth.path if config.forward_auth else ""
+
+
 SEPARATE_LISTENERS = {
-    "manage": ("the management page and API", "/_patgate/"),
-    "ops": ("the ops endpoints", "/_patgate/healthz"),
-    "decisions": ("the decision endpoint", ""),
+    "manage": SeparateListener(
+        "the management page and API", lambda c: c.manage_listen, lambda c: "/_patgate/"
+    ),
+    "ops": SeparateListener(
+        "the ops endpoints", lambda c: c.ops_listen, lambda c: "/_patgate/healthz"
+    ),
+    "decisions": SeparateListener(
+        "the decision endpoint",
+        lambda c: c.forward_auth.listen if c.forward_auth else None,
+        _decisions_path,
+    ),
 }
-
-
-def listener_address(config: Config, name: str) -> tuple[str, int] | None:
-    """The address of a separate listener, None when it has none."""
-    if name == "decisions":
-        return config.forward_auth.listen if config.forward_auth else None
-    address: tuple[str, int] | None = getattr(config, f"{name}_listen")
-    return address
 
 
 def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
@@ -152,8 +164,8 @@ def bind_listeners(config: Config, count: int) -> list[WorkerSockets]:
         main = bind_sockets(config.listen_host, config.listen_port, count)
         opened.extend(main)
         extra: dict[str, list[socket.socket]] = {}
-        for name in SEPARATE_LISTENERS:
-            address = listener_address(config, name)
+        for name, listener in SEPARATE_LISTENERS.items():
+            address = listener.address(config)
             if address is not None:
                 extra[name] = bind_sockets(*address, count)
                 opened.extend(extra[name])
@@ -171,10 +183,9 @@ def _listener_lines(socks: WorkerSockets, config: Config) -> list[str]:
     lines = []
     for name, sock in socks.extra.items():
         host, port = sock.getsockname()[:2]
-        what, path = SEPARATE_LISTENERS[name]
-        if name == "decisions" and config.forward_auth is not None:
-            path = config.forward_auth.path
-        lines.append(f"patgate serves {what} on http://{_host(host)}:{port}{path}")
+        listener = SEPARATE_LISTENERS[name]
+        where = f"http://{_host(host)}:{port}{listener.path(config)}"
+        lines.append(f"patgate serves {listener.what} on {where}")
     return lines
 
 
@@ -402,15 +413,13 @@ def _runner(
 async def _start_listeners(
     app: web.Application, socks: WorkerSockets, access_log: AccessLog
 ) -> list[tuple[web.AppRunner, web.SockSite]]:
-    """Serve the separate listeners' apps on their sockets (the decision
-    listener's own server: see ``_serve_one``)."""
+    """Serve the separate listeners' aiohttp apps on their sockets (the
+    decision listener has a server of its own: see ``_serve_one``)."""
     started = []
-    for name, sock in socks.extra.items():
-        if name == "decisions":
-            continue
-        runner = _runner(app[LISTENERS][name], app[CONFIG], access_log)
+    for name, listener in app[LISTENERS].items():
+        runner = _runner(listener, app[CONFIG], access_log)
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, socks.extra[name])
         await site.start()
         started.append((runner, site))
     return started

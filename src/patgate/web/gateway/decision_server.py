@@ -86,7 +86,6 @@ _URI_TOO_LONG = error_answer(
 _HEADERS_TOO_LARGE = error_answer(
     431, "invalid_request", message="The request headers are too large."
 )
-_BODY_TOO_LARGE = error_answer(413, "payload_too_large")
 _EXPECTATION = error_answer(417, "expectation_failed")
 _FAILED = error_answer(500, "internal_error")
 _TIMEOUT = Answer(408, b"")
@@ -288,7 +287,7 @@ class DecisionConnection(asyncio.Protocol):
         if self._in_head and self._fed > self._max_head:
             self._refuse(_HEADERS_TOO_LARGE)
         elif self._in_body and self._fed > MAX_BODY + MAX_HEAD:
-            self._refuse(_BODY_TOO_LARGE)
+            self.finish(linger=True)  # it has had its answer: no other
 
     def _feed(self, data: bytes) -> bool:
         """Parse ``data``; False if parsing ended (refused, or the last request)."""

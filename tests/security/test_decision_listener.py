@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from patgate.answers import Answer
 from patgate.web.gateway import decision_server
 from patgate.web.keys import DECISIONS, FORWARD_AUTH, METRICS
 from tests.gateway_harness import Address, Gateway, RecordingUpstream
@@ -663,3 +664,21 @@ async def test_answers_to_a_reset_peer_stop_at_once(
             await gateway.app[DECISIONS].drained()
     assert len([r for r in caplog.records if r.name == "asyncio"]) <= 1
     assert len(lines) < 1500  # what could not be sent was not logged as answered
+
+
+async def test_an_answer_header_with_a_line_break_is_never_sent(
+    gateway: Gateway, decisions: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SECURITY: an identity value that ends its line (a login, a path made
+    it through) would split the answer; a 500 and a close instead."""
+    split = (("X-Patgate-User", "alice\r\nX-Patgate-Scopes: *"),)
+
+    def splitting(*args: object) -> Answer:
+        return Answer(200, b"", split)
+
+    monkeypatch.setattr(gateway.app[FORWARD_AUTH], "decide_now", splitting)
+    data = await exchange(decisions, ask("/public/x") + ask("/public/y"))
+    (answer,) = parse_responses(data)  # the 500, then EOF
+    assert answer.status == 500
+    assert b"alice" not in data
+    assert b"X-Patgate-Scopes" not in data

@@ -89,6 +89,7 @@ _HEADERS_TOO_LARGE = error_answer(
 _EXPECTATION = error_answer(417, "expectation_failed")
 _FAILED = error_answer(500, "internal_error")
 _TIMEOUT = Answer(408, b"")
+_JSON_LINE = f"Content-Type: {JSON}\r\n".encode()
 _SERVER_LINE = f"Server: {SERVER_NAME}\r\n".encode()
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()
@@ -448,7 +449,7 @@ class DecisionConnection(asyncio.Protocol):
         decider = self.server.decider
         if not target.startswith("/"):
             return _BAD_TARGET
-        if path != decider.path and not path.startswith(decider.path + "/"):
+        if not decider.serves(path):
             return _NOT_FOUND
         return decider.decide_now(
             request.method, target, request.headers, self._peer, exchange
@@ -518,7 +519,7 @@ class DecisionConnection(asyncio.Protocol):
             f"Date: {self.server.date()}\r\nContent-Length: {len(body)}\r\n".encode(),
         ]
         if body:
-            lines.append(b"Content-Type: " + JSON.encode() + b"\r\n")
+            lines.append(_JSON_LINE)
         for name, value in answer.headers:
             if "\r" in value or "\n" in value or "\x00" in value:
                 raise ValueError("a header value ends its line")

@@ -111,6 +111,11 @@ class Decider:
         self.gate = gate
         self.path = path
         self._tail = len(path)
+        self._under = path + "/"
+
+    def serves(self, path: str) -> bool:
+        """Whether a raw path (no query) is the endpoint's, or under it (Envoy)."""
+        return path == self.path or path.startswith(self._under)
 
     def decide_now(
         self,
@@ -222,7 +227,7 @@ class Decider:
             # decoded path; the raw one must spell the prefix as it is.
             if nginx_uri or other_uri:
                 return _CONFLICT
-            if not raw_path.startswith(self.path) or raw_path[self._tail] != "/":
+            if not raw_path.startswith(self._under):
                 return _BAD_URI
             return own_method, raw_path[self._tail :], True
         uri = _one(nginx_uri, other_uri)

@@ -53,6 +53,7 @@ from targets import (
     describe_failure,
     forward_auth_yaml,
     patgate_serve_available,
+    start_decision_stub,
     start_forward_auth,
     start_nginx,
     start_patgate,
@@ -71,12 +72,15 @@ FORWARD_AUTH_CASES = (
     ("fwd-auth-cached", "nginx + decision, 1 s cache", True),
 )
 FORWARD_AUTH_PATGATE = PatgateCase("fwd-auth-patgate", "patgate deciding", "sqlite", 1)
+# The same nginx asking issue 13's reference, a minimal aiohttp decision stub.
+STUB_CASE = ("fwd-stub", "nginx + aiohttp stub (ref)")
 ALL_TARGETS = (
     "direct",
     "nginx",
     "plain",
     *(case.name for case in PATGATE_CASES),
     *(name for name, _, _ in FORWARD_AUTH_CASES),
+    STUB_CASE[0],
 )
 REQUIRED_TOOLS = ("wrk", "nginx", "curl", "redis-server")
 
@@ -191,6 +195,8 @@ def start_targets(
         )
         targets.append(start_guarded(case.name, case.label, start, targets))
     targets += start_forward_auth_targets(procs, workdir, upstream, args, available)
+    if STUB_CASE[0] in wanted:
+        targets.append(start_stub_target(procs, workdir, upstream, args))
     for target in targets:
         state = target.base_url if target.ready else f"{target.status}: {target.reason}"
         log(f"{target.name}: {state}")
@@ -244,6 +250,28 @@ def start_forward_auth_targets(
         )
         targets.append(start_guarded(name, label, start, [decider]))
     return targets
+
+
+def start_stub_target(
+    procs: Processes, workdir: Path, upstream: Target, args: argparse.Namespace
+) -> Target:
+    """nginx, as for ``fwd-auth``, in front of the decision stub."""
+    name, label = STUB_CASE
+    stub = start_guarded("decision-stub", label, lambda: start_decision_stub(procs), [])
+    if not stub.ready:
+        return Target(name, label, "error", stub.reason)
+    start = functools.partial(
+        start_forward_auth,
+        procs,
+        workdir,
+        upstream,
+        stub,
+        name,
+        label,
+        cached=False,
+        workers=args.nginx_workers,
+    )
+    return start_guarded(name, label, start, [])
 
 
 def start_guarded(

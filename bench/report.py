@@ -71,7 +71,7 @@ def stream_rows(targets: list[Target], streaming: Mapping[str, Any]) -> list[Row
 class Check:
     target: str
     what: str
-    verdict: str  # PASS | FAIL | pending | n/a
+    verdict: str  # PASS | FAIL | pending | n/a | ref (reported, not judged)
     measured: str
 
     def as_dict(self) -> dict[str, str]:
@@ -158,8 +158,21 @@ FORWARD_AUTH_TARGETS = (
 )
 
 
+# Issue 13's reference, the aiohttp decision stub behind the same nginx: what
+# this machine allows a Python decision service (the issue measured 2.31x).
+STUB_REFERENCES = (
+    ("fwd-stub", "patgate-sqlite", "stub req/s ÷ patgate proxy mode"),
+    ("fwd-auth", "fwd-stub", "patgate decision req/s ÷ stub's"),
+)
+
+
 def forward_auth_checks(by_name: Mapping[str, Row]) -> list[Check]:
     checks: list[Check] = []
+    for name, base_name, what in STUB_REFERENCES:
+        row, base = by_name.get(name), by_name.get(base_name)
+        if row and base and row["status"] == "ok" and base.get("status") == "ok":
+            share = row["rps"] / base["rps"]
+            checks.append(Check(name, what, "ref", f"{share:.2f}×" + paired(row, base)))
     for name, base_name, floor, what in FORWARD_AUTH_TARGETS:
         row, base = by_name.get(name), by_name.get(base_name)
         if row is None:

@@ -115,6 +115,19 @@ def start_upstream(procs: Processes) -> Target:
     return target
 
 
+def start_decision_stub(procs: Processes) -> Target:
+    """``decision_stub.py``: the reference decision service (``decisions`` set)."""
+    port = free_port()
+    argv = [python(), str(BENCH_DIR / "decision_stub.py"), "--listen"]
+    child = procs.start("decision-stub", [*argv, f"127.0.0.1:{port}"])
+    target = Target("decision-stub", "aiohttp decision stub")
+    target.child = child
+    target.decisions = f"127.0.0.1:{port}"
+    # Any value: the stub only looks for the header.
+    target.auth_headers = {"Authorization": "Bearer stub"}
+    return target
+
+
 def start_plain_proxy(procs: Processes, upstream: Target) -> Target:
     port = free_port()
     argv = [
@@ -474,7 +487,8 @@ def start_forward_auth(
     cached: bool,
     workers: int,
 ) -> Target:
-    """nginx (the shipped forward-auth config) in front of ``patgate``'s endpoint."""
+    """nginx (the shipped forward-auth config) in front of ``patgate``'s endpoint
+    (or the decision stub's)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     directory = workdir / name
     directory.mkdir()

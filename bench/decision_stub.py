@@ -13,11 +13,9 @@ and the original URI (the shipped nginx config forwards ``X-Patgate-Uri``), or
 
 from __future__ import annotations
 
-import argparse
-
 from aiohttp import web
 
-from upstream import run_fast, serve
+from upstream import serve_from_command_line
 
 DECISION_PATH = "/_patgate/auth"
 
@@ -41,10 +39,7 @@ def create_app() -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8082", help="host:port")
-    args = parser.parse_args()
-    run_fast(lambda loop_name: serve(create_app(), args.listen, loop_name))
+    serve_from_command_line(create_app, __doc__.splitlines()[0], "127.0.0.1:8082")
 
 
 if __name__ == "__main__":

@@ -100,11 +100,18 @@ def run_fast(main: Callable[[str], Coroutine[object, object, None]]) -> None:
         uvloop.run(main("uvloop"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8081", help="host:port")
+def serve_from_command_line(
+    make_app: Callable[[], web.Application], description: str, listen: str
+) -> None:
+    """``--listen host:port`` (default ``listen``), then serve ``make_app()``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--listen", default=listen, help="host:port")
     args = parser.parse_args()
-    run_fast(lambda loop_name: serve(create_app(), args.listen, loop_name))
+    run_fast(lambda loop_name: serve(make_app(), args.listen, loop_name))
+
+
+def main() -> None:
+    serve_from_command_line(create_app, __doc__.splitlines()[0], "127.0.0.1:8081")
 
 
 if __name__ == "__main__":

@@ -604,8 +604,9 @@ class Gate:
             except StoreUnavailableError:
                 return self.cache.stale(token_hash) or STORE_DOWN
             except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # this caller's own cancellation
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task and task.cancelling()):
+                    raise  # this caller's own cancellation (perhaps too)
         future: asyncio.Future[TokenGrant | None] = (
             asyncio.get_running_loop().create_future()
         )

@@ -165,3 +165,20 @@ async def test_a_cancelled_lookup_does_not_strand_those_waiting_on_it(store):
     async with asyncio.timeout(5):
         assert (await follower).allowed
     assert leader.cancelled()
+
+
+async def test_a_waiter_cancelled_with_the_lookup_it_waits_on_stays_cancelled(store):
+    """Its own cancellation is not taken for the lookup's: it does not go on
+    to ask the store itself."""
+    gate = new_gate(store, Clock())
+    _, value = await sliding_token(store)
+    leader = asyncio.create_task(gate.authorize(ANY_TOKEN, view(value)))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(gate.authorize(ANY_TOKEN, view(value)))
+    await asyncio.sleep(0)
+    leader.cancel()
+    follower.cancel()
+    async with asyncio.timeout(5):
+        await asyncio.wait({leader, follower})
+    assert leader.cancelled()
+    assert follower.cancelled()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from patgate.tokens import format_token
@@ -85,3 +86,47 @@ async def test_store_outage_is_503_for_unchecked_tokens_never_401(
     (response,) = await send_raw(gateway, request("/api/after", bearer(fresh)))
     assert response.status == 200
     assert upstream.last.raw_path == "/api/after"
+
+
+@pytest.mark.parametrize(
+    "forward_auth", ["{}", "{listen: 127.0.0.1:0}"], ids=["main", "own listener"]
+)
+async def test_the_decision_endpoint_is_503_in_an_outage_never_200(
+    make_gateway: StartGateway,
+    upstream: RecordingUpstream,
+    redis_url: str,
+    outage: RedisServer,
+    client: aiohttp.ClientSession,
+    forward_auth: str,
+) -> None:
+    """A proxy in front passes what the endpoint answers 2xx: a token it
+    cannot check is a 503 there too (nginx then refuses), as in proxy mode."""
+    extra = f"trusted_proxies: [127.0.0.1/32]\nforward_auth: {forward_auth}\n"
+    gateway: Gateway = await make_gateway(
+        redis_url, ROUTES.format(upstream=upstream.url), extra=extra
+    )
+    cached = await gateway.token("alice")
+    unchecked = await gateway.token("alice")
+
+    async def decide(value: str) -> tuple[int, dict[str, str], bytes]:
+        headers = {
+            "Authorization": f"Bearer {value}",
+            "X-Original-Method": "GET",
+            "X-Original-URI": "/api/x",
+        }
+        url = gateway.decisions_url + "/_patgate/auth"
+        async with client.get(url, headers=headers) as response:
+            return response.status, dict(response.headers), await response.read()
+
+    assert (await decide(cached))[0] == 200
+
+    await asyncio.to_thread(outage.stop)
+
+    status, headers, body = await decide(unchecked)
+    assert status == 503
+    assert "WWW-Authenticate" not in headers
+    assert "X-Patgate-User" not in headers
+    assert b"temporarily_unavailable" in body
+    assert unchecked.encode() not in body
+    # Recently confirmed: the cache answers within max_stale, as in proxy mode.
+    assert (await decide(cached))[0] == 200
